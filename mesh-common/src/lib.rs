@@ -1,0 +1,14 @@
+//! Types shared by the mesh's kernel programs and userspace.
+//!
+//! Without features this crate is `no_std` and holds only `#[repr(C)]` map keys and values and the
+//! port numbers, so the eBPF programs (`mesh-ebpf`) and the agent agree on every byte. The `user`
+//! feature implements `aya::Pod` for them; the `std` feature adds the workload identity.
+#![cfg_attr(not(feature = "std"), no_std)]
+
+pub mod kernel;
+pub mod ports;
+
+#[cfg(feature = "std")]
+pub mod identity;
+#[cfg(feature = "std")]
+pub mod model;

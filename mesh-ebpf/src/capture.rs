@@ -1,0 +1,114 @@
+//! Outbound capture: `cgroup/connect{4,6}` rewrite a pod's TCP connects to non-loopback
+//! destinations into the agent's in-pod listener; `sockops` re-keys the original destination.
+//!
+//! The programs are attached only to the cgroups of enrolled pods, so the agent's own sockets
+//! (created from the agent's cgroup) are never captured.
+
+use aya_ebpf::{
+    bindings::{bpf_sock_addr, BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB},
+    helpers::{bpf_get_netns_cookie, bpf_get_socket_cookie},
+    macros::{cgroup_sock_addr, map, sock_ops},
+    maps::LruHashMap,
+    programs::{SockAddrContext, SockOpsContext},
+    EbpfContext,
+};
+use aya_log_ebpf::debug;
+use mesh_common::{
+    kernel::{OrigDstKey, SockAddr, AF_INET, AF_INET6},
+    ports::{AGENT_POD_PORTS, OUTBOUND_CAPTURE},
+};
+
+/// Allow the connect (cgroup sock_addr programs return 1 to allow, 0 to refuse).
+const ALLOW: i32 = 1;
+const SOCK_STREAM: u32 = 1;
+const LOOPBACK_V4: u32 = 0x7f00_0001;
+
+/// Socket cookie of a captured client socket -> original destination, until it is established.
+#[map]
+static ORIG_DST_BY_COOKIE: LruHashMap<u64, SockAddr> = LruHashMap::with_max_entries(65_536, 0);
+
+/// (pod netns cookie, client port, family) -> original destination, read by the agent on accept.
+#[map]
+static ORIG_DST: LruHashMap<OrigDstKey, SockAddr> = LruHashMap::with_max_entries(65_536, 0);
+
+#[cgroup_sock_addr(connect4)]
+pub fn mesh_connect4(ctx: SockAddrContext) -> i32 {
+    // SAFETY: the kernel hands a valid bpf_sock_addr to cgroup/connect4.
+    let sa: &mut bpf_sock_addr = unsafe { &mut *ctx.sock_addr };
+    if sa.type_ != SOCK_STREAM {
+        return ALLOW; // UDP (DNS) and raw sockets are left alone
+    }
+    let dst_ip = u32::from_be(sa.user_ip4);
+    let dst_port = u16::from_be(sa.user_port as u16);
+    if dst_ip >> 24 == 127 || is_agent_port(dst_port) {
+        return ALLOW;
+    }
+    let orig = SockAddr { addr: [sa.user_ip4, 0, 0, 0], port: u32::from(dst_port), family: AF_INET };
+    // SAFETY: the helper only reads the context.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    if ORIG_DST_BY_COOKIE.insert(&cookie, &orig, 0).is_err() {
+        return ALLOW; // cannot remember the destination: better uncaptured than unroutable
+    }
+    sa.user_ip4 = LOOPBACK_V4.to_be();
+    sa.user_port = u32::from(OUTBOUND_CAPTURE.to_be());
+    debug!(&ctx, "captured connect4 to {:i}:{}", dst_ip, dst_port);
+    ALLOW
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn mesh_connect6(ctx: SockAddrContext) -> i32 {
+    // SAFETY: the kernel hands a valid bpf_sock_addr to cgroup/connect6.
+    let sa: &mut bpf_sock_addr = unsafe { &mut *ctx.sock_addr };
+    if sa.type_ != SOCK_STREAM {
+        return ALLOW;
+    }
+    let ip = sa.user_ip6;
+    let dst_port = u16::from_be(sa.user_port as u16);
+    if is_loopback_v6(ip) || is_agent_port(dst_port) {
+        return ALLOW;
+    }
+    let orig = SockAddr { addr: ip, port: u32::from(dst_port), family: AF_INET6 };
+    // SAFETY: the helper only reads the context.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    if ORIG_DST_BY_COOKIE.insert(&cookie, &orig, 0).is_err() {
+        return ALLOW;
+    }
+    // [::1]: also for v4-mapped destinations, so the accepted socket's family matches the key.
+    sa.user_ip6 = [0, 0, 0, 1u32.to_be()];
+    sa.user_port = u32::from(OUTBOUND_CAPTURE.to_be());
+    debug!(&ctx, "captured connect6 to port {}", dst_port);
+    ALLOW
+}
+
+#[sock_ops]
+pub fn mesh_sockops(ctx: SockOpsContext) -> u32 {
+    if ctx.op() == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB {
+        rekey_established(&ctx);
+    }
+    0
+}
+
+fn rekey_established(ctx: &SockOpsContext) {
+    // SAFETY: the helpers only read the context.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    // SAFETY: the value is copied out at once; LRU eviction cannot free it under us here.
+    let Some(orig) = (unsafe { ORIG_DST_BY_COOKIE.get(&cookie) }).copied() else {
+        return; // not a captured connection
+    };
+    // SAFETY: as above.
+    let netns_cookie = unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };
+    let key = OrigDstKey { netns_cookie, port: ctx.local_port(), family: ctx.family() };
+    let _ = ORIG_DST.insert(&key, &orig, 0);
+    let _ = ORIG_DST_BY_COOKIE.remove(&cookie);
+}
+
+fn is_agent_port(port: u16) -> bool {
+    AGENT_POD_PORTS.iter().any(|p| *p == port)
+}
+
+/// `::1`, or a v4-mapped `::ffff:127.x.y.z`.
+fn is_loopback_v6(ip: [u32; 4]) -> bool {
+    let w: [u32; 4] = [u32::from_be(ip[0]), u32::from_be(ip[1]), u32::from_be(ip[2]), u32::from_be(ip[3])];
+    (w[0] == 0 && w[1] == 0 && w[2] == 0 && w[3] == 1)
+        || (w[0] == 0 && w[1] == 0 && w[2] == 0xffff && w[3] >> 24 == 127)
+}

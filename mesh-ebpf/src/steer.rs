@@ -1,0 +1,50 @@
+//! Inbound steering: `sk_lookup`, attached to each enrolled pod's network namespace, hands new TCP
+//! connections for the pod's address to the agent's plaintext listener (15006) in that pod.
+//!
+//! Not steered: the agent's own ports, loopback, and connections whose source is the pod itself
+//! (the agent delivers to the application from inside the pod, so its delivery connections have
+//! remote address == local address and must reach the application).
+
+use aya_ebpf::{
+    bindings::{sk_action::SK_PASS, bpf_sk_lookup},
+    macros::{map, sk_lookup},
+    maps::SockHash,
+    programs::SkLookupContext,
+};
+use mesh_common::{
+    kernel::{ListenerKey, AF_INET, AF_INET6},
+    ports::AGENT_POD_PORTS,
+};
+
+const IPPROTO_TCP: u32 = 6;
+
+/// Pod address -> the agent's inbound plaintext listener in that pod.
+#[map]
+static INBOUND_LISTENERS: SockHash<ListenerKey> = SockHash::with_max_entries(4_096, 0);
+
+#[sk_lookup]
+pub fn mesh_sk_lookup(ctx: SkLookupContext) -> u32 {
+    // SAFETY: the kernel hands a valid bpf_sk_lookup to sk_lookup programs.
+    let l: &bpf_sk_lookup = unsafe { &*ctx.lookup };
+    if l.protocol != IPPROTO_TCP || AGENT_POD_PORTS.iter().any(|p| u32::from(*p) == l.local_port) {
+        return SK_PASS;
+    }
+    let key = match l.family {
+        AF_INET => {
+            if u32::from_be(l.local_ip4) >> 24 == 127 || l.remote_ip4 == l.local_ip4 {
+                return SK_PASS;
+            }
+            ListenerKey { addr: [l.local_ip4, 0, 0, 0], family: AF_INET }
+        }
+        AF_INET6 => {
+            if l.local_ip6 == [0, 0, 0, 1u32.to_be()] || l.remote_ip6 == l.local_ip6 {
+                return SK_PASS;
+            }
+            ListenerKey { addr: l.local_ip6, family: AF_INET6 }
+        }
+        _ => return SK_PASS,
+    };
+    // No listener for this address (pod not enrolled, or being removed): ordinary lookup.
+    let _ = INBOUND_LISTENERS.redirect_sk_lookup(&ctx, key, 0);
+    SK_PASS
+}

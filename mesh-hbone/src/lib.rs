@@ -1,0 +1,1 @@
+//! Workload identity certificates, SPIFFE-verifying mTLS and the HBONE tunnel.
