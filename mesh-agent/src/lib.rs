@@ -1,1 +1,13 @@
-//! mesh-agent library.
+//! mesh-agent: the per-node agent of the mesh.
+//!
+//! It loads the kernel programs, enrols pods announced through its local API, opens its listeners
+//! inside each enrolled pod's network namespace and carries the captured connections.
+
+pub mod admin;
+pub mod config;
+pub mod ebpf;
+pub mod enrol;
+pub mod netns;
+pub mod pods;
+pub mod proxy;
+pub mod state;

@@ -1,1 +1,69 @@
-fn main() {}
+//! mesh-agent binary: loads the kernel programs and serves enrolment, proxies and admin.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use mesh_agent::admin::{self, Admin};
+use mesh_agent::config::Config;
+use mesh_agent::ebpf::Programs;
+use mesh_agent::enrol;
+use mesh_agent::pods::Registry;
+use mesh_agent::state::State;
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::info;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let config = Config::parse();
+
+    let snapshot = match &config.local_config {
+        Some(path) => State::load_file(path)?,
+        None => Default::default(),
+    };
+    let state = Arc::new(State::new(snapshot));
+    let programs = Arc::new(Programs::load()?);
+    let registry = Arc::new(Registry::new(
+        programs,
+        state.clone(),
+        config.trust_domain.clone(),
+    ));
+
+    let enrol_listener = enrol::bind(&config.enrol_socket).with_context(|| {
+        format!(
+            "binding the enrolment socket {}",
+            config.enrol_socket.display()
+        )
+    })?;
+    let admin_listener = admin::bind(config.admin_addr)
+        .await
+        .with_context(|| format!("binding the admin endpoint {}", config.admin_addr))?;
+    info!(node = %config.node, enrol = %config.enrol_socket.display(), admin = %config.admin_addr, "agent ready");
+
+    let enrol_task = tokio::spawn(enrol::serve(enrol_listener, registry.clone()));
+    let admin = Arc::new(Admin {
+        registry: registry.clone(),
+        state,
+        config: config.clone(),
+    });
+    let admin_task = tokio::spawn(admin::serve(admin_listener, admin));
+
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM: shutting down"),
+        _ = int.recv() => info!("SIGINT: shutting down"),
+    }
+    enrol_task.abort();
+    admin_task.abort();
+    registry.remove_all().await;
+    let _ = std::fs::remove_file(&config.enrol_socket);
+    info!("all pods detached; agent stopped");
+    Ok(())
+}

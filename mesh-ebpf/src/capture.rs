@@ -62,7 +62,7 @@ pub fn mesh_connect6(ctx: SockAddrContext) -> i32 {
     if sa.type_ != SOCK_STREAM {
         return ALLOW;
     }
-    let ip = sa.user_ip6;
+    let ip = crate::steer::read_ip6(&sa.user_ip6);
     let dst_port = u16::from_be(sa.user_port as u16);
     if is_loopback_v6(ip) || is_agent_port(dst_port) {
         return ALLOW;

@@ -37,14 +37,30 @@ pub fn mesh_sk_lookup(ctx: SkLookupContext) -> u32 {
             ListenerKey { addr: [l.local_ip4, 0, 0, 0], family: AF_INET }
         }
         AF_INET6 => {
-            if l.local_ip6 == [0, 0, 0, 1u32.to_be()] || l.remote_ip6 == l.local_ip6 {
+            let local = read_ip6(&l.local_ip6);
+            if local == [0, 0, 0, 1u32.to_be()] || read_ip6(&l.remote_ip6) == local {
                 return SK_PASS;
             }
-            ListenerKey { addr: l.local_ip6, family: AF_INET6 }
+            ListenerKey { addr: local, family: AF_INET6 }
         }
         _ => return SK_PASS,
     };
     // No listener for this address (pod not enrolled, or being removed): ordinary lookup.
     let _ = INBOUND_LISTENERS.redirect_sk_lookup(&ctx, key, 0);
     SK_PASS
+}
+
+/// Reads an address word by word: the verifier only allows context loads at constant offsets
+/// from the context pointer, which a whole-array copy or compare does not produce.
+#[inline(always)]
+pub(crate) fn read_ip6(field: &[u32; 4]) -> [u32; 4] {
+    // SAFETY: `field` points into the live context; each read is an aligned u32 load.
+    unsafe {
+        [
+            core::ptr::read_volatile(&field[0]),
+            core::ptr::read_volatile(&field[1]),
+            core::ptr::read_volatile(&field[2]),
+            core::ptr::read_volatile(&field[3]),
+        ]
+    }
 }

@@ -1,0 +1,98 @@
+//! The agent's admin endpoint: enrolled pods with their attached programs, the configuration,
+//! the data-plane model, and readiness.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tracing::{debug, warn};
+
+use crate::config::Config;
+use crate::pods::Registry;
+use crate::state::State;
+
+/// What the admin endpoint reads.
+#[derive(Debug)]
+pub struct Admin {
+    /// The pods.
+    pub registry: Arc<Registry>,
+    /// The model.
+    pub state: Arc<State>,
+    /// The agent's configuration.
+    pub config: Config,
+}
+
+/// Serves the admin endpoint on `listener` until the task is aborted.
+pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                warn!(error = %e, "admin accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let admin = admin.clone();
+                async move { Ok::<_, std::convert::Infallible>(route(req, &admin).await) }
+            });
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                debug!(error = %e, "admin connection");
+            }
+        });
+    }
+}
+
+async fn route(req: Request<Incoming>, admin: &Admin) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET is supported\n");
+    }
+    match req.uri().path() {
+        "/pods" => json(&admin.registry.list().await),
+        "/config_dump" => json(&serde_json::json!({
+            "config": admin.config,
+            "model": *admin.state.snapshot(),
+        })),
+        "/healthz/ready" => text(StatusCode::OK, "ready\n"),
+        "/" => text(
+            StatusCode::OK,
+            "endpoints: /pods /config_dump /healthz/ready\n",
+        ),
+        other => text(
+            StatusCode::NOT_FOUND,
+            &format!("no admin endpoint {other}\n"),
+        ),
+    }
+}
+
+fn json(value: &impl serde::Serialize) -> Response<Full<Bytes>> {
+    match serde_json::to_vec_pretty(value) {
+        Ok(body) => Response::builder()
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()))),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n")),
+    }
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_owned())));
+    *response.status_mut() = status;
+    response
+}
+
+/// Binds the admin listener.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}

@@ -1,0 +1,34 @@
+//! Agent configuration: command-line flags with environment-variable fallbacks and their defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use mesh_common::identity::DEFAULT_TRUST_DOMAIN;
+
+/// Default path of the enrolment API's Unix socket.
+pub const DEFAULT_ENROL_SOCKET: &str = "/var/run/mesh/agent.sock";
+/// Default admin listen address (loopback of the agent's network namespace).
+pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:15000";
+
+/// mesh-agent: per-node agent of the eBPF ambient mesh.
+#[derive(Parser, Debug, Clone, serde::Serialize)]
+#[command(version, about)]
+pub struct Config {
+    /// Name of the node this agent serves.
+    #[arg(long, env = "MESH_NODE", default_value = "node")]
+    pub node: String,
+    /// Unix socket of the enrolment API (pods added/removed by the CNI plugin or pod registry).
+    #[arg(long, env = "MESH_ENROL_SOCKET", default_value = DEFAULT_ENROL_SOCKET)]
+    pub enrol_socket: PathBuf,
+    /// Admin HTTP endpoint (pods, programs, config dump, readiness).
+    #[arg(long, env = "MESH_ADMIN_ADDR", default_value = DEFAULT_ADMIN_ADDR)]
+    pub admin_addr: SocketAddr,
+    /// A data-plane model file (YAML `Snapshot`: workloads and services) used instead of a
+    /// control plane, for standalone use and tests.
+    #[arg(long, env = "MESH_LOCAL_CONFIG")]
+    pub local_config: Option<PathBuf>,
+    /// SPIFFE trust domain.
+    #[arg(long, env = "MESH_TRUST_DOMAIN", default_value = DEFAULT_TRUST_DOMAIN)]
+    pub trust_domain: String,
+}

@@ -1,0 +1,387 @@
+//! Loads the kernel programs, attaches them to enrolled pods and reads their maps.
+//!
+//! The programs are loaded once per agent. Each enrolled pod gets the capture programs attached
+//! to its cgroup and `sk_lookup` attached to its network namespace; all attachments are BPF links
+//! owned by this process, so they go away when the pod is removed or the agent exits.
+
+use std::fs::File;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::sync::Mutex;
+
+use aya::maps::{HashMap as BpfHashMap, MapData, SockHash};
+use aya::programs::{
+    cgroup_sock_addr::CgroupSockAddrLinkId, sk_lookup::SkLookupLinkId, sock_ops::SockOpsLinkId,
+    CgroupAttachMode, CgroupSockAddr, SkLookup, SockOps,
+};
+use aya::{Ebpf, EbpfLoader};
+use mesh_common::kernel::{names, ListenerKey, OrigDstKey, SockAddr};
+use serde::Serialize;
+
+/// The object file built from `mesh-ebpf` by this crate's build script.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("MESH_EBPF_OBJECT"));
+
+/// Errors loading or attaching the kernel programs.
+#[derive(Debug, thiserror::Error)]
+pub enum EbpfError {
+    /// Loading the object failed (no CAP_BPF/CAP_SYS_ADMIN, or a kernel feature is missing).
+    #[error("cannot load the eBPF programs (the agent needs root or CAP_BPF+CAP_NET_ADMIN+CAP_SYS_ADMIN, and a kernel with BPF, cgroup v2 and sk_lookup): {0}")]
+    Load(#[from] aya::EbpfError),
+    /// A program or map the agent expects is not in the object.
+    #[error("the eBPF object has no {0}")]
+    Missing(&'static str),
+    /// A program could not be loaded into or attached in the kernel.
+    #[error("eBPF program {program}: {source}")]
+    Program {
+        program: &'static str,
+        source: aya::programs::ProgramError,
+    },
+    /// A map operation failed.
+    #[error("eBPF map {map}: {source}")]
+    Map {
+        map: &'static str,
+        source: aya::maps::MapError,
+    },
+    /// The cgroup directory cannot be opened.
+    #[error("cannot open cgroup {path}: {source}")]
+    Cgroup {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// What is attached for one pod, so it can be detached again.
+#[derive(Debug)]
+pub struct PodAttachment {
+    connect4: CgroupSockAddrLinkId,
+    connect6: CgroupSockAddrLinkId,
+    sockops: SockOpsLinkId,
+    sk_lookup: SkLookupLinkId,
+    listener_keys: Vec<ListenerKey>,
+}
+
+/// One attached program, as the admin endpoint reports it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct AttachedProgram {
+    /// Program name in the object file.
+    pub name: &'static str,
+    /// Kernel attach point.
+    pub attach_type: &'static str,
+    /// The cgroup path or netns path it is attached to.
+    pub target: String,
+}
+
+struct Loaded {
+    ebpf: Ebpf,
+    orig_dst: BpfHashMap<MapData, OrigDstKey, SockAddr>,
+    listeners: SockHash<MapData, ListenerKey>,
+}
+
+/// The loaded kernel programs and maps.
+pub struct Programs {
+    inner: Mutex<Loaded>,
+}
+
+impl std::fmt::Debug for Programs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Programs")
+    }
+}
+
+impl Programs {
+    /// Loads the embedded object and all programs into the kernel, and starts forwarding the
+    /// programs' log lines into `tracing` (target `mesh_ebpf`).
+    pub fn load() -> Result<Programs, EbpfError> {
+        let mut ebpf = EbpfLoader::new().load(OBJECT)?;
+        start_log_forwarding(&mut ebpf);
+        for name in [names::CONNECT4, names::CONNECT6] {
+            let prog: &mut CgroupSockAddr = program(&mut ebpf, name)?;
+            prog.load().map_err(|source| EbpfError::Program {
+                program: name,
+                source,
+            })?;
+        }
+        let sockops: &mut SockOps = program(&mut ebpf, names::SOCKOPS)?;
+        sockops.load().map_err(|source| EbpfError::Program {
+            program: names::SOCKOPS,
+            source,
+        })?;
+        let sk_lookup: &mut SkLookup = program(&mut ebpf, names::SK_LOOKUP)?;
+        sk_lookup.load().map_err(|source| EbpfError::Program {
+            program: names::SK_LOOKUP,
+            source,
+        })?;
+
+        let orig_dst = ebpf
+            .take_map(names::ORIG_DST)
+            .ok_or(EbpfError::Missing(names::ORIG_DST))?;
+        let orig_dst = BpfHashMap::try_from(orig_dst).map_err(|source| EbpfError::Map {
+            map: names::ORIG_DST,
+            source,
+        })?;
+        let listeners = ebpf
+            .take_map(names::INBOUND_LISTENERS)
+            .ok_or(EbpfError::Missing(names::INBOUND_LISTENERS))?;
+        let listeners = SockHash::try_from(listeners).map_err(|source| EbpfError::Map {
+            map: names::INBOUND_LISTENERS,
+            source,
+        })?;
+        Ok(Programs {
+            inner: Mutex::new(Loaded {
+                ebpf,
+                orig_dst,
+                listeners,
+            }),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Loaded> {
+        // A panic while holding the lock leaves the maps consistent (each call is one syscall).
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Attaches capture to the pod's cgroup and steering to its netns, and registers the pod's
+    /// inbound listeners (one per address family) for `sk_lookup`.
+    pub fn attach_pod(
+        &self,
+        cgroup: &Path,
+        netns: &File,
+        addresses: &[IpAddr],
+        inbound_v4: &impl AsRawFd,
+        inbound_v6: Option<&impl AsRawFd>,
+    ) -> Result<PodAttachment, EbpfError> {
+        let cgroup_file = File::open(cgroup).map_err(|source| EbpfError::Cgroup {
+            path: cgroup.display().to_string(),
+            source,
+        })?;
+        let mut guard = self.lock();
+        let loaded = &mut *guard;
+        let mut listener_keys = Vec::new();
+        for ip in addresses {
+            let key = ListenerKey::from(*ip);
+            let result = match (ip, inbound_v6) {
+                (IpAddr::V4(_), _) => loaded.listeners.insert(key, inbound_v4.as_raw_fd(), 0),
+                (IpAddr::V6(_), Some(v6)) => loaded.listeners.insert(key, v6.as_raw_fd(), 0),
+                (IpAddr::V6(_), None) => continue,
+            };
+            if let Err(source) = result {
+                remove_keys(&mut loaded.listeners, &listener_keys);
+                return Err(EbpfError::Map {
+                    map: names::INBOUND_LISTENERS,
+                    source,
+                });
+            }
+            listener_keys.push(key);
+        }
+        let attached = attach_all(&mut loaded.ebpf, &cgroup_file, netns);
+        match attached {
+            Ok((connect4, connect6, sockops, sk_lookup)) => Ok(PodAttachment {
+                connect4,
+                connect6,
+                sockops,
+                sk_lookup,
+                listener_keys,
+            }),
+            Err(e) => {
+                remove_keys(&mut loaded.listeners, &listener_keys);
+                Err(e)
+            }
+        }
+    }
+
+    /// Detaches everything [`Programs::attach_pod`] attached. Errors are logged: a pod being
+    /// removed must not stay half-attached because one detach failed.
+    pub fn detach_pod(&self, attachment: PodAttachment) {
+        let mut guard = self.lock();
+        let loaded = &mut *guard;
+        remove_keys(&mut loaded.listeners, &attachment.listener_keys);
+        let PodAttachment {
+            connect4,
+            connect6,
+            sockops,
+            sk_lookup,
+            ..
+        } = attachment;
+        for (name, link) in [(names::CONNECT4, connect4), (names::CONNECT6, connect6)] {
+            if let Err(e) = program::<CgroupSockAddr>(&mut loaded.ebpf, name).and_then(|p| {
+                p.detach(link).map_err(|source| EbpfError::Program {
+                    program: name,
+                    source,
+                })
+            }) {
+                tracing::warn!(error = %e, "detaching {name}");
+            }
+        }
+        if let Err(e) = program::<SockOps>(&mut loaded.ebpf, names::SOCKOPS).and_then(|p| {
+            p.detach(sockops).map_err(|source| EbpfError::Program {
+                program: names::SOCKOPS,
+                source,
+            })
+        }) {
+            tracing::warn!(error = %e, "detaching sockops");
+        }
+        if let Err(e) = program::<SkLookup>(&mut loaded.ebpf, names::SK_LOOKUP).and_then(|p| {
+            p.detach(sk_lookup).map_err(|source| EbpfError::Program {
+                program: names::SK_LOOKUP,
+                source,
+            })
+        }) {
+            tracing::warn!(error = %e, "detaching sk_lookup");
+        }
+    }
+
+    /// Takes the original destination of a captured connection accepted on a pod's outbound
+    /// listener: `netns_cookie` of the pod and the client's (peer) address on loopback.
+    pub fn take_original_dst(&self, netns_cookie: u64, peer: SocketAddr) -> Option<SocketAddr> {
+        let family = match peer {
+            SocketAddr::V4(_) => mesh_common::kernel::AF_INET,
+            SocketAddr::V6(_) => mesh_common::kernel::AF_INET6,
+        };
+        let key = OrigDstKey {
+            netns_cookie,
+            port: u32::from(peer.port()),
+            family,
+        };
+        let mut guard = self.lock();
+        let value = guard.orig_dst.get(&key, 0).ok()?;
+        let _ = guard.orig_dst.remove(&key);
+        value.to_socket_addr()
+    }
+
+    /// The programs attached for a pod, for the admin endpoint.
+    pub fn describe(cgroup: &Path, netns: &Path) -> Vec<AttachedProgram> {
+        let cg = cgroup.display().to_string();
+        vec![
+            AttachedProgram {
+                name: names::CONNECT4,
+                attach_type: "cgroup/connect4",
+                target: cg.clone(),
+            },
+            AttachedProgram {
+                name: names::CONNECT6,
+                attach_type: "cgroup/connect6",
+                target: cg.clone(),
+            },
+            AttachedProgram {
+                name: names::SOCKOPS,
+                attach_type: "cgroup/sock_ops",
+                target: cg,
+            },
+            AttachedProgram {
+                name: names::SK_LOOKUP,
+                attach_type: "sk_lookup",
+                target: netns.display().to_string(),
+            },
+        ]
+    }
+}
+
+type Links = (
+    CgroupSockAddrLinkId,
+    CgroupSockAddrLinkId,
+    SockOpsLinkId,
+    SkLookupLinkId,
+);
+
+/// Attaches the four programs; on failure detaches what was attached before returning.
+fn attach_all(ebpf: &mut Ebpf, cgroup: &File, netns: &File) -> Result<Links, EbpfError> {
+    // With BPF links the kernel always allows several programs per cgroup and rejects any
+    // attach flag, so the mode must be the default (no flags).
+    let mode = CgroupAttachMode::Single;
+    let c4 = program::<CgroupSockAddr>(ebpf, names::CONNECT4)?
+        .attach(cgroup, mode)
+        .map_err(|source| EbpfError::Program {
+            program: names::CONNECT4,
+            source,
+        })?;
+    let c6 = match program::<CgroupSockAddr>(ebpf, names::CONNECT6)?.attach(cgroup, mode) {
+        Ok(link) => link,
+        Err(source) => {
+            let _ = program::<CgroupSockAddr>(ebpf, names::CONNECT4).map(|p| p.detach(c4));
+            return Err(EbpfError::Program {
+                program: names::CONNECT6,
+                source,
+            });
+        }
+    };
+    let so = match program::<SockOps>(ebpf, names::SOCKOPS)?.attach(cgroup, mode) {
+        Ok(link) => link,
+        Err(source) => {
+            let _ = program::<CgroupSockAddr>(ebpf, names::CONNECT4).map(|p| p.detach(c4));
+            let _ = program::<CgroupSockAddr>(ebpf, names::CONNECT6).map(|p| p.detach(c6));
+            return Err(EbpfError::Program {
+                program: names::SOCKOPS,
+                source,
+            });
+        }
+    };
+    let sk = match program::<SkLookup>(ebpf, names::SK_LOOKUP)?.attach(netns) {
+        Ok(link) => link,
+        Err(source) => {
+            let _ = program::<CgroupSockAddr>(ebpf, names::CONNECT4).map(|p| p.detach(c4));
+            let _ = program::<CgroupSockAddr>(ebpf, names::CONNECT6).map(|p| p.detach(c6));
+            let _ = program::<SockOps>(ebpf, names::SOCKOPS).map(|p| p.detach(so));
+            return Err(EbpfError::Program {
+                program: names::SK_LOOKUP,
+                source,
+            });
+        }
+    };
+    Ok((c4, c6, so, sk))
+}
+
+fn remove_keys(listeners: &mut SockHash<MapData, ListenerKey>, keys: &[ListenerKey]) {
+    for key in keys {
+        if let Err(e) = listeners.remove(key) {
+            tracing::warn!(error = %e, ?key, "removing inbound listener from sk_lookup map");
+        }
+    }
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, EbpfError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program>,
+{
+    let prog = ebpf.program_mut(name).ok_or(EbpfError::Missing(name))?;
+    prog.try_into().map_err(|_| EbpfError::Missing(name))
+}
+
+/// Forwards aya-log records from the kernel programs into `tracing` (through the `log` bridge
+/// that `tracing-subscriber` installs). Without log statements in the object this is a no-op.
+fn start_log_forwarding(ebpf: &mut Ebpf) {
+    let logger = match aya_log::EbpfLogger::init(ebpf) {
+        Ok(logger) => logger,
+        Err(e) => {
+            tracing::debug!(error = %e, "eBPF log forwarding not started");
+            return;
+        }
+    };
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        tracing::warn!("eBPF log forwarding needs a tokio runtime; not started");
+        return;
+    };
+    handle.spawn(async move {
+        // SAFETY: the logger owns its ring-buffer fd and neither replaces nor closes it while the
+        // AsyncFd holds it; the AsyncFd is dropped before the logger.
+        let registered = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
+        };
+        let mut logger = match registered {
+            Ok(fd) => fd,
+            Err(e) => {
+                tracing::warn!(error = %e, "eBPF log forwarding failed");
+                return;
+            }
+        };
+        loop {
+            let Ok(mut guard) = logger.readable_mut().await else {
+                return;
+            };
+            guard.get_inner_mut().flush();
+            guard.clear_ready();
+        }
+    });
+}

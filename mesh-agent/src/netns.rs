@@ -1,0 +1,216 @@
+//! Sockets inside a pod's network namespace.
+//!
+//! A socket belongs to the network namespace it was created in, whatever thread uses it later.
+//! Each pod gets one worker thread that has entered the pod's netns; it creates listeners and
+//! outgoing sockets there on request, and the agent's async code then uses them as usual.
+
+use std::fs::File;
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use nix::sched::{setns, CloneFlags};
+use socket2::{Domain, Protocol, Socket, Type};
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Errors entering or using a network namespace.
+#[derive(Debug, thiserror::Error)]
+pub enum NetnsError {
+    /// The path cannot be opened.
+    #[error("cannot open network namespace {path}: {source}")]
+    Open { path: PathBuf, source: io::Error },
+    /// The path is not a network namespace (or the agent lacks CAP_SYS_ADMIN).
+    #[error("{path} is not a network namespace the agent can enter: {source}")]
+    Enter { path: PathBuf, source: nix::Error },
+    /// The worker thread is gone.
+    #[error("the worker of network namespace {0} has stopped")]
+    WorkerGone(PathBuf),
+    /// A socket operation inside the namespace failed.
+    #[error("in network namespace {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+}
+
+/// A handle on a pod's network namespace with a worker thread inside it.
+#[derive(Debug)]
+pub struct Netns {
+    path: PathBuf,
+    file: File,
+    jobs: mpsc::Sender<Job>,
+    cookie: u64,
+}
+
+impl Netns {
+    /// Opens the namespace at `path` (e.g. `/var/run/netns/<name>`) and starts its worker.
+    pub fn open(path: &Path) -> Result<Netns, NetnsError> {
+        let file = File::open(path).map_err(|source| NetnsError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        let worker_file = file.try_clone().map_err(|source| NetnsError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        let (jobs, rx) = mpsc::channel::<Job>();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("netns-worker".into())
+            .spawn(move || {
+                let entered = setns(worker_file.as_fd(), CloneFlags::CLONE_NEWNET);
+                let ok = entered.is_ok();
+                let _ = ready_tx.send(entered);
+                if ok {
+                    while let Ok(job) = rx.recv() {
+                        job();
+                    }
+                }
+            })
+            .map_err(|source| NetnsError::Io {
+                path: path.to_owned(),
+                source,
+            })?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(source)) => {
+                return Err(NetnsError::Enter {
+                    path: path.to_owned(),
+                    source,
+                })
+            }
+            Err(_) => return Err(NetnsError::WorkerGone(path.to_owned())),
+        }
+        let mut netns = Netns {
+            path: path.to_owned(),
+            file,
+            jobs,
+            cookie: 0,
+        };
+        netns.cookie = netns.run_blocking(|| {
+            let probe = Socket::new(Domain::IPV4, Type::DGRAM, None)?;
+            netns_cookie(&probe)
+        })?;
+        Ok(netns)
+    }
+
+    /// Path the namespace was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The namespace's `SO_NETNS_COOKIE`, the id the kernel programs see.
+    pub fn cookie(&self) -> u64 {
+        self.cookie
+    }
+
+    /// The namespace file (for attaching `sk_lookup`).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    fn run_blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> io::Result<T> + Send + 'static,
+    ) -> Result<T, NetnsError> {
+        let (tx, rx) = mpsc::channel();
+        self.submit(f, move |r| {
+            let _ = tx.send(r);
+        })?;
+        rx.recv()
+            .map_err(|_| NetnsError::WorkerGone(self.path.clone()))?
+            .map_err(|source| NetnsError::Io {
+                path: self.path.clone(),
+                source,
+            })
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> io::Result<T> + Send + 'static,
+    ) -> Result<T, NetnsError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.submit(f, move |r| {
+            let _ = tx.send(r);
+        })?;
+        rx.await
+            .map_err(|_| NetnsError::WorkerGone(self.path.clone()))?
+            .map_err(|source| NetnsError::Io {
+                path: self.path.clone(),
+                source,
+            })
+    }
+
+    fn submit<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> io::Result<T> + Send + 'static,
+        reply: impl FnOnce(io::Result<T>) + Send + 'static,
+    ) -> Result<(), NetnsError> {
+        self.jobs
+            .send(Box::new(move || reply(f())))
+            .map_err(|_| NetnsError::WorkerGone(self.path.clone()))
+    }
+
+    /// Binds a TCP listener at `addr` inside the namespace (IPv6 listeners are v6-only).
+    pub async fn listen(&self, addr: SocketAddr) -> Result<tokio::net::TcpListener, NetnsError> {
+        let std_listener = self
+            .run(move || {
+                let socket =
+                    Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+                if addr.is_ipv6() {
+                    socket.set_only_v6(true)?;
+                }
+                socket.set_reuse_address(true)?;
+                socket.set_nonblocking(true)?;
+                socket.bind(&addr.into())?;
+                socket.listen(1024)?;
+                Ok(TcpListener::from(socket))
+            })
+            .await?;
+        tokio::net::TcpListener::from_std(std_listener).map_err(|source| NetnsError::Io {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    /// Connects to `dst` from inside the namespace (so the source address is the pod's).
+    pub async fn connect(&self, dst: SocketAddr) -> Result<tokio::net::TcpStream, NetnsError> {
+        let socket = self
+            .run(move || {
+                let socket =
+                    Socket::new(Domain::for_address(dst), Type::STREAM, Some(Protocol::TCP))?;
+                socket.set_nonblocking(true)?;
+                socket.set_nodelay(true)?;
+                Ok(std::net::TcpStream::from(socket))
+            })
+            .await?;
+        let socket = tokio::net::TcpSocket::from_std_stream(socket);
+        socket.connect(dst).await.map_err(|source| NetnsError::Io {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+const SO_NETNS_COOKIE: libc::c_int = 71;
+
+/// `getsockopt(SO_NETNS_COOKIE)`: the cookie of the socket's network namespace.
+pub fn netns_cookie(socket: &impl AsRawFd) -> io::Result<u64> {
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: the fd is valid for the borrow's lifetime; `cookie` and `len` point to live locals
+    // of the size passed.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            std::ptr::from_mut(&mut cookie).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(cookie)
+}

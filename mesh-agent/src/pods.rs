@@ -1,0 +1,417 @@
+//! Enrolled pods: validation of what the pod registry announces, the capture decision, and the
+//! per-pod listeners and kernel attachments.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use mesh_common::identity::Identity;
+use mesh_common::ports::{INBOUND_PLAINTEXT, OUTBOUND_CAPTURE};
+use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC, NSFS_MAGIC};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
+use tracing::info;
+
+use crate::ebpf::{AttachedProgram, PodAttachment, Programs};
+use crate::netns::{Netns, NetnsError};
+use crate::proxy;
+use crate::state::State;
+
+/// The label that opts a namespace (or, overriding it, a pod) into the mesh.
+pub const DATAPLANE_MODE_LABEL: &str = "istio.io/dataplane-mode";
+/// The label value that opts in.
+pub const DATAPLANE_MODE_AMBIENT: &str = "ambient";
+
+/// A pod as the pod registry (or CNI plugin) announces it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PodInfo {
+    /// Unique id, e.g. `<namespace>/<name>`.
+    pub uid: String,
+    /// Pod name.
+    pub name: String,
+    /// Kubernetes namespace.
+    pub namespace: String,
+    /// Service account (identity).
+    #[serde(default = "default_service_account")]
+    pub service_account: String,
+    /// Path of the pod's network namespace, e.g. `/var/run/netns/<name>`.
+    pub netns: PathBuf,
+    /// The pod's cgroup v2 directory.
+    pub cgroup: PathBuf,
+    /// Pod addresses.
+    pub addresses: Vec<IpAddr>,
+    /// Pod labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Labels of the pod's namespace.
+    #[serde(default)]
+    pub namespace_labels: BTreeMap<String, String>,
+}
+
+fn default_service_account() -> String {
+    "default".to_owned()
+}
+
+impl PodInfo {
+    /// Whether the pod is captured: its own `istio.io/dataplane-mode` label decides when present
+    /// (`ambient` in, anything else such as `none` out), else its namespace's label.
+    pub fn wants_capture(&self) -> bool {
+        match self.labels.get(DATAPLANE_MODE_LABEL) {
+            Some(mode) => mode == DATAPLANE_MODE_AMBIENT,
+            None => {
+                self.namespace_labels
+                    .get(DATAPLANE_MODE_LABEL)
+                    .map(String::as_str)
+                    == Some(DATAPLANE_MODE_AMBIENT)
+            }
+        }
+    }
+
+    fn validate(&self) -> Result<(), EnrolError> {
+        let invalid = |field: &'static str, reason: String| EnrolError::Invalid { field, reason };
+        if self.uid.trim().is_empty() {
+            return Err(invalid("uid", "must not be empty".into()));
+        }
+        if self.namespace.trim().is_empty() {
+            return Err(invalid("namespace", "must not be empty".into()));
+        }
+        if self.addresses.is_empty() {
+            return Err(invalid(
+                "addresses",
+                "a pod needs at least one address".into(),
+            ));
+        }
+        if let Some(bad) = self
+            .addresses
+            .iter()
+            .find(|a| a.is_loopback() || a.is_unspecified())
+        {
+            return Err(invalid("addresses", format!("{bad} is not a pod address")));
+        }
+        check_fs(&self.netns, NSFS_MAGIC, "netns", "a network namespace")?;
+        check_fs(
+            &self.cgroup,
+            CGROUP2_SUPER_MAGIC,
+            "cgroup",
+            "a cgroup v2 directory",
+        )?;
+        Ok(())
+    }
+}
+
+fn check_fs(
+    path: &Path,
+    magic: nix::sys::statfs::FsType,
+    field: &'static str,
+    what: &str,
+) -> Result<(), EnrolError> {
+    match statfs(path) {
+        Ok(fs) if fs.filesystem_type() == magic => Ok(()),
+        Ok(_) => Err(EnrolError::Invalid {
+            field,
+            reason: format!("{} is not {what}", path.display()),
+        }),
+        Err(e) => Err(EnrolError::Invalid {
+            field,
+            reason: format!("{}: {e}", path.display()),
+        }),
+    }
+}
+
+/// Errors of the enrolment operations.
+#[derive(Debug, thiserror::Error)]
+pub enum EnrolError {
+    /// A field of the announced pod is invalid.
+    #[error("invalid pod: field {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    /// No such pod.
+    #[error("pod {0} is not known to this agent")]
+    Unknown(String),
+    /// Entering the pod's network namespace failed.
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    /// Attaching the kernel programs failed.
+    #[error(transparent)]
+    Ebpf(#[from] crate::ebpf::EbpfError),
+}
+
+/// What a proxy task needs to know about its pod.
+#[derive(Debug)]
+pub struct PodContext {
+    /// The pod as announced.
+    pub info: PodInfo,
+    /// Its SPIFFE identity.
+    pub identity: Identity,
+    /// Its network namespace.
+    pub netns: Arc<Netns>,
+    /// The kernel programs and maps.
+    pub programs: Arc<Programs>,
+    /// The mesh model.
+    pub state: Arc<State>,
+}
+
+#[derive(Debug)]
+struct Enrolled {
+    info: PodInfo,
+    attachment: Option<PodAttachment>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// A pod as the admin endpoint shows it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PodStatus {
+    /// Pod uid.
+    pub uid: String,
+    /// Whether the pod's traffic is captured.
+    pub captured: bool,
+    /// SPIFFE identity.
+    pub identity: String,
+    /// Pod addresses.
+    pub addresses: Vec<IpAddr>,
+    /// Network namespace path.
+    pub netns: PathBuf,
+    /// cgroup path.
+    pub cgroup: PathBuf,
+    /// Programs attached for the pod (empty when not captured).
+    pub programs: Vec<AttachedProgram>,
+}
+
+/// All pods announced to this agent.
+#[derive(Debug)]
+pub struct Registry {
+    programs: Arc<Programs>,
+    state: Arc<State>,
+    trust_domain: String,
+    pods: Mutex<HashMap<String, Enrolled>>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new(programs: Arc<Programs>, state: Arc<State>, trust_domain: String) -> Registry {
+        Registry {
+            programs,
+            state,
+            trust_domain,
+            pods: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Adds (or replaces) a pod; returns whether it is captured.
+    pub async fn add(&self, info: PodInfo) -> Result<bool, EnrolError> {
+        info.validate()?;
+        let mut pods = self.pods.lock().await;
+        if let Some(existing) = pods.get(&info.uid) {
+            if existing.info == info {
+                return Ok(existing.attachment.is_some());
+            }
+        }
+        if let Some(old) = pods.remove(&info.uid) {
+            self.teardown(old);
+        }
+        let captured = info.wants_capture();
+        let enrolled = if captured {
+            self.capture(info.clone()).await?
+        } else {
+            Enrolled {
+                info: info.clone(),
+                attachment: None,
+                tasks: Vec::new(),
+            }
+        };
+        info!(pod = %info.uid, captured, "pod added");
+        pods.insert(info.uid.clone(), enrolled);
+        Ok(captured)
+    }
+
+    async fn capture(&self, info: PodInfo) -> Result<Enrolled, EnrolError> {
+        let netns = Arc::new(Netns::open(&info.netns)?);
+        let outbound_v4 = netns
+            .listen(SocketAddr::new(
+                Ipv4Addr::LOCALHOST.into(),
+                OUTBOUND_CAPTURE,
+            ))
+            .await?;
+        let outbound_v6 = netns
+            .listen(SocketAddr::new(
+                Ipv6Addr::LOCALHOST.into(),
+                OUTBOUND_CAPTURE,
+            ))
+            .await
+            .ok();
+        let inbound_v4 = netns
+            .listen(SocketAddr::new(
+                Ipv4Addr::UNSPECIFIED.into(),
+                INBOUND_PLAINTEXT,
+            ))
+            .await?;
+        let inbound_v6 = netns
+            .listen(SocketAddr::new(
+                Ipv6Addr::UNSPECIFIED.into(),
+                INBOUND_PLAINTEXT,
+            ))
+            .await
+            .ok();
+        if info.addresses.iter().any(IpAddr::is_ipv6)
+            && (outbound_v6.is_none() || inbound_v6.is_none())
+        {
+            tracing::warn!(pod = %info.uid, "pod has IPv6 addresses but IPv6 listeners failed; IPv6 is not captured");
+        }
+        let attachment = self.programs.attach_pod(
+            &info.cgroup,
+            netns.file(),
+            &info.addresses,
+            &inbound_v4,
+            inbound_v6.as_ref(),
+        )?;
+        let ctx = Arc::new(PodContext {
+            identity: Identity::new(&self.trust_domain, &info.namespace, &info.service_account),
+            info: info.clone(),
+            netns,
+            programs: self.programs.clone(),
+            state: self.state.clone(),
+        });
+        let mut tasks = vec![
+            tokio::spawn(proxy::outbound::serve(outbound_v4, ctx.clone())),
+            tokio::spawn(proxy::inbound::serve(inbound_v4, ctx.clone())),
+        ];
+        if let Some(l) = outbound_v6 {
+            tasks.push(tokio::spawn(proxy::outbound::serve(l, ctx.clone())));
+        }
+        if let Some(l) = inbound_v6 {
+            tasks.push(tokio::spawn(proxy::inbound::serve(l, ctx)));
+        }
+        Ok(Enrolled {
+            info,
+            attachment: Some(attachment),
+            tasks,
+        })
+    }
+
+    /// Removes a pod: detaches its programs and closes its listeners.
+    pub async fn remove(&self, uid: &str) -> Result<(), EnrolError> {
+        let removed = self.pods.lock().await.remove(uid);
+        let enrolled = removed.ok_or_else(|| EnrolError::Unknown(uid.to_owned()))?;
+        self.teardown(enrolled);
+        info!(pod = %uid, "pod removed");
+        Ok(())
+    }
+
+    fn teardown(&self, enrolled: Enrolled) {
+        for task in &enrolled.tasks {
+            task.abort();
+        }
+        if let Some(attachment) = enrolled.attachment {
+            self.programs.detach_pod(attachment);
+        }
+    }
+
+    /// Removes every pod (agent shutdown).
+    pub async fn remove_all(&self) {
+        let drained: Vec<Enrolled> = self.pods.lock().await.drain().map(|(_, e)| e).collect();
+        for enrolled in drained {
+            self.teardown(enrolled);
+        }
+    }
+
+    /// The pods, sorted by uid.
+    pub async fn list(&self) -> Vec<PodStatus> {
+        let pods = self.pods.lock().await;
+        let mut list: Vec<PodStatus> = pods
+            .values()
+            .map(|e| PodStatus {
+                uid: e.info.uid.clone(),
+                captured: e.attachment.is_some(),
+                identity: Identity::new(
+                    &self.trust_domain,
+                    &e.info.namespace,
+                    &e.info.service_account,
+                )
+                .to_string(),
+                addresses: e.info.addresses.clone(),
+                netns: e.info.netns.clone(),
+                cgroup: e.info.cgroup.clone(),
+                programs: if e.attachment.is_some() {
+                    Programs::describe(&e.info.cgroup, &e.info.netns)
+                } else {
+                    Vec::new()
+                },
+            })
+            .collect();
+        list.sort_by(|a, b| a.uid.cmp(&b.uid));
+        list
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(ns_label: Option<&str>, pod_label: Option<&str>) -> PodInfo {
+        let mut info = PodInfo {
+            uid: "default/a".into(),
+            name: "a".into(),
+            namespace: "default".into(),
+            service_account: "default".into(),
+            netns: "/nonexistent".into(),
+            cgroup: "/nonexistent".into(),
+            addresses: vec!["198.18.1.10".parse().expect("ip")],
+            labels: BTreeMap::new(),
+            namespace_labels: BTreeMap::new(),
+        };
+        if let Some(v) = ns_label {
+            info.namespace_labels
+                .insert(DATAPLANE_MODE_LABEL.into(), v.into());
+        }
+        if let Some(v) = pod_label {
+            info.labels.insert(DATAPLANE_MODE_LABEL.into(), v.into());
+        }
+        info
+    }
+
+    #[test]
+    fn capture_decision_pod_label_overrides_namespace() {
+        let cases = [
+            (None, None, false),
+            (Some("ambient"), None, true),
+            (Some("ambient"), Some("none"), false),
+            (None, Some("ambient"), true),
+            (Some("sidecar"), None, false),
+        ];
+        for (ns, p, want) in cases {
+            assert_eq!(
+                pod(ns, p).wants_capture(),
+                want,
+                "namespace {ns:?} pod {p:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let mut p = pod(None, None);
+        p.addresses = vec!["127.0.0.1".parse().expect("ip")];
+        assert!(p
+            .validate()
+            .expect_err("loopback")
+            .to_string()
+            .contains("addresses"));
+        let p = pod(None, None);
+        let err = p.validate().expect_err("missing netns").to_string();
+        assert!(
+            err.contains("netns") && err.contains("/nonexistent"),
+            "{err}"
+        );
+        let mut p = pod(None, None);
+        p.netns = "/proc/self/ns/net".into();
+        let err = p.validate().expect_err("missing cgroup").to_string();
+        assert!(err.contains("field cgroup"), "{err}");
+        let mut p = pod(None, None);
+        p.netns = "/tmp".into();
+        let err = p.validate().expect_err("not a netns").to_string();
+        assert!(err.contains("is not a network namespace"), "{err}");
+    }
+}

@@ -1,0 +1,216 @@
+//! The agent's view of the mesh: workloads and services, and where a destination really goes.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+use mesh_common::model::{Service, Snapshot};
+
+/// Errors loading the data-plane model or resolving a destination.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The local config file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    /// The local config file is not a valid model.
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    /// A service matched but has no endpoints.
+    #[error("service {namespace}/{name} has no endpoints")]
+    NoEndpoints { namespace: String, name: String },
+}
+
+/// Where a captured connection goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolved {
+    /// The destination is a service address: connect to this endpoint.
+    Service {
+        namespace: String,
+        name: String,
+        endpoint: SocketAddr,
+    },
+    /// Not a service address: connect to it as it is.
+    Direct(SocketAddr),
+}
+
+impl Resolved {
+    /// The address to connect to.
+    pub fn target(&self) -> SocketAddr {
+        match self {
+            Resolved::Service { endpoint, .. } => *endpoint,
+            Resolved::Direct(addr) => *addr,
+        }
+    }
+}
+
+/// The current snapshot, swapped whole on update.
+#[derive(Debug, Default)]
+pub struct State {
+    snapshot: RwLock<Arc<Snapshot>>,
+    next_endpoint: AtomicUsize,
+}
+
+impl State {
+    /// A state holding `snapshot`.
+    pub fn new(snapshot: Snapshot) -> State {
+        State {
+            snapshot: RwLock::new(Arc::new(snapshot)),
+            next_endpoint: AtomicUsize::new(0),
+        }
+    }
+
+    /// Reads a YAML model file (unknown fields are errors, reported with their path).
+    pub fn load_file(path: &Path) -> Result<Snapshot, StateError> {
+        let text = std::fs::read_to_string(path).map_err(|source| StateError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        yaml_serde::from_str(&text).map_err(|e| StateError::Parse {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Replaces the snapshot.
+    pub fn replace(&self, snapshot: Snapshot) {
+        let mut guard = self.snapshot.write().unwrap_or_else(|p| p.into_inner());
+        *guard = Arc::new(snapshot);
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Resolves a captured destination: a service VIP and port pick an endpoint (round robin);
+    /// anything else is used as it is.
+    pub fn resolve(&self, dst: SocketAddr) -> Result<Resolved, StateError> {
+        let snapshot = self.snapshot();
+        let Some((service, port)) = find_service(&snapshot.services, dst) else {
+            return Ok(Resolved::Direct(dst));
+        };
+        if service.endpoints.is_empty() {
+            return Err(StateError::NoEndpoints {
+                namespace: service.namespace.clone(),
+                name: service.name.clone(),
+            });
+        }
+        let index = self.next_endpoint.fetch_add(1, Ordering::Relaxed) % service.endpoints.len();
+        let endpoint = &service.endpoints[index];
+        Ok(Resolved::Service {
+            namespace: service.namespace.clone(),
+            name: service.name.clone(),
+            endpoint: SocketAddr::new(endpoint.address, port),
+        })
+    }
+}
+
+/// The service whose VIP and port match `dst`, with the endpoint port to use.
+fn find_service(services: &[Service], dst: SocketAddr) -> Option<(&Service, u16)> {
+    services.iter().find_map(|service| {
+        if !service.vips.contains(&dst.ip()) {
+            return None;
+        }
+        let port = service.ports.iter().find(|p| p.port == dst.port())?;
+        Some((service, port.target_port.unwrap_or(port.port)))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mesh_common::model::{Endpoint, ServicePort};
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().expect("test literal")
+    }
+
+    fn state() -> State {
+        State::new(Snapshot {
+            services: vec![Service {
+                name: "echo".into(),
+                namespace: "default".into(),
+                vips: vec!["198.19.0.10".parse().expect("ip")],
+                ports: vec![ServicePort {
+                    port: 80,
+                    target_port: Some(8080),
+                }],
+                endpoints: vec![
+                    Endpoint {
+                        workload_uid: "default/a".into(),
+                        address: "198.18.1.10".parse().expect("ip"),
+                    },
+                    Endpoint {
+                        workload_uid: "default/b".into(),
+                        address: "198.18.2.10".parse().expect("ip"),
+                    },
+                ],
+                hostname: "echo.default.svc.cluster.local".into(),
+                waypoint: None,
+            }],
+            ..Snapshot::default()
+        })
+    }
+
+    #[test]
+    fn service_vip_round_robins_over_endpoints_with_target_port() {
+        let s = state();
+        let first = s
+            .resolve(addr("198.19.0.10:80"))
+            .expect("resolves")
+            .target();
+        let second = s
+            .resolve(addr("198.19.0.10:80"))
+            .expect("resolves")
+            .target();
+        let mut got = vec![first, second];
+        got.sort();
+        assert_eq!(
+            got,
+            vec![addr("198.18.1.10:8080"), addr("198.18.2.10:8080")]
+        );
+    }
+
+    #[test]
+    fn other_port_or_address_is_direct() {
+        let s = state();
+        assert_eq!(
+            s.resolve(addr("198.19.0.10:81")).expect("ok"),
+            Resolved::Direct(addr("198.19.0.10:81"))
+        );
+        assert_eq!(
+            s.resolve(addr("198.18.1.10:8080")).expect("ok"),
+            Resolved::Direct(addr("198.18.1.10:8080"))
+        );
+    }
+
+    #[test]
+    fn service_without_endpoints_is_an_error() {
+        let s = state();
+        let mut snap = (*s.snapshot()).clone();
+        snap.services[0].endpoints.clear();
+        s.replace(snap);
+        assert!(matches!(
+            s.resolve(addr("198.19.0.10:80")),
+            Err(StateError::NoEndpoints { .. })
+        ));
+    }
+
+    #[test]
+    fn load_file_names_the_file_and_unknown_field() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("model.yaml");
+        std::fs::write(&path, "services:\n- name: a\n  namespace: b\n  vipz: []\n").expect("write");
+        let err = State::load_file(&path)
+            .expect_err("unknown field must fail")
+            .to_string();
+        assert!(err.contains("model.yaml") && err.contains("vipz"), "{err}");
+    }
+}

@@ -1,0 +1,231 @@
+//! Running a node agent in the local cluster and talking to its enrolment API and admin endpoint.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+
+use crate::cluster::{Node, Pod};
+
+/// Where the workspace's binaries are: next to the running test's `deps/` directory.
+pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating the test binary")?;
+    let mut dir = exe
+        .parent()
+        .context("test binary has no directory")?
+        .to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join(name);
+    if !path.exists() {
+        bail!(
+            "{} is not built; run `cargo build --workspace` (cargo xtask test does)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// A running agent on one node.
+#[derive(Debug)]
+pub struct Agent {
+    child: Option<Child>,
+    /// Node the agent serves.
+    pub node: Node,
+    /// Its enrolment socket.
+    pub socket: PathBuf,
+    /// Its log file (stdout and stderr).
+    pub log: PathBuf,
+}
+
+impl Agent {
+    /// Starts the agent in `node`'s network namespace, with `workdir` for its socket and log and
+    /// an optional model file; waits (at most 10 s) until its enrolment socket answers.
+    pub fn start(
+        node: &Node,
+        workdir: &Path,
+        local_config: Option<&Path>,
+    ) -> anyhow::Result<Agent> {
+        let socket = workdir.join(format!("{}.sock", node.name));
+        let log = workdir.join(format!("{}-agent.log", node.name));
+        let log_file =
+            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let mut cmd = node.command(&binary("mesh-agent")?.display().to_string());
+        cmd.arg("--node")
+            .arg(&node.name)
+            .arg("--enrol-socket")
+            .arg(&socket);
+        if let Some(path) = local_config {
+            cmd.arg("--local-config").arg(path);
+        }
+        cmd.env("RUST_LOG", "info,mesh_ebpf=debug")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().context("log file")?)
+            .stderr(log_file);
+        let child = cmd.spawn().context("starting mesh-agent")?;
+        let mut agent = Agent {
+            child: Some(child),
+            node: node.clone(),
+            socket,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if agent.request(&json!({"op": "list"})).is_ok() {
+                return Ok(agent);
+            }
+            if let Some(child) = agent.child.as_mut() {
+                if let Some(status) = child.try_wait().context("waiting for mesh-agent")? {
+                    bail!("mesh-agent exited with {status}:\n{}", agent.logs());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "mesh-agent did not answer on {} within 10 s:\n{}",
+                    agent.socket.display(),
+                    agent.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends one raw line to the enrolment API and returns the response line.
+    pub fn raw_request(&self, line: &[u8]) -> anyhow::Result<Value> {
+        let mut stream = UnixStream::connect(&self.socket)
+            .with_context(|| format!("connecting to {}", self.socket.display()))?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        stream.write_all(line)?;
+        if !line.ends_with(b"\n") {
+            stream.write_all(b"\n")?;
+        }
+        let mut response = String::new();
+        BufReader::new(stream)
+            .read_line(&mut response)
+            .context("reading the enrolment response")?;
+        serde_json::from_str(&response).with_context(|| format!("enrolment response {response:?}"))
+    }
+
+    /// Sends a request; returns the response (which may say `ok: false`).
+    pub fn request(&self, request: &Value) -> anyhow::Result<Value> {
+        self.raw_request(serde_json::to_string(request)?.as_bytes())
+    }
+
+    /// Enrols a pod with the given namespace labels; fails unless the agent says ok.
+    pub fn add_pod(
+        &self,
+        pod: &Pod,
+        namespace_labels: Value,
+        labels: Value,
+    ) -> anyhow::Result<Value> {
+        let response =
+            self.request(&json!({"op": "add", "pod": pod_json(pod, namespace_labels, labels)}))?;
+        if response["ok"] != json!(true) {
+            bail!("enrolling {} failed: {response}", pod.uid());
+        }
+        Ok(response)
+    }
+
+    /// Removes a pod; fails unless the agent says ok.
+    pub fn remove_pod(&self, pod: &Pod) -> anyhow::Result<()> {
+        let response = self.request(&json!({"op": "remove", "uid": pod.uid()}))?;
+        if response["ok"] != json!(true) {
+            bail!("removing {} failed: {response}", pod.uid());
+        }
+        Ok(())
+    }
+
+    /// GETs an admin endpoint path (the admin listens on the node's loopback).
+    pub fn admin_get(&self, path: &str) -> anyhow::Result<String> {
+        let output = self
+            .node
+            .command(&binary("mesh-testapp")?.display().to_string())
+            .args(["get", "127.0.0.1:15000", path])
+            .output()
+            .context("running mesh-testapp get")?;
+        if !output.status.success() {
+            bail!(
+                "admin GET {path}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// The agent's log so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits (at most `timeout`) until the log has a line containing every one of `needles`.
+    pub fn wait_for_log(&self, needles: &[&str], timeout: Duration) -> anyhow::Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let logs = self.logs();
+            if let Some(line) = logs.lines().find(|l| needles.iter().all(|n| l.contains(n))) {
+                return Ok(line.to_owned());
+            }
+            if Instant::now() > deadline {
+                bail!("no agent log line contains all of {needles:?}; log:\n{logs}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the agent with SIGTERM and waits (at most 10 s) for it to exit.
+    pub fn stop(&mut self) -> anyhow::Result<()> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        crate::command::run("kill", &["-TERM", &child.id().to_string()])?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                if !status.success() {
+                    bail!("mesh-agent exited with {status}:\n{}", self.logs());
+                }
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("mesh-agent did not stop within 10 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The enrolment JSON for a pod.
+pub fn pod_json(pod: &Pod, namespace_labels: Value, labels: Value) -> Value {
+    json!({
+        "uid": pod.uid(),
+        "name": pod.name,
+        "namespace": pod.namespace,
+        "serviceAccount": pod.name,
+        "netns": pod.netns_path(),
+        "cgroup": pod.cgroup,
+        "addresses": pod.addresses(),
+        "labels": labels,
+        "namespaceLabels": namespace_labels,
+    })
+}
+
+/// The namespace labels that opt a namespace into the mesh.
+pub fn ambient() -> Value {
+    json!({"istio.io/dataplane-mode": "ambient"})
+}
