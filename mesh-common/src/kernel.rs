@@ -88,7 +88,8 @@ mod convert {
                 let o = v6.octets();
                 let mut w = [0u32; 4];
                 for (i, word) in w.iter_mut().enumerate() {
-                    *word = u32::from_ne_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]]);
+                    *word =
+                        u32::from_ne_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]]);
                 }
                 (w, AF_INET6)
             }
@@ -105,7 +106,11 @@ mod convert {
     impl From<SocketAddr> for SockAddr {
         fn from(sa: SocketAddr) -> Self {
             let (addr, family) = words(sa.ip());
-            SockAddr { addr, port: u32::from(sa.port()), family }
+            SockAddr {
+                addr,
+                port: u32::from(sa.port()),
+                family,
+            }
         }
     }
 
@@ -155,12 +160,18 @@ mod convert {
         fn v4_mapped_comes_back_as_v4() {
             let mapped: SocketAddr = "[::ffff:198.19.0.10]:80".parse().expect("literal");
             let got = SockAddr::from(mapped).to_socket_addr().expect("valid");
-            assert_eq!(got, "198.19.0.10:80".parse::<SocketAddr>().expect("literal"));
+            assert_eq!(
+                got,
+                "198.19.0.10:80".parse::<SocketAddr>().expect("literal")
+            );
         }
 
         #[test]
         fn rejects_unknown_family() {
-            let bad = SockAddr { family: 99, ..SockAddr::default() };
+            let bad = SockAddr {
+                family: 99,
+                ..SockAddr::default()
+            };
             assert_eq!(bad.to_socket_addr(), None);
         }
     }
