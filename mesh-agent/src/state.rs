@@ -126,37 +126,17 @@ fn find_service(services: &[Service], dst: SocketAddr) -> Option<(&Service, u16)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mesh_common::model::{Endpoint, ServicePort};
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().expect("test literal")
     }
 
     fn state() -> State {
-        State::new(Snapshot {
-            services: vec![Service {
-                name: "echo".into(),
-                namespace: "default".into(),
-                vips: vec!["198.19.0.10".parse().expect("ip")],
-                ports: vec![ServicePort {
-                    port: 80,
-                    target_port: Some(8080),
-                }],
-                endpoints: vec![
-                    Endpoint {
-                        workload_uid: "default/a".into(),
-                        address: "198.18.1.10".parse().expect("ip"),
-                    },
-                    Endpoint {
-                        workload_uid: "default/b".into(),
-                        address: "198.18.2.10".parse().expect("ip"),
-                    },
-                ],
-                hostname: "echo.default.svc.cluster.local".into(),
-                waypoint: None,
-            }],
-            ..Snapshot::default()
-        })
+        let snapshot: Snapshot = yaml_serde::from_str(
+            "services:\n- name: echo\n  namespace: default\n  vips: [198.19.0.10]\n  ports: [{port: 80, targetPort: 8080}]\n  endpoints:\n  - {workloadUid: default/a, address: 198.18.1.10}\n  - {workloadUid: default/b, address: 198.18.2.10}\n",
+        )
+        .expect("test model");
+        State::new(snapshot)
     }
 
     #[test]

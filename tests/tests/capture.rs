@@ -125,7 +125,13 @@ fn outbound_capture_recovers_original_destination_v4_and_v6() -> anyhow::Result<
     )?;
 
     // The kernel program's own log line (aya-log, forwarded into the agent's tracing output).
-    agent.wait_for_log(&["mesh_ebpf", &format!("captured connect4 to {SERVICE_V4}:80")], Duration::from_secs(5))?;
+    agent.wait_for_log(
+        &[
+            "mesh_ebpf",
+            &format!("captured connect4 to {SERVICE_V4}:80"),
+        ],
+        Duration::from_secs(5),
+    )?;
 
     // A pod address directly.
     let got = reply(

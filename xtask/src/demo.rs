@@ -59,22 +59,43 @@ pub fn run() -> anyhow::Result<()> {
             pod.uid(),
             pod.node,
             pod.ip4,
-            if response["captured"] == json!(true) { "in the mesh (captured by eBPF)" } else { "outside the mesh" }
+            if response["captured"] == json!(true) {
+                "in the mesh (captured by eBPF)"
+            } else {
+                "outside the mesh"
+            }
         );
     }
     std::thread::sleep(Duration::from_millis(200));
 
-    crate::sh::step(&format!("shop/productpage calls the reviews service at {SERVICE_VIP}:80"));
-    println!("  reply: {}", call(&productpage, &format!("{SERVICE_VIP}:80"), "GET /reviews/1")?);
-    crate::sh::step(&format!("legacy/batch (outside the mesh) calls {SERVICE_VIP}:80"));
-    println!("  reply: {}", call(&legacy, &format!("{SERVICE_VIP}:80"), "GET /reviews/1")?);
+    crate::sh::step(&format!(
+        "shop/productpage calls the reviews service at {SERVICE_VIP}:80"
+    ));
+    println!(
+        "  reply: {}",
+        call(&productpage, &format!("{SERVICE_VIP}:80"), "GET /reviews/1")?
+    );
+    crate::sh::step(&format!(
+        "legacy/batch (outside the mesh) calls {SERVICE_VIP}:80"
+    ));
+    println!(
+        "  reply: {}",
+        call(&legacy, &format!("{SERVICE_VIP}:80"), "GET /reviews/1")?
+    );
     crate::sh::step("legacy/batch calls the reviews pod directly (plaintext into a meshed pod)");
-    println!("  reply: {}", call(&legacy, &format!("{}:9080", reviews.ip4), "GET /reviews/2")?);
+    println!(
+        "  reply: {}",
+        call(&legacy, &format!("{}:9080", reviews.ip4), "GET /reviews/2")?
+    );
 
     std::thread::sleep(Duration::from_millis(200));
     crate::sh::step("what the agents saw");
     for agent in [&agent1, &agent2] {
-        for line in agent.logs().lines().filter(|l| l.contains("connection") || l.contains("mesh_ebpf")) {
+        for line in agent
+            .logs()
+            .lines()
+            .filter(|l| l.contains("connection") || l.contains("mesh_ebpf"))
+        {
             println!("  [{}] {}", agent.node.name, line.trim());
         }
     }

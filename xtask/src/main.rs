@@ -52,7 +52,10 @@ fn main() -> anyhow::Result<()> {
             setup::run()?;
             lint()
         }
-        Task::Test { no_lint, nextest_args } => {
+        Task::Test {
+            no_lint,
+            nextest_args,
+        } => {
             setup::run()?;
             if !no_lint {
                 lint()?;
@@ -81,7 +84,14 @@ fn lint() -> anyhow::Result<()> {
     sh::cargo(&["fmt", "--all", "--", "--check"])?;
     sh::host_cargo_in("mesh-ebpf", &["fmt", "--", "--check"])?;
     sh::step("cargo clippy -D warnings");
-    sh::cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])
+    sh::cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])
 }
 
 fn test(nextest_args: &[String]) -> anyhow::Result<()> {

@@ -12,15 +12,39 @@ use crate::sh;
 
 /// Debian packages and why each is needed.
 const PACKAGES: &[(&str, &str)] = &[
-    ("rustc-web", "Debian's rustc 1.96: the compiler whose `core` source is installable, for the eBPF target"),
-    ("cargo-web", "Debian's cargo matching rustc-web, used to build mesh-ebpf"),
-    ("rust-web-src", "the Rust library source that -Z build-std=core compiles for bpfel-unknown-none"),
-    ("libstd-rust-web-dev", "the standard library of rustc-web (host build scripts of mesh-ebpf)"),
-    ("llvm-22-dev", "LLVM 22, which bpf-linker must be built against to match rustc-web's LLVM"),
+    (
+        "rustc-web",
+        "Debian's rustc 1.96: the compiler whose `core` source is installable, for the eBPF target",
+    ),
+    (
+        "cargo-web",
+        "Debian's cargo matching rustc-web, used to build mesh-ebpf",
+    ),
+    (
+        "rust-web-src",
+        "the Rust library source that -Z build-std=core compiles for bpfel-unknown-none",
+    ),
+    (
+        "libstd-rust-web-dev",
+        "the standard library of rustc-web (host build scripts of mesh-ebpf)",
+    ),
+    (
+        "llvm-22-dev",
+        "LLVM 22, which bpf-linker must be built against to match rustc-web's LLVM",
+    ),
     ("bpftool", "inspecting attached programs (end-to-end tests)"),
-    ("iproute2", "network namespaces and veths of the local cluster"),
-    ("util-linux", "nsenter, to run processes inside the local cluster's namespaces"),
-    ("tcpdump", "capturing traffic between nodes (encryption tests)"),
+    (
+        "iproute2",
+        "network namespaces and veths of the local cluster",
+    ),
+    (
+        "util-linux",
+        "nsenter, to run processes inside the local cluster's namespaces",
+    ),
+    (
+        "tcpdump",
+        "capturing traffic between nodes (encryption tests)",
+    ),
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -53,7 +77,8 @@ pub fn run() -> anyhow::Result<()> {
                 missing.iter().map(|(p, _)| *p).collect::<Vec<_>>()
             );
         }
-        sh::run("apt-get", &["update", "-qq"]).context("apt-get update (are Debian's package mirrors reachable?)")?;
+        sh::run("apt-get", &["update", "-qq"])
+            .context("apt-get update (are Debian's package mirrors reachable?)")?;
         let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
         args.extend(missing.iter().map(|(p, _)| *p));
         sh::run_with_env("apt-get", &args, &[("DEBIAN_FRONTEND", "noninteractive")])
@@ -84,7 +109,8 @@ pub fn run() -> anyhow::Result<()> {
 
     if !sh::succeeds("cargo", &["nextest", "--version"]) {
         sh::step("installing cargo-nextest (the test runner)");
-        sh::run("cargo", &["install", "--locked", "cargo-nextest"]).context("cargo install cargo-nextest")?;
+        sh::run("cargo", &["install", "--locked", "cargo-nextest"])
+            .context("cargo install cargo-nextest")?;
     }
 
     if missing.is_empty() && linker_ok {

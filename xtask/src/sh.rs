@@ -12,7 +12,10 @@ pub fn step(what: &str) {
 
 /// The workspace root (xtask lives one level below it).
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 /// Runs a command in the workspace root; fails with the command line if it fails.
@@ -32,7 +35,9 @@ pub fn run_with_env(program: &str, args: &[&str], envs: &[(&str, &str)]) -> anyh
 
 fn run_cmd(cmd: &mut Command) -> anyhow::Result<()> {
     eprintln!("+ {cmd:?}");
-    let status = cmd.status().with_context(|| format!("cannot start {cmd:?}"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed with {status}");
     }
@@ -49,7 +54,9 @@ pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
 /// (the eBPF crate), forcing the host toolchain (for rustfmt, which Debian's toolchain lacks).
 pub fn host_cargo_in(dir: &str, args: &[&str]) -> anyhow::Result<()> {
     let mut cmd = Command::new("cargo");
-    cmd.args(args).current_dir(root().join(dir)).env("RUSTUP_TOOLCHAIN", "stable");
+    cmd.args(args)
+        .current_dir(root().join(dir))
+        .env("RUSTUP_TOOLCHAIN", "stable");
     run_cmd(&mut cmd)
 }
 
@@ -65,5 +72,7 @@ pub fn succeeds(program: &str, args: &[&str]) -> bool {
 /// A command's stdout, or `None` if it cannot run or fails.
 pub fn output(program: &str, args: &[&str]) -> Option<String> {
     let out = Command::new(program).args(args).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
