@@ -43,7 +43,11 @@ pub fn mesh_connect4(ctx: SockAddrContext) -> i32 {
     if dst_ip >> 24 == 127 || is_agent_port(dst_port) {
         return ALLOW;
     }
-    let orig = SockAddr { addr: [sa.user_ip4, 0, 0, 0], port: u32::from(dst_port), family: AF_INET };
+    let orig = SockAddr {
+        addr: [sa.user_ip4, 0, 0, 0],
+        port: u32::from(dst_port),
+        family: AF_INET,
+    };
     // SAFETY: the helper only reads the context.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     if ORIG_DST_BY_COOKIE.insert(&cookie, &orig, 0).is_err() {
@@ -67,7 +71,11 @@ pub fn mesh_connect6(ctx: SockAddrContext) -> i32 {
     if is_loopback_v6(ip) || is_agent_port(dst_port) {
         return ALLOW;
     }
-    let orig = SockAddr { addr: ip, port: u32::from(dst_port), family: AF_INET6 };
+    let orig = SockAddr {
+        addr: ip,
+        port: u32::from(dst_port),
+        family: AF_INET6,
+    };
     // SAFETY: the helper only reads the context.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     if ORIG_DST_BY_COOKIE.insert(&cookie, &orig, 0).is_err() {
@@ -97,7 +105,11 @@ fn rekey_established(ctx: &SockOpsContext) {
     };
     // SAFETY: as above.
     let netns_cookie = unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };
-    let key = OrigDstKey { netns_cookie, port: ctx.local_port(), family: ctx.family() };
+    let key = OrigDstKey {
+        netns_cookie,
+        port: ctx.local_port(),
+        family: ctx.family(),
+    };
     let _ = ORIG_DST.insert(&key, &orig, 0);
     let _ = ORIG_DST_BY_COOKIE.remove(&cookie);
 }
@@ -108,7 +120,12 @@ fn is_agent_port(port: u16) -> bool {
 
 /// `::1`, or a v4-mapped `::ffff:127.x.y.z`.
 fn is_loopback_v6(ip: [u32; 4]) -> bool {
-    let w: [u32; 4] = [u32::from_be(ip[0]), u32::from_be(ip[1]), u32::from_be(ip[2]), u32::from_be(ip[3])];
+    let w: [u32; 4] = [
+        u32::from_be(ip[0]),
+        u32::from_be(ip[1]),
+        u32::from_be(ip[2]),
+        u32::from_be(ip[3]),
+    ];
     (w[0] == 0 && w[1] == 0 && w[2] == 0 && w[3] == 1)
         || (w[0] == 0 && w[1] == 0 && w[2] == 0xffff && w[3] >> 24 == 127)
 }

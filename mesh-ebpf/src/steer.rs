@@ -6,7 +6,7 @@
 //! remote address == local address and must reach the application).
 
 use aya_ebpf::{
-    bindings::{sk_action::SK_PASS, bpf_sk_lookup},
+    bindings::{bpf_sk_lookup, sk_action::SK_PASS},
     macros::{map, sk_lookup},
     maps::SockHash,
     programs::SkLookupContext,
@@ -26,7 +26,11 @@ static INBOUND_LISTENERS: SockHash<ListenerKey> = SockHash::with_max_entries(4_0
 pub fn mesh_sk_lookup(ctx: SkLookupContext) -> u32 {
     // SAFETY: the kernel hands a valid bpf_sk_lookup to sk_lookup programs.
     let l: &bpf_sk_lookup = unsafe { &*ctx.lookup };
-    if l.protocol != IPPROTO_TCP || AGENT_POD_PORTS.iter().any(|p| u32::from(*p) == l.local_port) {
+    if l.protocol != IPPROTO_TCP
+        || AGENT_POD_PORTS
+            .iter()
+            .any(|p| u32::from(*p) == l.local_port)
+    {
         return SK_PASS;
     }
     let key = match l.family {
@@ -34,14 +38,20 @@ pub fn mesh_sk_lookup(ctx: SkLookupContext) -> u32 {
             if u32::from_be(l.local_ip4) >> 24 == 127 || l.remote_ip4 == l.local_ip4 {
                 return SK_PASS;
             }
-            ListenerKey { addr: [l.local_ip4, 0, 0, 0], family: AF_INET }
+            ListenerKey {
+                addr: [l.local_ip4, 0, 0, 0],
+                family: AF_INET,
+            }
         }
         AF_INET6 => {
             let local = read_ip6(&l.local_ip6);
             if local == [0, 0, 0, 1u32.to_be()] || read_ip6(&l.remote_ip6) == local {
                 return SK_PASS;
             }
-            ListenerKey { addr: local, family: AF_INET6 }
+            ListenerKey {
+                addr: local,
+                family: AF_INET6,
+            }
         }
         _ => return SK_PASS,
     };
