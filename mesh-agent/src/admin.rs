@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tracing::{debug, warn};
 
 use crate::config::Config;
+use crate::metrics::render;
 use crate::pods::Registry;
 use crate::state::State;
 
@@ -25,6 +26,8 @@ pub struct Admin {
     pub state: Arc<State>,
     /// The agent's configuration.
     pub config: Config,
+    /// The metrics registry.
+    pub registry_metrics: prometheus_client::registry::Registry,
 }
 
 /// Serves the admin endpoint on `listener` until the task is aborted.
@@ -65,9 +68,13 @@ async fn route(req: Request<Incoming>, admin: &Admin) -> Response<Full<Bytes>> {
             "model": *admin.state.snapshot(),
         })),
         "/healthz/ready" => text(StatusCode::OK, "ready\n"),
+        "/metrics" => match render(&admin.registry_metrics) {
+            Ok(body) => text(StatusCode::OK, &body),
+            Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n")),
+        },
         "/" => text(
             StatusCode::OK,
-            "endpoints: /pods /config_dump /healthz/ready\n",
+            "endpoints: /pods /config_dump /healthz/ready /metrics\n",
         ),
         other => text(
             StatusCode::NOT_FOUND,

@@ -10,6 +10,8 @@ use mesh_common::identity::DEFAULT_TRUST_DOMAIN;
 pub const DEFAULT_ENROL_SOCKET: &str = "/var/run/mesh/agent.sock";
 /// Default admin listen address (loopback of the agent's network namespace).
 pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:15000";
+/// Default Prometheus metrics listen address.
+pub const DEFAULT_METRICS_ADDR: &str = "0.0.0.0:15020";
 
 /// mesh-agent: per-node agent of the eBPF ambient mesh.
 #[derive(Parser, Debug, Clone, serde::Serialize)]
@@ -24,6 +26,9 @@ pub struct Config {
     /// Admin HTTP endpoint (pods, programs, config dump, readiness).
     #[arg(long, env = "MESH_ADMIN_ADDR", default_value = DEFAULT_ADMIN_ADDR)]
     pub admin_addr: SocketAddr,
+    /// Prometheus metrics endpoint (`/metrics`).
+    #[arg(long, env = "MESH_METRICS_ADDR", default_value = DEFAULT_METRICS_ADDR)]
+    pub metrics_addr: SocketAddr,
     /// A data-plane model file (YAML `Snapshot`: workloads and services) used instead of a
     /// control plane, for standalone use and tests.
     #[arg(long, env = "MESH_LOCAL_CONFIG")]

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod config;
 pub mod ebpf;
 pub mod enrol;
+pub mod metrics;
 pub mod netns;
 pub mod pods;
 pub mod proxy;

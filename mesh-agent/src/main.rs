@@ -8,6 +8,7 @@ use mesh_agent::admin::{self, Admin};
 use mesh_agent::config::Config;
 use mesh_agent::ebpf::Programs;
 use mesh_agent::enrol;
+use mesh_agent::metrics::Metrics;
 use mesh_agent::pods::Registry;
 use mesh_agent::state::State;
 use tokio::signal::unix::{signal, SignalKind};
@@ -29,10 +30,14 @@ async fn main() -> anyhow::Result<()> {
     };
     let state = Arc::new(State::new(snapshot));
     let programs = Arc::new(Programs::load()?);
+    let metrics = Arc::new(Metrics::default());
+    let mut registry_metrics = prometheus_client::registry::Registry::default();
+    metrics.register(&mut registry_metrics);
     let registry = Arc::new(Registry::new(
         programs,
         state.clone(),
         config.trust_domain.clone(),
+        metrics,
     ));
 
     let enrol_listener = enrol::bind(&config.enrol_socket).with_context(|| {
@@ -47,12 +52,17 @@ async fn main() -> anyhow::Result<()> {
     info!(node = %config.node, enrol = %config.enrol_socket.display(), admin = %config.admin_addr, "agent ready");
 
     let enrol_task = tokio::spawn(enrol::serve(enrol_listener, registry.clone()));
+    let metrics_listener = admin::bind(config.metrics_addr)
+        .await
+        .with_context(|| format!("binding the metrics endpoint {}", config.metrics_addr))?;
     let admin = Arc::new(Admin {
         registry: registry.clone(),
         state,
         config: config.clone(),
+        registry_metrics,
     });
-    let admin_task = tokio::spawn(admin::serve(admin_listener, admin));
+    let admin_task = tokio::spawn(admin::serve(admin_listener, admin.clone()));
+    let metrics_task = tokio::spawn(admin::serve(metrics_listener, admin));
 
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
@@ -62,6 +72,7 @@ async fn main() -> anyhow::Result<()> {
     }
     enrol_task.abort();
     admin_task.abort();
+    metrics_task.abort();
     registry.remove_all().await;
     let _ = std::fs::remove_file(&config.enrol_socket);
     info!("all pods detached; agent stopped");

@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use tracing::info;
 
 use crate::ebpf::{AttachedProgram, PodAttachment, Programs};
+use crate::metrics::Metrics;
 use crate::netns::{Netns, NetnsError};
 use crate::proxy;
 use crate::state::State;
@@ -151,6 +152,8 @@ pub struct PodContext {
     pub programs: Arc<Programs>,
     /// The mesh model.
     pub state: Arc<State>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 #[derive(Debug)]
@@ -186,16 +189,23 @@ pub struct Registry {
     programs: Arc<Programs>,
     state: Arc<State>,
     trust_domain: String,
+    metrics: Arc<Metrics>,
     pods: Mutex<HashMap<String, Enrolled>>,
 }
 
 impl Registry {
     /// An empty registry.
-    pub fn new(programs: Arc<Programs>, state: Arc<State>, trust_domain: String) -> Registry {
+    pub fn new(
+        programs: Arc<Programs>,
+        state: Arc<State>,
+        trust_domain: String,
+        metrics: Arc<Metrics>,
+    ) -> Registry {
         Registry {
             programs,
             state,
             trust_domain,
+            metrics,
             pods: Mutex::new(HashMap::new()),
         }
     }
@@ -224,6 +234,7 @@ impl Registry {
         };
         info!(pod = %info.uid, captured, "pod added");
         pods.insert(info.uid.clone(), enrolled);
+        self.update_gauge(&pods);
         Ok(captured)
     }
 
@@ -273,6 +284,7 @@ impl Registry {
             netns,
             programs: self.programs.clone(),
             state: self.state.clone(),
+            metrics: self.metrics.clone(),
         });
         let mut tasks = vec![
             tokio::spawn(proxy::outbound::serve(outbound_v4, ctx.clone())),
@@ -293,11 +305,21 @@ impl Registry {
 
     /// Removes a pod: detaches its programs and closes its listeners.
     pub async fn remove(&self, uid: &str) -> Result<(), EnrolError> {
-        let removed = self.pods.lock().await.remove(uid);
+        let mut pods = self.pods.lock().await;
+        let removed = pods.remove(uid);
+        self.update_gauge(&pods);
+        drop(pods);
         let enrolled = removed.ok_or_else(|| EnrolError::Unknown(uid.to_owned()))?;
         self.teardown(enrolled);
         info!(pod = %uid, "pod removed");
         Ok(())
+    }
+
+    fn update_gauge(&self, pods: &HashMap<String, Enrolled>) {
+        let captured = pods.values().filter(|e| e.attachment.is_some()).count();
+        self.metrics
+            .enrolled_pods
+            .set(i64::try_from(captured).unwrap_or(i64::MAX));
     }
 
     fn teardown(&self, enrolled: Enrolled) {

@@ -7,12 +7,29 @@
 pub mod inbound;
 pub mod outbound;
 
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 
-/// Copies bytes both ways until both sides are done; returns (client->server, server->client).
-pub async fn relay(
-    mut downstream: TcpStream,
-    mut upstream: TcpStream,
-) -> std::io::Result<(u64, u64)> {
-    tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await
+use crate::metrics::{ConnectionLabels, Metrics};
+
+/// Copies bytes both ways until both sides are done, then records the connection's byte counts
+/// (client->server as sent, server->client as received).
+pub async fn relay_and_record<D, U>(
+    mut downstream: D,
+    mut upstream: U,
+    labels: &ConnectionLabels,
+    metrics: &Metrics,
+) where
+    D: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let (sent, received) = match tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await
+    {
+        Ok(counts) => counts,
+        Err(e) => {
+            tracing::debug!(workload = %labels.workload, error = %e, "relay ended with an error");
+            (0, 0)
+        }
+    };
+    tracing::debug!(workload = %labels.workload, sent, received, "connection closed");
+    metrics.record_relay(labels, sent, received);
 }

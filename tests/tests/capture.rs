@@ -124,6 +124,14 @@ fn outbound_capture_recovers_original_destination_v4_and_v6() -> anyhow::Result<
         Duration::from_secs(5),
     )?;
 
+    // Metrics count the connection with its workload and service.
+    let metrics = agent.admin_get("/metrics")?;
+    assert!(
+        metrics.contains(r#"mesh_agent_tcp_connections_opened_total{direction="Outbound",transport="Plaintext",workload="apps/client",destination_service="default/echo"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains("mesh_agent_enrolled_pods 1"), "{metrics}");
+
     // The kernel program's own log line (aya-log, forwarded into the agent's tracing output).
     agent.wait_for_log(
         &[

@@ -4,10 +4,11 @@
 use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpStream};
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
+use crate::metrics::{ConnectionLabels, Direction, Transport};
 use crate::pods::PodContext;
-use crate::proxy::relay;
+use crate::proxy::relay_and_record;
 
 /// Accepts steered connections until the task is aborted.
 pub async fn serve(listener: TcpListener, pod: Arc<PodContext>) {
@@ -28,16 +29,19 @@ pub async fn serve(listener: TcpListener, pod: Arc<PodContext>) {
 async fn handle(stream: TcpStream, peer: std::net::SocketAddr, pod: &PodContext) {
     let Ok(dst) = stream.local_addr() else { return };
     info!(dst.workload = %pod.info.uid, src.address = %peer, dst.original = %dst, "inbound plaintext connection");
+    let labels = ConnectionLabels {
+        direction: Direction::Inbound,
+        transport: Transport::Plaintext,
+        workload: pod.info.uid.clone(),
+        destination_service: "unknown".into(),
+    };
+    pod.metrics.connections_opened.get_or_create(&labels).inc();
     // Delivered from inside the pod (source = the pod's own address), which `sk_lookup` skips.
-    let upstream = match pod.netns.connect(dst).await {
-        Ok(upstream) => upstream,
+    match pod.netns.connect(dst).await {
+        Ok(upstream) => relay_and_record(stream, upstream, &labels, &pod.metrics).await,
         Err(e) => {
             warn!(pod = %pod.info.uid, %dst, error = %e, "inbound delivery failed");
-            return;
+            pod.metrics.record_relay(&labels, 0, 0);
         }
-    };
-    match relay(stream, upstream).await {
-        Ok((sent, received)) => debug!(pod = %pod.info.uid, %dst, sent, received, "inbound closed"),
-        Err(e) => debug!(pod = %pod.info.uid, %dst, error = %e, "inbound relay ended"),
     }
 }

@@ -3,10 +3,12 @@
 use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpStream};
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
+use crate::metrics::{ConnectionLabels, Direction, Transport};
 use crate::pods::PodContext;
-use crate::proxy::relay;
+use crate::proxy::relay_and_record;
+use crate::state::Resolved;
 
 /// Accepts captured connections until the task is aborted.
 pub async fn serve(listener: TcpListener, pod: Arc<PodContext>) {
@@ -45,17 +47,23 @@ async fn handle(stream: TcpStream, pod: &PodContext) {
         dst.target = %target,
         "outbound connection captured"
     );
-    let upstream = match pod.netns.connect(target).await {
-        Ok(upstream) => upstream,
+    let labels = ConnectionLabels {
+        direction: Direction::Outbound,
+        transport: Transport::Plaintext,
+        workload: pod.info.uid.clone(),
+        destination_service: match &resolved {
+            Resolved::Service {
+                namespace, name, ..
+            } => format!("{namespace}/{name}"),
+            Resolved::Direct(_) => "unknown".into(),
+        },
+    };
+    pod.metrics.connections_opened.get_or_create(&labels).inc();
+    match pod.netns.connect(target).await {
+        Ok(upstream) => relay_and_record(stream, upstream, &labels, &pod.metrics).await,
         Err(e) => {
             warn!(pod = %pod.info.uid, %target, error = %e, "outbound connect failed");
-            return;
+            pod.metrics.record_relay(&labels, 0, 0);
         }
-    };
-    match relay(stream, upstream).await {
-        Ok((sent, received)) => {
-            debug!(pod = %pod.info.uid, %target, sent, received, "outbound closed")
-        }
-        Err(e) => debug!(pod = %pod.info.uid, %target, error = %e, "outbound relay ended"),
     }
 }

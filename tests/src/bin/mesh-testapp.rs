@@ -5,6 +5,7 @@
 //! - `mesh-testapp connect <addr> <message>`: sends one line, prints the answer, exits 0; exits 1
 //!   with the error on failure.
 //! - `mesh-testapp get <addr> <path>`: HTTP/1.0 GET, prints the body; exits 1 unless status 200.
+//!
 //! Every step has a 5 s timeout.
 
 use std::io::{BufRead, BufReader, Write};
