@@ -21,6 +21,9 @@ use crate::pods::{PodInfo, PodStatus, Registry};
 
 /// The longest request line accepted.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// After an oversized request, how much more input is drained before closing.
+const DRAIN_BYTES: u64 = 1024 * 1024;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A request line.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -127,7 +130,15 @@ async fn serve_connection(stream: UnixStream, registry: &Registry) {
                 let response =
                     Response::error(format!("request longer than {MAX_REQUEST_BYTES} bytes"));
                 let _ = write_response(&mut write, &response).await;
-                return; // the rest of the oversized line cannot be resynchronised
+                // The rest of the line cannot be resynchronised: close, but first drain what the
+                // client is still sending (bounded), so the close does not reset the connection
+                // and destroy the response before the client reads it.
+                let _ = write.shutdown().await;
+                let mut rest = (&mut reader).take(DRAIN_BYTES);
+                let mut sink = tokio::io::sink();
+                let _ =
+                    tokio::time::timeout(DRAIN_TIME, tokio::io::copy(&mut rest, &mut sink)).await;
+                return;
             }
             Ok(_) => handle_line(&line, registry).await,
             Err(e) => {

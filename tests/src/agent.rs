@@ -101,14 +101,22 @@ impl Agent {
         let mut stream = UnixStream::connect(&self.socket)
             .with_context(|| format!("connecting to {}", self.socket.display()))?;
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        stream.write_all(line)?;
-        if !line.ends_with(b"\n") {
-            stream.write_all(b"\n")?;
-        }
+        // The agent may answer and close before it has read all of an oversized request, so a
+        // failed write is reported only if there is no response to read.
+        let written = stream.write_all(line).and_then(|()| {
+            if line.ends_with(b"\n") {
+                Ok(())
+            } else {
+                stream.write_all(b"\n")
+            }
+        });
         let mut response = String::new();
-        BufReader::new(stream)
-            .read_line(&mut response)
-            .context("reading the enrolment response")?;
+        let read = BufReader::new(stream).read_line(&mut response);
+        if response.is_empty() {
+            written.context("sending the enrolment request")?;
+            read.context("reading the enrolment response")?;
+            bail!("the agent closed the connection without answering");
+        }
         serde_json::from_str(&response).with_context(|| format!("enrolment response {response:?}"))
     }
 
