@@ -28,6 +28,10 @@ pub struct Admin {
     pub config: Config,
     /// The metrics registry.
     pub registry_metrics: prometheus_client::registry::Registry,
+    /// The metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// The tunnel, whose pool counters the metrics report.
+    pub tunnel: Option<Arc<crate::tunnel::Tunnel>>,
 }
 
 /// Serves the admin endpoint on `listener` until the task is aborted.
@@ -68,7 +72,7 @@ async fn route(req: Request<Incoming>, admin: &Admin) -> Response<Full<Bytes>> {
             "model": *admin.state.snapshot(),
         })),
         "/healthz/ready" => text(StatusCode::OK, "ready\n"),
-        "/metrics" => match render(&admin.registry_metrics) {
+        "/metrics" => match metrics_text(admin) {
             Ok(body) => text(StatusCode::OK, &body),
             Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n")),
         },
@@ -81,6 +85,13 @@ async fn route(req: Request<Incoming>, admin: &Admin) -> Response<Full<Bytes>> {
             &format!("no admin endpoint {other}\n"),
         ),
     }
+}
+
+fn metrics_text(admin: &Admin) -> Result<String, std::fmt::Error> {
+    if let Some(tunnel) = &admin.tunnel {
+        admin.metrics.sync_pool(&tunnel.pool.stats());
+    }
+    render(&admin.registry_metrics)
 }
 
 fn json(value: &impl serde::Serialize) -> Response<Full<Bytes>> {

@@ -29,10 +29,21 @@ pub struct Config {
     /// Prometheus metrics endpoint (`/metrics`).
     #[arg(long, env = "MESH_METRICS_ADDR", default_value = DEFAULT_METRICS_ADDR)]
     pub metrics_addr: SocketAddr,
+    /// The controller's config stream (e.g. `http://198.18.0.254:15010`). With `--local-config`
+    /// too, the file is served until the controller's first update.
+    #[arg(long, env = "MESH_CONTROLLER_ADDR")]
+    pub controller_addr: Option<String>,
     /// A data-plane model file (YAML `Snapshot`: workloads and services) used instead of a
     /// control plane, for standalone use and tests.
     #[arg(long, env = "MESH_LOCAL_CONFIG")]
     pub local_config: Option<PathBuf>,
+    /// Certificate service of the control plane (e.g. `http://198.18.0.254:15012`). Without it
+    /// the agent has no workload certificates and relays plaintext only.
+    #[arg(long, env = "MESH_CA_ADDR")]
+    pub ca_addr: Option<String>,
+    /// File holding this node's bootstrap token for the certificate service.
+    #[arg(long, env = "MESH_CA_TOKEN_FILE")]
+    pub ca_token_file: Option<PathBuf>,
     /// SPIFFE trust domain.
     #[arg(long, env = "MESH_TRUST_DOMAIN", default_value = DEFAULT_TRUST_DOMAIN)]
     pub trust_domain: String,

@@ -4,6 +4,7 @@
 //! inside each enrolled pod's network namespace and carries the captured connections.
 
 pub mod admin;
+pub mod authz;
 pub mod config;
 pub mod ebpf;
 pub mod enrol;
@@ -12,3 +13,4 @@ pub mod netns;
 pub mod pods;
 pub mod proxy;
 pub mod state;
+pub mod tunnel;

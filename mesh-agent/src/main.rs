@@ -11,6 +11,9 @@ use mesh_agent::enrol;
 use mesh_agent::metrics::Metrics;
 use mesh_agent::pods::Registry;
 use mesh_agent::state::State;
+use mesh_agent::tunnel::Tunnel;
+use mesh_common::api::config::ClientKind;
+use mesh_common::api::{ClientOptions, ConfigClient};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::info;
 
@@ -28,16 +31,45 @@ async fn main() -> anyhow::Result<()> {
         Some(path) => State::load_file(path)?,
         None => Default::default(),
     };
-    let state = Arc::new(State::new(snapshot));
+    let state = Arc::new(State::new(snapshot.clone()));
+    let config_client = config.controller_addr.as_ref().map(|addr| {
+        let mut options = ClientOptions::new(
+            addr,
+            &format!("agent/{}", config.node),
+            &config.node,
+            ClientKind::Agent,
+        );
+        options.initial = config.local_config.is_some().then_some(snapshot);
+        ConfigClient::spawn(options)
+    });
+    if let Some(client) = &config_client {
+        let state = state.clone();
+        let updates = client.subscribe();
+        tokio::spawn(async move { state.follow(updates).await });
+    }
     let programs = Arc::new(Programs::load()?);
     let metrics = Arc::new(Metrics::default());
     let mut registry_metrics = prometheus_client::registry::Registry::default();
     metrics.register(&mut registry_metrics);
+    let tunnel = match (&config.ca_addr, &config.ca_token_file) {
+        (Some(addr), Some(token)) => Some(Arc::new(Tunnel::new(
+            addr,
+            &config.node,
+            token,
+            &config.trust_domain,
+        )?)),
+        (None, None) => {
+            tracing::warn!("no certificate service configured (--ca-addr): captured traffic is relayed in plaintext");
+            None
+        }
+        _ => anyhow::bail!("--ca-addr and --ca-token-file go together"),
+    };
     let registry = Arc::new(Registry::new(
         programs,
         state.clone(),
         config.trust_domain.clone(),
-        metrics,
+        metrics.clone(),
+        tunnel.clone(),
     ));
 
     let enrol_listener = enrol::bind(&config.enrol_socket).with_context(|| {
@@ -60,6 +92,8 @@ async fn main() -> anyhow::Result<()> {
         state,
         config: config.clone(),
         registry_metrics,
+        metrics,
+        tunnel,
     });
     let admin_task = tokio::spawn(admin::serve(admin_listener, admin.clone()));
     let metrics_task = tokio::spawn(admin::serve(metrics_listener, admin));

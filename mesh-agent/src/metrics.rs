@@ -68,6 +68,10 @@ pub struct Metrics {
     pub enrolled_pods: Gauge<i64, std::sync::atomic::AtomicI64>,
     /// Outbound TLS connections opened to HBONE peers (one carries many streams).
     pub hbone_connections_opened: Counter<u64, AtomicU64>,
+    /// Outbound HBONE connection attempts that failed (TCP, TLS, identity, HTTP/2).
+    pub hbone_connect_failures: Counter<u64, AtomicU64>,
+    /// Outbound CONNECT streams opened.
+    pub hbone_streams_opened: Counter<u64, AtomicU64>,
 }
 
 impl Metrics {
@@ -109,6 +113,26 @@ impl Metrics {
             "Outbound mTLS connections opened to HBONE peers",
             self.hbone_connections_opened.clone(),
         );
+        sub.register(
+            "hbone_connect_failures",
+            "Outbound HBONE connection attempts that failed",
+            self.hbone_connect_failures.clone(),
+        );
+        sub.register(
+            "hbone_streams_opened",
+            "Outbound HBONE CONNECT streams opened",
+            self.hbone_streams_opened.clone(),
+        );
+    }
+
+    /// Brings the HBONE counters up to the pool's own (called before each scrape).
+    pub fn sync_pool(&self, stats: &mesh_hbone::hbone::PoolStats) {
+        let catch_up = |counter: &Counter<u64, AtomicU64>, value: u64| {
+            counter.inc_by(value.saturating_sub(counter.get()));
+        };
+        catch_up(&self.hbone_connections_opened, stats.connections_opened());
+        catch_up(&self.hbone_connect_failures, stats.connect_failures());
+        catch_up(&self.hbone_streams_opened, stats.streams_opened());
     }
 
     /// Records a finished relay.

@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use mesh_common::identity::Identity;
-use mesh_common::ports::{INBOUND_PLAINTEXT, OUTBOUND_CAPTURE};
+use mesh_common::ports::{HBONE, INBOUND_PLAINTEXT, OUTBOUND_CAPTURE};
 use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC, NSFS_MAGIC};
 use serde::{Deserialize, Serialize};
-use tokio::sync::Mutex;
+use tokio::sync::{watch, Mutex};
 use tokio::task::JoinHandle;
 use tracing::info;
 
@@ -19,6 +19,12 @@ use crate::metrics::Metrics;
 use crate::netns::{Netns, NetnsError};
 use crate::proxy;
 use crate::state::State;
+use crate::tunnel::Tunnel;
+use mesh_common::model::Workload;
+use mesh_hbone::hbone::{HboneServer, HboneServerConfig};
+
+/// How long enrolment waits for a pod's first certificate before serving HBONE without one.
+const FIRST_CERTIFICATE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The label that opts a namespace (or, overriding it, a pod) into the mesh.
 pub const DATAPLANE_MODE_LABEL: &str = "istio.io/dataplane-mode";
@@ -137,6 +143,9 @@ pub enum EnrolError {
     /// Attaching the kernel programs failed.
     #[error(transparent)]
     Ebpf(#[from] crate::ebpf::EbpfError),
+    /// The pod's HBONE server cannot be set up.
+    #[error("HBONE server: {0}")]
+    Tunnel(String),
 }
 
 /// What a proxy task needs to know about its pod.
@@ -154,6 +163,25 @@ pub struct PodContext {
     pub state: Arc<State>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Certificates and HBONE pool (`None`: no certificate service configured, plaintext only).
+    pub tunnel: Option<Arc<Tunnel>>,
+}
+
+impl PodContext {
+    /// The pod as a workload of the model (what policies select on).
+    pub fn workload(&self) -> Workload {
+        Workload {
+            uid: self.info.uid.clone(),
+            name: self.info.name.clone(),
+            namespace: self.info.namespace.clone(),
+            service_account: self.info.service_account.clone(),
+            node: String::new(),
+            addresses: self.info.addresses.clone(),
+            meshed: true,
+            labels: self.info.labels.clone(),
+            waypoint: None,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -161,6 +189,10 @@ struct Enrolled {
     info: PodInfo,
     attachment: Option<PodAttachment>,
     tasks: Vec<JoinHandle<()>>,
+    /// Tells the pod's HBONE servers to stop accepting and drain.
+    shutdown: Option<watch::Sender<bool>>,
+    /// The HBONE servers, which end once drained.
+    servers: Vec<JoinHandle<()>>,
 }
 
 /// A pod as the admin endpoint shows it.
@@ -190,6 +222,7 @@ pub struct Registry {
     state: Arc<State>,
     trust_domain: String,
     metrics: Arc<Metrics>,
+    tunnel: Option<Arc<Tunnel>>,
     pods: Mutex<HashMap<String, Enrolled>>,
 }
 
@@ -200,12 +233,14 @@ impl Registry {
         state: Arc<State>,
         trust_domain: String,
         metrics: Arc<Metrics>,
+        tunnel: Option<Arc<Tunnel>>,
     ) -> Registry {
         Registry {
             programs,
             state,
             trust_domain,
             metrics,
+            tunnel,
             pods: Mutex::new(HashMap::new()),
         }
     }
@@ -220,7 +255,7 @@ impl Registry {
             }
         }
         if let Some(old) = pods.remove(&info.uid) {
-            self.teardown(old);
+            drop(self.teardown(old));
         }
         let captured = info.wants_capture();
         let enrolled = if captured {
@@ -230,6 +265,8 @@ impl Registry {
                 info: info.clone(),
                 attachment: None,
                 tasks: Vec::new(),
+                shutdown: None,
+                servers: Vec::new(),
             }
         };
         info!(pod = %info.uid, captured, "pod added");
@@ -285,6 +322,7 @@ impl Registry {
             programs: self.programs.clone(),
             state: self.state.clone(),
             metrics: self.metrics.clone(),
+            tunnel: self.tunnel.clone(),
         });
         let mut tasks = vec![
             tokio::spawn(proxy::outbound::serve(outbound_v4, ctx.clone())),
@@ -294,13 +332,72 @@ impl Registry {
             tasks.push(tokio::spawn(proxy::outbound::serve(l, ctx.clone())));
         }
         if let Some(l) = inbound_v6 {
-            tasks.push(tokio::spawn(proxy::inbound::serve(l, ctx)));
+            tasks.push(tokio::spawn(proxy::inbound::serve(l, ctx.clone())));
         }
-        Ok(Enrolled {
+        let mut enrolled = Enrolled {
             info,
             attachment: Some(attachment),
             tasks,
-        })
+            shutdown: None,
+            servers: Vec::new(),
+        };
+        if let Err(e) = self.start_tunnel_servers(&ctx, &mut enrolled).await {
+            self.teardown(enrolled);
+            return Err(e);
+        }
+        Ok(enrolled)
+    }
+
+    /// Starts the pod's HBONE servers on 15008 (when the tunnel is configured) and fetches the
+    /// pod's certificate in the background.
+    async fn start_tunnel_servers(
+        &self,
+        ctx: &Arc<PodContext>,
+        enrolled: &mut Enrolled,
+    ) -> Result<(), EnrolError> {
+        let Some(tunnel) = &self.tunnel else {
+            return Ok(());
+        };
+        // Serve HBONE only with a certificate in hand, so the pod's first peers are not refused;
+        // if the CA is slow or down, go on (the manager keeps retrying in the background).
+        match tokio::time::timeout(FIRST_CERTIFICATE_WAIT, tunnel.certs.get(&ctx.identity)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(identity = %ctx.identity, error = %e, "no workload certificate yet (retrying)");
+            }
+            Err(_) => {
+                tracing::warn!(identity = %ctx.identity, "no workload certificate after {FIRST_CERTIFICATE_WAIT:?} (retrying)");
+            }
+        }
+        let tls = tunnel
+            .server_tls(&ctx.identity)
+            .map_err(|e| EnrolError::Tunnel(e.to_string()))?;
+        let (shutdown, signal) = watch::channel(false);
+        let mut addresses = vec![SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), HBONE)];
+        if ctx.info.addresses.iter().any(IpAddr::is_ipv6) {
+            addresses.push(SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), HBONE));
+        }
+        for addr in addresses {
+            let listener = ctx.netns.listen(addr).await?;
+            let server = HboneServer::new(
+                listener,
+                tls.clone(),
+                proxy::tunnel_inbound::InboundTunnel::new(ctx.clone()),
+                HboneServerConfig::default(),
+            );
+            let mut signal = signal.clone();
+            let uid = ctx.info.uid.clone();
+            enrolled.servers.push(tokio::spawn(async move {
+                let stop = async move {
+                    let _ = signal.wait_for(|stop| *stop).await;
+                };
+                if let Err(e) = server.serve(stop).await {
+                    tracing::warn!(pod = %uid, error = %e, "HBONE server ended");
+                }
+            }));
+        }
+        enrolled.shutdown = Some(shutdown);
+        Ok(())
     }
 
     /// Removes a pod: detaches its programs and closes its listeners.
@@ -310,7 +407,7 @@ impl Registry {
         self.update_gauge(&pods);
         drop(pods);
         let enrolled = removed.ok_or_else(|| EnrolError::Unknown(uid.to_owned()))?;
-        self.teardown(enrolled);
+        drop(self.teardown(enrolled));
         info!(pod = %uid, "pod removed");
         Ok(())
     }
@@ -322,20 +419,31 @@ impl Registry {
             .set(i64::try_from(captured).unwrap_or(i64::MAX));
     }
 
-    fn teardown(&self, enrolled: Enrolled) {
+    /// Detaches the pod's programs, closes its listeners and tells its HBONE servers to drain;
+    /// returns the servers, which end once drained (bounded by their grace period).
+    fn teardown(&self, enrolled: Enrolled) -> Vec<JoinHandle<()>> {
         for task in &enrolled.tasks {
             task.abort();
+        }
+        if let Some(shutdown) = &enrolled.shutdown {
+            let _ = shutdown.send(true);
         }
         if let Some(attachment) = enrolled.attachment {
             self.programs.detach_pod(attachment);
         }
+        enrolled.servers
     }
 
-    /// Removes every pod (agent shutdown).
+    /// Removes every pod (agent shutdown): stops accepting everywhere, then waits for in-flight
+    /// HBONE streams to drain (each server cuts what is left after its grace period).
     pub async fn remove_all(&self) {
         let drained: Vec<Enrolled> = self.pods.lock().await.drain().map(|(_, e)| e).collect();
+        let mut servers = Vec::new();
         for enrolled in drained {
-            self.teardown(enrolled);
+            servers.extend(self.teardown(enrolled));
+        }
+        for server in servers {
+            let _ = server.await;
         }
     }
 

@@ -6,6 +6,7 @@
 
 pub mod inbound;
 pub mod outbound;
+pub mod tunnel_inbound;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
-use mesh_common::model::{Service, Snapshot};
+use mesh_common::model::{Endpoint, Service, Snapshot, Workload};
 
 /// Errors loading the data-plane model or resolving a destination.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +75,19 @@ impl State {
         })
     }
 
+    /// Follows a controller: every snapshot the config client publishes replaces the current one
+    /// (the client keeps the last good one while the controller is away).
+    pub async fn follow(&self, mut updates: tokio::sync::watch::Receiver<Arc<Snapshot>>) {
+        loop {
+            let snapshot = updates.borrow_and_update().clone();
+            tracing::info!(version = %snapshot.version, workloads = snapshot.workloads.len(), services = snapshot.services.len(), "config applied");
+            *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = snapshot;
+            if updates.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
     /// Replaces the snapshot.
     pub fn replace(&self, snapshot: Snapshot) {
         let mut guard = self.snapshot.write().unwrap_or_else(|p| p.into_inner());
@@ -87,6 +100,15 @@ impl State {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// The meshed workload with this address, if any (its traffic goes over HBONE).
+    pub fn meshed_workload(&self, ip: std::net::IpAddr) -> Option<Workload> {
+        self.snapshot()
+            .workloads
+            .iter()
+            .find(|w| w.meshed && w.addresses.contains(&ip))
+            .cloned()
     }
 
     /// Resolves a captured destination: a service VIP and port pick an endpoint (round robin);
@@ -102,8 +124,20 @@ impl State {
                 name: service.name.clone(),
             });
         }
-        let index = self.next_endpoint.fetch_add(1, Ordering::Relaxed) % service.endpoints.len();
-        let endpoint = &service.endpoints[index];
+        // Endpoints of the destination's address family (a dual-stack pod is one endpoint per
+        // family); any endpoint if the service has none of that family.
+        let same_family: Vec<&Endpoint> = service
+            .endpoints
+            .iter()
+            .filter(|e| e.address.is_ipv4() == dst.is_ipv4())
+            .collect();
+        let candidates: Vec<&Endpoint> = if same_family.is_empty() {
+            service.endpoints.iter().collect()
+        } else {
+            same_family
+        };
+        let index = self.next_endpoint.fetch_add(1, Ordering::Relaxed) % candidates.len();
+        let endpoint = candidates[index];
         Ok(Resolved::Service {
             namespace: service.namespace.clone(),
             name: service.name.clone(),
@@ -156,6 +190,25 @@ mod tests {
             got,
             vec![addr("198.18.1.10:8080"), addr("198.18.2.10:8080")]
         );
+    }
+
+    #[test]
+    fn endpoints_of_the_destination_family_are_preferred() {
+        let snapshot: Snapshot = yaml_serde::from_str(
+            "services:\n- name: echo\n  namespace: default\n  vips: [198.19.0.10, fd19::10]\n  ports: [{port: 80}]\n  endpoints:\n  - {workloadUid: default/a, address: 198.18.1.10}\n  - {workloadUid: default/a, address: 'fd18:1::10'}\n",
+        )
+        .expect("test model");
+        let s = State::new(snapshot);
+        for _ in 0..4 {
+            assert_eq!(
+                s.resolve(addr("198.19.0.10:80")).expect("v4").target(),
+                addr("198.18.1.10:80")
+            );
+            assert_eq!(
+                s.resolve(addr("[fd19::10]:80")).expect("v6").target(),
+                addr("[fd18:1::10]:80")
+            );
+        }
     }
 
     #[test]

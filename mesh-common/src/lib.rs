@@ -2,7 +2,8 @@
 //!
 //! Without features this crate is `no_std` and holds only `#[repr(C)]` map keys and values and the
 //! port numbers, so the eBPF programs (`mesh-ebpf`) and the agent agree on every byte. The `user`
-//! feature implements `aya::Pod` for them; the `std` feature adds the workload identity.
+//! feature implements `aya::Pod` for them; the `std` feature adds the workload identity and the
+//! config model; the `api` feature adds the gRPC config stream and its client.
 #![cfg_attr(not(feature = "std"), no_std)]
 
 pub mod kernel;
@@ -12,3 +13,6 @@ pub mod ports;
 pub mod identity;
 #[cfg(feature = "std")]
 pub mod model;
+
+#[cfg(feature = "api")]
+pub mod api;

@@ -9,6 +9,19 @@ use std::net::IpAddr;
 
 use crate::identity::Identity;
 
+mod policy;
+mod route;
+
+pub use policy::{
+    AuthorizationAction, AuthorizationPolicy, AuthorizationRule, Condition, IpBlock, Operation,
+    PeerAuthMode, PeerAuthentication, PolicyTargetRef, Source,
+};
+pub use route::{
+    ConnectionPool, DestinationPolicy, Fault, FaultAbort, FaultDelay, HeaderOps, HttpMatch,
+    LoadBalancer, Mirror, OutlierDetection, Redirect, RetryPolicy, Rewrite, Route,
+    RouteDestination, RouteKind, RouteRule, StringMatch, Subset, TrafficPolicy,
+};
+
 /// Everything one agent or waypoint needs, at one version.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -22,6 +35,51 @@ pub struct Snapshot {
     /// Services with their virtual IPs and endpoints.
     #[serde(default)]
     pub services: Vec<Service>,
+    /// Authorization policies (L4 parts enforced by agents, L7 parts by waypoints).
+    #[serde(default)]
+    pub authorization_policies: Vec<AuthorizationPolicy>,
+    /// Peer authentication (mTLS mode) policies.
+    #[serde(default)]
+    pub peer_authentications: Vec<PeerAuthentication>,
+    /// L7 routes (from VirtualServices and HTTPRoutes), for waypoints.
+    #[serde(default)]
+    pub routes: Vec<Route>,
+    /// Per-host traffic policies and subsets (from DestinationRules), for waypoints.
+    #[serde(default)]
+    pub destination_policies: Vec<DestinationPolicy>,
+}
+
+impl Snapshot {
+    /// The workload with the given uid.
+    pub fn workload(&self, uid: &str) -> Option<&Workload> {
+        self.workloads.iter().find(|w| w.uid == uid)
+    }
+
+    /// The service with the given namespace and name.
+    pub fn service(&self, namespace: &str, name: &str) -> Option<&Service> {
+        self.services
+            .iter()
+            .find(|s| s.namespace == namespace && s.name == name)
+    }
+
+    /// The authorization policies that apply to a workload: mesh-wide ones (from the root
+    /// namespace), its namespace's, and those whose selector matches its labels. Policies that
+    /// target a waypoint (`targetRefs`) are not included: waypoints apply those.
+    pub fn authorization_policies_for<'a>(
+        &'a self,
+        workload: &'a Workload,
+    ) -> impl Iterator<Item = &'a AuthorizationPolicy> + 'a {
+        self.authorization_policies
+            .iter()
+            .filter(move |p| p.applies_to(workload))
+    }
+
+    /// The peer authentication mode for a workload's port: a port-level setting of a
+    /// workload-selecting policy, else the most specific policy (workload, namespace, mesh), else
+    /// `Permissive` as in Istio.
+    pub fn peer_auth_mode(&self, workload: &Workload, port: u16) -> PeerAuthMode {
+        policy::resolve_peer_auth(&self.peer_authentications, workload, port)
+    }
 }
 
 /// One workload (a pod).
@@ -48,6 +106,9 @@ pub struct Workload {
     /// Pod labels.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Waypoint that traffic to this workload goes through (`istio.io/use-waypoint`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waypoint: Option<WaypointRef>,
 }
 
 fn default_service_account() -> String {
@@ -78,6 +139,26 @@ pub struct Service {
     /// Endpoints: workload uids with their addresses.
     #[serde(default)]
     pub endpoints: Vec<Endpoint>,
+    /// Fully qualified host name, e.g. `reviews.default.svc.cluster.local` (or a ServiceEntry
+    /// host). Empty in hand-written snapshots.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub hostname: String,
+    /// Waypoint that traffic to this service goes through (`istio.io/use-waypoint`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waypoint: Option<WaypointRef>,
+}
+
+/// A waypoint a workload or service is assigned to.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WaypointRef {
+    /// Name of the waypoint (its Gateway and Service).
+    pub name: String,
+    /// Namespace of the waypoint.
+    pub namespace: String,
+    /// Addresses (VIPs) of the waypoint's service, when known.
+    #[serde(default)]
+    pub addresses: Vec<IpAddr>,
 }
 
 /// A service port and the port it maps to on the endpoints.

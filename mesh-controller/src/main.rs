@@ -1,14 +1,177 @@
 //! The control plane binary.
 #![forbid(unsafe_code)]
 
-use clap::Parser;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
 
-/// mesh-controller: turns Istio-style configuration into the data-plane model.
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use mesh_controller::run::{self, RunOptions, DEFAULT_ADMIN_PORT, DEFAULT_GRPC_PORT};
+use mesh_controller::source::kube::KubeOptions;
+use mesh_controller::translate::TranslateOptions;
+
+/// mesh-controller: turns Istio-style configuration into the data-plane model and streams it
+/// to agents and waypoints.
 #[derive(Parser, Debug)]
 #[command(version, about)]
-struct Args {}
+struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Directory of YAML files to load and watch.
+    #[arg(long, env = "MESH_CONFIG_DIR")]
+    config_dir: Option<PathBuf>,
+    /// Also watch the Kubernetes API (in-cluster or kubeconfig credentials).
+    #[arg(long, env = "MESH_KUBERNETES")]
+    kubernetes: bool,
+    /// Config stream (gRPC) address.
+    #[arg(long, env = "MESH_GRPC_ADDR", default_value_t = SocketAddr::from((Ipv4Addr::UNSPECIFIED, DEFAULT_GRPC_PORT)))]
+    grpc_addr: SocketAddr,
+    /// Admin (HTTP) address.
+    #[arg(long, env = "MESH_ADMIN_ADDR", default_value_t = SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_ADMIN_PORT)))]
+    admin_addr: SocketAddr,
+    /// Directory poll interval in milliseconds.
+    #[arg(long, env = "MESH_POLL_INTERVAL_MS", default_value_t = 1000)]
+    poll_interval_ms: u64,
+    /// Kubernetes cluster domain.
+    #[arg(long, env = "MESH_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    cluster_domain: String,
+    /// Certificate service (gRPC) address.
+    #[arg(long, env = "MESH_CA_ADDR", default_value_t = SocketAddr::from((Ipv4Addr::UNSPECIFIED, mesh_controller::ca::DEFAULT_CA_PORT)))]
+    ca_addr: SocketAddr,
+    /// Directory of the CA root (`root-cert.pem`, `root-key.pem`); generated on first start.
+    #[arg(long, env = "MESH_CA_DIR", default_value = "/var/lib/mesh/ca")]
+    ca_dir: PathBuf,
+    /// File of `node=token` lines: the agents allowed to request certificates. Without it the
+    /// certificate service is off.
+    #[arg(long, env = "MESH_BOOTSTRAP_TOKENS")]
+    bootstrap_tokens: Option<PathBuf>,
+    /// Lifetime of issued workload certificates, in seconds.
+    #[arg(long, env = "MESH_CERT_LIFETIME_SECS", default_value_t = 24 * 3600)]
+    cert_lifetime_secs: u64,
+    /// Namespace whose policies apply mesh-wide.
+    #[arg(long, env = "MESH_ROOT_NAMESPACE", default_value = "istio-system")]
+    root_namespace: String,
+}
 
-fn main() -> anyhow::Result<()> {
-    let _args = Args::parse();
-    anyhow::bail!("mesh-controller is not implemented yet")
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Write the Istio CRDs generated from the controller's types.
+    Crds {
+        /// Output directory (default: print to stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Load a directory once, print every configuration error and exit non-zero if any.
+    Validate {
+        /// Directory of YAML files.
+        dir: PathBuf,
+    },
+}
+
+fn translate_options(args: &Args) -> TranslateOptions {
+    TranslateOptions {
+        cluster_domain: args.cluster_domain.clone(),
+        root_namespace: args.root_namespace.clone(),
+    }
+}
+
+fn crds(out: Option<PathBuf>) -> anyhow::Result<()> {
+    for (name, yaml) in mesh_controller::crd::istio_crds()? {
+        match &out {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+                let path = dir.join(&name);
+                std::fs::write(&path, yaml)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            None => print!("---\n{yaml}"),
+        }
+    }
+    Ok(())
+}
+
+fn validate(args: &Args, dir: &std::path::Path) -> anyhow::Result<()> {
+    let controller = mesh_controller::controller::Controller::new(translate_options(args));
+    mesh_controller::source::dir::DirSource::new(dir, controller.clone()).scan()?;
+    let current = controller.current();
+    for e in current.errors.iter() {
+        println!("{e}");
+    }
+    println!(
+        "{} workloads, {} services, {} errors",
+        current.snapshot.workloads.len(),
+        current.snapshot.services.len(),
+        current.errors.len()
+    );
+    anyhow::ensure!(current.errors.is_empty(), "configuration has errors");
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    match &args.command {
+        Some(Command::Crds { out }) => return crds(out.clone()),
+        Some(Command::Validate { dir }) => return validate(&args, dir),
+        None => {}
+    }
+    anyhow::ensure!(
+        args.config_dir.is_some() || args.kubernetes,
+        "nothing to watch: give --config-dir and/or --kubernetes"
+    );
+    let running = run::start(RunOptions {
+        config_dir: args.config_dir.clone(),
+        kubernetes: args.kubernetes.then(KubeOptions::default),
+        grpc_addr: args.grpc_addr,
+        admin_addr: args.admin_addr,
+        poll_interval: Duration::from_millis(args.poll_interval_ms),
+        translate: translate_options(&args),
+    })
+    .await?;
+    let (ca_stop, ca_stopped) = tokio::sync::oneshot::channel::<()>();
+    let ca_task = match &args.bootstrap_tokens {
+        Some(path) => {
+            let tokens = mesh_controller::ca::read_tokens(path)?;
+            let (_, service) = mesh_controller::ca::service(
+                &args.ca_dir,
+                &args.cluster_domain,
+                Duration::from_secs(args.cert_lifetime_secs),
+                &tokens,
+                running.controller.clone(),
+            )?;
+            let listener = tokio::net::TcpListener::bind(args.ca_addr)
+                .await
+                .with_context(|| format!("binding the certificate service {}", args.ca_addr))?;
+            tracing::info!(addr = %args.ca_addr, nodes = tokens.len(), "certificate service started");
+            Some(tokio::spawn(mesh_hbone::ca_service::serve(
+                listener,
+                service,
+                async {
+                    let _ = ca_stopped.await;
+                },
+            )))
+        }
+        None => {
+            tracing::warn!("no --bootstrap-tokens: the certificate service is off");
+            None
+        }
+    };
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    let _ = ca_stop.send(());
+    if let Some(task) = ca_task {
+        let _ = task.await;
+    }
+    tracing::info!("shutting down");
+    running.shutdown().await;
+    Ok(())
 }

@@ -51,6 +51,16 @@ impl Agent {
         workdir: &Path,
         local_config: Option<&Path>,
     ) -> anyhow::Result<Agent> {
+        Agent::start_with(node, workdir, local_config, &[])
+    }
+
+    /// Like [`Agent::start`], with extra command-line arguments.
+    pub fn start_with(
+        node: &Node,
+        workdir: &Path,
+        local_config: Option<&Path>,
+        extra_args: &[String],
+    ) -> anyhow::Result<Agent> {
         let socket = workdir.join(format!("{}.sock", node.name));
         let log = workdir.join(format!("{}-agent.log", node.name));
         let log_file =
@@ -63,6 +73,7 @@ impl Agent {
         if let Some(path) = local_config {
             cmd.arg("--local-config").arg(path);
         }
+        cmd.args(extra_args);
         cmd.env("RUST_LOG", "info,mesh_ebpf=debug")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())

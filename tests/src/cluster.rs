@@ -151,6 +151,7 @@ impl Cluster {
         add_netns(&net)?;
         ip(&net, &["link", "add", "br0", "type", "bridge"])?;
         ip(&net, &["link", "set", "br0", "up"])?;
+        ip(&net, &["addr", "add", "198.18.0.254/24", "dev", "br0"])?;
         for index in 1..=node_count {
             let node = Node {
                 name: format!("node{index}"),
@@ -250,6 +251,28 @@ impl Cluster {
             }
         }
         Ok(())
+    }
+
+    /// Address of the control plane on the inter-node network (in the `net` namespace).
+    pub fn control_plane_ip(&self) -> Ipv4Addr {
+        Ipv4Addr::new(198, 18, 0, 254)
+    }
+
+    /// A command that runs `program` in the `net` namespace, where the control plane runs.
+    pub fn control_plane_command(&self, program: &str) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!(
+            "--net={}",
+            Path::new(NETNS_DIR).join(self.net_ns()).display()
+        ))
+        .arg("--")
+        .arg(program);
+        cmd
+    }
+
+    /// The inter-node link of node `index` as seen from the `net` namespace (for captures).
+    pub fn node_link(&self, index: u8) -> (String, String) {
+        (self.net_ns(), format!("n{index}"))
     }
 
     /// The nodes.

@@ -20,6 +20,22 @@ pub fn run(program: &str, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
+/// Waits (at most 10 s) until something listens on TCP `port` inside `pod`.
+pub fn wait_listening(pod: &crate::Pod, port: u16) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let filter = format!("sport = :{port}");
+        let out = run("ip", &["netns", "exec", &pod.netns, "ss", "-Hltn", &filter])?;
+        if !out.trim().is_empty() {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("{} is not listening on {port}", pod.uid());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Fails loudly unless the process runs as root: the end-to-end tests must not skip silently.
 pub fn require_root() -> anyhow::Result<()> {
     let status =

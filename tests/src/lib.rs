@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod cluster;
 pub mod command;
+pub mod controller;
 
 pub use agent::Agent;
 pub use cluster::{Cluster, Node, Pod};

@@ -182,6 +182,29 @@ fn outbound_capture_recovers_original_destination_v4_and_v6() -> anyhow::Result<
         ],
         Duration::from_secs(5),
     )?;
+
+    // UDP (DNS and the like) is left alone, even from a connected socket.
+    let out = client
+        .command(&binary("mesh-testapp")?.display().to_string())
+        .args(["udp", &format!("{}:{APP_PORT}", server.ip4), "datagram"])
+        .output()?;
+    let got = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && got.contains(&format!("udp peer={}", client.ip4)),
+        "{got} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let captured = agent
+        .logs()
+        .lines()
+        .filter(|l| l.contains("outbound connection captured"))
+        .count();
+    assert_eq!(
+        captured,
+        4,
+        "only the four TCP connections are captured:\n{}",
+        agent.logs()
+    );
     Ok(())
 }
 

@@ -6,7 +6,10 @@ use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{info, warn};
 
-use crate::metrics::{ConnectionLabels, Direction, Transport};
+use mesh_common::model::PeerAuthMode;
+
+use crate::authz::{self, Decision};
+use crate::metrics::{ConnectionLabels, DenyLabels, Direction, Transport};
 use crate::pods::PodContext;
 use crate::proxy::relay_and_record;
 
@@ -28,6 +31,24 @@ pub async fn serve(listener: TcpListener, pod: Arc<PodContext>) {
 
 async fn handle(stream: TcpStream, peer: std::net::SocketAddr, pod: &PodContext) {
     let Ok(dst) = stream.local_addr() else { return };
+    let workload = pod.workload();
+    let snapshot = pod.state.snapshot();
+    // Plaintext from outside the mesh: PeerAuthentication STRICT refuses it.
+    if snapshot.peer_auth_mode(&workload, dst.port()) == PeerAuthMode::Strict {
+        warn!(dst.workload = %pod.info.uid, src.address = %peer, dst.original = %dst, "plaintext connection refused: PeerAuthentication is STRICT");
+        deny(pod, "peer_authentication");
+        return;
+    }
+    let conn = authz::Connection {
+        peer: None,
+        src: peer.ip(),
+        dst_port: dst.port(),
+    };
+    if let Decision::Deny(reason) = authz::authorize(&snapshot, &workload, conn) {
+        warn!(dst.workload = %pod.info.uid, src.address = %peer, dst.original = %dst, %reason, "plaintext connection denied");
+        deny(pod, "policy");
+        return;
+    }
     info!(dst.workload = %pod.info.uid, src.address = %peer, dst.original = %dst, "inbound plaintext connection");
     let labels = ConnectionLabels {
         direction: Direction::Inbound,
@@ -44,4 +65,14 @@ async fn handle(stream: TcpStream, peer: std::net::SocketAddr, pod: &PodContext)
             pod.metrics.record_relay(&labels, 0, 0);
         }
     }
+}
+
+fn deny(pod: &PodContext, reason: &str) {
+    pod.metrics
+        .denied
+        .get_or_create(&DenyLabels {
+            workload: pod.info.uid.clone(),
+            reason: reason.into(),
+        })
+        .inc();
 }

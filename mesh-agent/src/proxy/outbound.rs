@@ -2,6 +2,9 @@
 
 use std::sync::Arc;
 
+use std::net::SocketAddr;
+
+use mesh_common::ports::HBONE;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{info, warn};
 
@@ -40,16 +43,18 @@ async fn handle(stream: TcpStream, pod: &PodContext) {
         }
     };
     let target = resolved.target();
-    info!(
-        src.workload = %pod.info.uid,
-        src.identity = %pod.identity,
-        dst.original = %orig_dst,
-        dst.target = %target,
-        "outbound connection captured"
-    );
-    let labels = ConnectionLabels {
+    // A meshed destination is reached over HBONE when this node has certificates.
+    let tunnel = pod.tunnel.as_ref().and_then(|tunnel| {
+        let workload = pod.state.meshed_workload(target.ip())?;
+        Some((tunnel, workload.identity(&pod.identity.trust_domain)))
+    });
+    let mut labels = ConnectionLabels {
         direction: Direction::Outbound,
-        transport: Transport::Plaintext,
+        transport: if tunnel.is_some() {
+            Transport::Hbone
+        } else {
+            Transport::Plaintext
+        },
         workload: pod.info.uid.clone(),
         destination_service: match &resolved {
             Resolved::Service {
@@ -58,12 +63,37 @@ async fn handle(stream: TcpStream, pod: &PodContext) {
             Resolved::Direct(_) => "unknown".into(),
         },
     };
+    info!(
+        src.workload = %pod.info.uid,
+        src.identity = %pod.identity,
+        dst.original = %orig_dst,
+        dst.target = %target,
+        transport = ?labels.transport,
+        "outbound connection captured"
+    );
     pod.metrics.connections_opened.get_or_create(&labels).inc();
-    match pod.netns.connect(target).await {
-        Ok(upstream) => relay_and_record(stream, upstream, &labels, &pod.metrics).await,
-        Err(e) => {
-            warn!(pod = %pod.info.uid, %target, error = %e, "outbound connect failed");
-            pod.metrics.record_relay(&labels, 0, 0);
+    match tunnel {
+        Some((tunnel, dst_identity)) => {
+            let peer = SocketAddr::new(target.ip(), HBONE);
+            match tunnel
+                .pool
+                .connect(&pod.identity, &dst_identity, peer, target)
+                .await
+            {
+                Ok(upstream) => relay_and_record(stream, upstream, &labels, &pod.metrics).await,
+                Err(e) => {
+                    warn!(pod = %pod.info.uid, %target, dst.identity = %dst_identity, error = %e, "outbound HBONE connect failed");
+                    pod.metrics.record_relay(&labels, 0, 0);
+                }
+            }
         }
+        None => match pod.netns.connect(target).await {
+            Ok(upstream) => relay_and_record(stream, upstream, &labels, &pod.metrics).await,
+            Err(e) => {
+                warn!(pod = %pod.info.uid, %target, error = %e, "outbound connect failed");
+                labels.transport = Transport::Plaintext;
+                pod.metrics.record_relay(&labels, 0, 0);
+            }
+        },
     }
 }

@@ -1,0 +1,92 @@
+//! Inbound HBONE: each enrolled pod's 15008 server. The peer's identity comes from its verified
+//! certificate; L4 authorization decides; the connection is delivered from inside the pod.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use mesh_hbone::hbone::{ConnectError, ConnectHandler, ConnectRequest, HboneStream};
+use tokio::net::TcpStream;
+use tracing::{info, warn};
+
+use crate::authz::{self, Decision};
+use crate::metrics::{ConnectionLabels, DenyLabels, Direction, Transport};
+use crate::pods::PodContext;
+use crate::proxy::relay_and_record;
+
+/// Handles the CONNECT streams arriving for one pod.
+#[derive(Debug, Clone)]
+pub struct InboundTunnel {
+    pod: Arc<PodContext>,
+}
+
+impl InboundTunnel {
+    /// A handler for `pod`.
+    pub fn new(pod: Arc<PodContext>) -> InboundTunnel {
+        InboundTunnel { pod }
+    }
+
+    fn labels(&self) -> ConnectionLabels {
+        ConnectionLabels {
+            direction: Direction::Inbound,
+            transport: Transport::Hbone,
+            workload: self.pod.info.uid.clone(),
+            destination_service: "unknown".into(),
+        }
+    }
+}
+
+#[async_trait]
+impl ConnectHandler for InboundTunnel {
+    type Upstream = TcpStream;
+
+    async fn open(&self, request: &ConnectRequest) -> Result<TcpStream, ConnectError> {
+        let pod = &self.pod;
+        if !pod.info.addresses.contains(&request.target.ip()) {
+            warn!(pod = %pod.info.uid, peer = %request.peer, target = %request.target, "HBONE target is not an address of this pod; refused");
+            return Err(ConnectError::Forbidden(format!(
+                "{} is not an address of {}",
+                request.target.ip(),
+                pod.info.uid
+            )));
+        }
+        let workload = pod.workload();
+        let decision = authz::authorize(
+            &pod.state.snapshot(),
+            &workload,
+            authz::Connection {
+                peer: Some(&request.peer),
+                src: request.remote.ip(),
+                dst_port: request.target.port(),
+            },
+        );
+        if let Decision::Deny(reason) = decision {
+            warn!(pod = %pod.info.uid, peer = %request.peer, target = %request.target, %reason, "inbound HBONE connection denied");
+            pod.metrics
+                .denied
+                .get_or_create(&DenyLabels {
+                    workload: pod.info.uid.clone(),
+                    reason: "policy".into(),
+                })
+                .inc();
+            return Err(ConnectError::Forbidden(reason));
+        }
+        pod.netns.connect(request.target).await.map_err(|e| {
+            warn!(pod = %pod.info.uid, target = %request.target, error = %e, "inbound HBONE delivery failed");
+            ConnectError::Unreachable(std::io::Error::other(e.to_string()))
+        })
+    }
+
+    async fn serve(&self, request: ConnectRequest, upstream: TcpStream, stream: HboneStream) {
+        let pod = &self.pod;
+        info!(
+            dst.workload = %pod.info.uid,
+            src.identity = %request.peer,
+            src.address = %request.remote,
+            dst.original = %request.target,
+            "inbound HBONE connection"
+        );
+        let labels = self.labels();
+        pod.metrics.connections_opened.get_or_create(&labels).inc();
+        relay_and_record(stream, upstream, &labels, &pod.metrics).await;
+    }
+}

@@ -1,0 +1,91 @@
+//! The agent's zero-trust tunnel: workload certificates from the control plane's CA, the HBONE
+//! client pool for outbound, and the TLS configuration of each pod's inbound HBONE server.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use mesh_common::identity::Identity;
+use mesh_hbone::ca::TrustBundle;
+use mesh_hbone::ca_service::CaClient;
+use mesh_hbone::certs::{CertManager, CertManagerConfig};
+use mesh_hbone::hbone::{HboneClientConfig, HbonePool};
+use mesh_hbone::tls;
+
+/// CONNECT streams one pooled connection carries before another is opened (the HBONE server
+/// allows 1000): one TLS connection between two pods serves a busy client.
+pub const MAX_STREAMS_PER_CONNECTION: usize = 1000;
+
+/// Errors setting up the tunnel.
+#[derive(Debug, thiserror::Error)]
+pub enum TunnelError {
+    /// The bootstrap token cannot be read.
+    #[error("cannot read the CA bootstrap token {path}: {source}")]
+    Token {
+        path: String,
+        source: std::io::Error,
+    },
+    /// The certificate service address is invalid.
+    #[error("certificate service {addr}: {message}")]
+    Endpoint { addr: String, message: String },
+    /// A TLS configuration cannot be built.
+    #[error(transparent)]
+    Tls(#[from] mesh_hbone::tls::TlsError),
+}
+
+/// Certificates, trust bundle and outbound pool, shared by all pods of the node.
+#[derive(Debug)]
+pub struct Tunnel {
+    /// Workload certificates, fetched on demand and renewed at half-life.
+    pub certs: CertManager,
+    /// Trusted roots, kept in step with the CA.
+    pub bundle: TrustBundle,
+    /// Outbound HBONE connections, pooled by (source, destination, peer).
+    pub pool: HbonePool,
+}
+
+impl Tunnel {
+    /// Connects (lazily) to the certificate service at `addr` as `node`.
+    pub fn new(
+        addr: &str,
+        node: &str,
+        token_file: &Path,
+        trust_domain: &str,
+    ) -> Result<Tunnel, TunnelError> {
+        let token = std::fs::read_to_string(token_file).map_err(|source| TunnelError::Token {
+            path: token_file.display().to_string(),
+            source,
+        })?;
+        let bundle = TrustBundle::new(trust_domain);
+        let signer = CaClient::lazy(addr, node, token.trim())
+            .map_err(|e| TunnelError::Endpoint {
+                addr: addr.to_owned(),
+                message: e.to_string(),
+            })?
+            .with_trust_bundle(bundle.clone());
+        let certs = CertManager::new(Arc::new(signer), CertManagerConfig::default());
+        let pool = HbonePool::new(
+            certs.clone(),
+            bundle.clone(),
+            HboneClientConfig {
+                max_streams_per_connection: MAX_STREAMS_PER_CONNECTION,
+                ..HboneClientConfig::default()
+            },
+        );
+        Ok(Tunnel {
+            certs,
+            bundle,
+            pool,
+        })
+    }
+
+    /// The TLS configuration of a pod's inbound HBONE server (its certificate, renewed in place).
+    pub fn server_tls(
+        &self,
+        identity: &Identity,
+    ) -> Result<Arc<rustls::ServerConfig>, TunnelError> {
+        Ok(tls::server_config(
+            self.certs.resolver(identity),
+            self.bundle.clone(),
+        )?)
+    }
+}

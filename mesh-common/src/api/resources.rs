@@ -1,0 +1,292 @@
+//! A snapshot as a set of keyed resources, the unit of the incremental stream: the controller
+//! diffs two sets to build an update, the client applies updates to its set and decodes it back.
+
+use std::collections::BTreeMap;
+
+use prost::bytes::Bytes;
+
+use super::config::{ConfigUpdate, Resource, ResourceKey, ResourceKind};
+use crate::model::Snapshot;
+
+/// Why an update could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ResourceError {
+    /// A resource's JSON does not decode as its kind.
+    #[error("resource {kind:?} {key}: {source}")]
+    Decode {
+        /// Resource kind.
+        kind: ResourceKind,
+        /// Resource key.
+        key: String,
+        /// JSON error.
+        source: serde_json::Error,
+    },
+    /// The kind is unknown to this client (newer controller).
+    #[error("resource {key}: unknown kind {kind}")]
+    UnknownKind {
+        /// Raw kind number.
+        kind: i32,
+        /// Resource key.
+        key: String,
+    },
+    /// A model value did not encode (cannot happen for the model types; reported, not panicked).
+    #[error("encoding {key}: {source}")]
+    Encode {
+        /// Resource key.
+        key: String,
+        /// JSON error.
+        source: serde_json::Error,
+    },
+}
+
+/// Resources keyed by (kind, key), each the JSON of one model value.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ResourceSet {
+    items: BTreeMap<(i32, String), Bytes>,
+}
+
+fn encode<T: serde::Serialize>(
+    items: &mut BTreeMap<(i32, String), Bytes>,
+    kind: ResourceKind,
+    key: String,
+    value: &T,
+) -> Result<(), ResourceError> {
+    let json = serde_json::to_vec(value).map_err(|source| ResourceError::Encode {
+        key: key.clone(),
+        source,
+    })?;
+    items.insert((kind as i32, key), Bytes::from(json));
+    Ok(())
+}
+
+fn decode<T: serde::de::DeserializeOwned>(
+    kind: ResourceKind,
+    key: &str,
+    json: &[u8],
+) -> Result<T, ResourceError> {
+    serde_json::from_slice(json).map_err(|source| ResourceError::Decode {
+        kind,
+        key: key.to_owned(),
+        source,
+    })
+}
+
+impl ResourceSet {
+    /// Splits a snapshot into resources (the version is not part of the set).
+    pub fn from_snapshot(snapshot: &Snapshot) -> Result<Self, ResourceError> {
+        let mut items = BTreeMap::new();
+        for w in &snapshot.workloads {
+            encode(&mut items, ResourceKind::Workload, w.uid.clone(), w)?;
+        }
+        for s in &snapshot.services {
+            let key = format!("{}/{}", s.namespace, s.name);
+            encode(&mut items, ResourceKind::Service, key, s)?;
+        }
+        for p in &snapshot.authorization_policies {
+            let key = format!("{}/{}", p.namespace, p.name);
+            encode(&mut items, ResourceKind::AuthorizationPolicy, key, p)?;
+        }
+        for p in &snapshot.peer_authentications {
+            let key = format!("{}/{}", p.namespace, p.name);
+            encode(&mut items, ResourceKind::PeerAuthentication, key, p)?;
+        }
+        for r in &snapshot.routes {
+            let key = format!("{:?}/{}/{}", r.kind, r.namespace, r.name);
+            encode(&mut items, ResourceKind::Route, key, r)?;
+        }
+        for d in &snapshot.destination_policies {
+            let key = format!("{}/{}", d.namespace, d.name);
+            encode(&mut items, ResourceKind::DestinationPolicy, key, d)?;
+        }
+        Ok(ResourceSet { items })
+    }
+
+    /// Number of resources.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// The resources for which `keep(kind, key)` holds (payloads are shared, not copied).
+    pub fn filter(&self, keep: impl Fn(ResourceKind, &str) -> bool) -> ResourceSet {
+        let items = self
+            .items
+            .iter()
+            .filter(|((kind, key), _)| {
+                ResourceKind::try_from(*kind).is_ok_and(|kind| keep(kind, key))
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        ResourceSet { items }
+    }
+
+    /// Total payload bytes (for memory accounting).
+    pub fn payload_bytes(&self) -> usize {
+        self.items
+            .iter()
+            .map(|((_, key), json)| key.len() + json.len())
+            .sum()
+    }
+
+    /// An update that turns `previous` into `self` (or a full one when `previous` is `None`).
+    pub fn diff(&self, previous: Option<&ResourceSet>, version: &str) -> ConfigUpdate {
+        let resource = |((kind, key), json): (&(i32, String), &Bytes)| Resource {
+            kind: *kind,
+            key: key.clone(),
+            json: json.clone(),
+        };
+        let Some(previous) = previous else {
+            return ConfigUpdate {
+                version: version.to_owned(),
+                full: true,
+                upserts: self.items.iter().map(resource).collect(),
+                removals: Vec::new(),
+            };
+        };
+        let upserts = self
+            .items
+            .iter()
+            .filter(|(k, v)| previous.items.get(*k) != Some(*v))
+            .map(resource)
+            .collect();
+        let removals = previous
+            .items
+            .keys()
+            .filter(|k| !self.items.contains_key(*k))
+            .map(|(kind, key)| ResourceKey {
+                kind: *kind,
+                key: key.clone(),
+            })
+            .collect();
+        ConfigUpdate {
+            version: version.to_owned(),
+            full: false,
+            upserts,
+            removals,
+        }
+    }
+
+    /// The set after an update (full updates replace everything).
+    pub fn apply(&self, update: &ConfigUpdate) -> ResourceSet {
+        let mut items = if update.full {
+            BTreeMap::new()
+        } else {
+            self.items.clone()
+        };
+        for key in &update.removals {
+            items.remove(&(key.kind, key.key.clone()));
+        }
+        for r in &update.upserts {
+            items.insert((r.kind, r.key.clone()), r.json.clone());
+        }
+        ResourceSet { items }
+    }
+
+    /// Decodes the set back into a snapshot with the given version; any bad resource fails the
+    /// whole decode, so a client never applies half an update.
+    pub fn to_snapshot(&self, version: &str) -> Result<Snapshot, ResourceError> {
+        let mut snapshot = Snapshot {
+            version: version.to_owned(),
+            ..Snapshot::default()
+        };
+        for ((raw_kind, key), json) in &self.items {
+            let kind =
+                ResourceKind::try_from(*raw_kind).map_err(|_| ResourceError::UnknownKind {
+                    kind: *raw_kind,
+                    key: key.clone(),
+                })?;
+            match kind {
+                ResourceKind::Workload => snapshot.workloads.push(decode(kind, key, json)?),
+                ResourceKind::Service => snapshot.services.push(decode(kind, key, json)?),
+                ResourceKind::AuthorizationPolicy => snapshot
+                    .authorization_policies
+                    .push(decode(kind, key, json)?),
+                ResourceKind::PeerAuthentication => {
+                    snapshot.peer_authentications.push(decode(kind, key, json)?)
+                }
+                ResourceKind::Route => snapshot.routes.push(decode(kind, key, json)?),
+                ResourceKind::DestinationPolicy => {
+                    snapshot.destination_policies.push(decode(kind, key, json)?)
+                }
+                ResourceKind::Unspecified => {
+                    return Err(ResourceError::UnknownKind {
+                        kind: *raw_kind,
+                        key: key.clone(),
+                    })
+                }
+            }
+        }
+        Ok(snapshot)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Service, Workload};
+
+    fn workload(name: &str, node: &str) -> Workload {
+        Workload {
+            uid: format!("default/{name}"),
+            name: name.to_owned(),
+            namespace: "default".to_owned(),
+            service_account: "default".to_owned(),
+            node: node.to_owned(),
+            addresses: vec![[10, 0, 0, 1].into()],
+            meshed: true,
+            labels: BTreeMap::new(),
+            waypoint: None,
+        }
+    }
+
+    #[test]
+    fn diff_then_apply_round_trips() {
+        let mut a = Snapshot::default();
+        a.workloads.push(workload("a", "n1"));
+        a.workloads.push(workload("b", "n1"));
+        let mut b = a.clone();
+        b.workloads.remove(0);
+        b.workloads[0].node = "n2".to_owned();
+        b.services.push(Service {
+            name: "svc".to_owned(),
+            namespace: "default".to_owned(),
+            vips: vec![],
+            ports: vec![],
+            endpoints: vec![],
+            hostname: String::new(),
+            waypoint: None,
+        });
+        let set_a = ResourceSet::from_snapshot(&a).expect("encode a");
+        let set_b = ResourceSet::from_snapshot(&b).expect("encode b");
+        let update = set_b.diff(Some(&set_a), "2");
+        assert!(!update.full);
+        assert_eq!(update.upserts.len(), 2, "changed workload + new service");
+        assert_eq!(update.removals.len(), 1, "removed workload");
+        let applied = set_a.apply(&update);
+        assert_eq!(applied, set_b);
+        let decoded = applied.to_snapshot("2").expect("decode");
+        assert_eq!(decoded.version, "2");
+        assert_eq!(decoded.workloads, b.workloads);
+        assert_eq!(decoded.services, b.services);
+    }
+
+    #[test]
+    fn bad_json_fails_whole_decode() {
+        let update = ConfigUpdate {
+            version: "1".to_owned(),
+            full: true,
+            upserts: vec![Resource {
+                kind: ResourceKind::Workload as i32,
+                key: "x".to_owned(),
+                json: Bytes::from_static(b"{not json"),
+            }],
+            removals: vec![],
+        };
+        let set = ResourceSet::default().apply(&update);
+        assert!(set.to_snapshot("1").is_err());
+    }
+}

@@ -1,0 +1,225 @@
+//! The objects the controller understands: one enum over the core, Istio and Gateway API kinds,
+//! and the key (kind, namespace, name) that identifies each.
+
+use std::fmt;
+
+use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::api::discovery::v1 as discovery;
+use kube::api::ObjectMeta;
+
+use crate::resources::{gateway_api, istio_networking as net, istio_security as sec};
+
+/// A kind, with its `apiVersion` group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub enum Kind {
+    /// v1 Namespace.
+    Namespace,
+    /// v1 Pod.
+    Pod,
+    /// v1 Service.
+    Service,
+    /// discovery.k8s.io/v1 EndpointSlice.
+    EndpointSlice,
+    /// v1 ServiceAccount.
+    ServiceAccount,
+    /// networking.istio.io VirtualService.
+    VirtualService,
+    /// networking.istio.io DestinationRule.
+    DestinationRule,
+    /// networking.istio.io ServiceEntry.
+    ServiceEntry,
+    /// networking.istio.io Gateway.
+    IstioGateway,
+    /// security.istio.io AuthorizationPolicy.
+    AuthorizationPolicy,
+    /// security.istio.io PeerAuthentication.
+    PeerAuthentication,
+    /// gateway.networking.k8s.io Gateway.
+    Gateway,
+    /// gateway.networking.k8s.io HTTPRoute.
+    HttpRoute,
+}
+
+/// Every kind, in a fixed order.
+pub const ALL_KINDS: [Kind; 13] = [
+    Kind::Namespace,
+    Kind::Pod,
+    Kind::Service,
+    Kind::EndpointSlice,
+    Kind::ServiceAccount,
+    Kind::VirtualService,
+    Kind::DestinationRule,
+    Kind::ServiceEntry,
+    Kind::IstioGateway,
+    Kind::AuthorizationPolicy,
+    Kind::PeerAuthentication,
+    Kind::Gateway,
+    Kind::HttpRoute,
+];
+
+impl Kind {
+    /// The API group (empty for core) and the versions accepted for it.
+    pub fn group_versions(self) -> (&'static str, &'static [&'static str]) {
+        const ISTIO: &[&str] = &["v1", "v1beta1", "v1alpha3"];
+        match self {
+            Kind::Namespace | Kind::Pod | Kind::Service | Kind::ServiceAccount => ("", &["v1"]),
+            Kind::EndpointSlice => ("discovery.k8s.io", &["v1"]),
+            Kind::VirtualService
+            | Kind::DestinationRule
+            | Kind::ServiceEntry
+            | Kind::IstioGateway => ("networking.istio.io", ISTIO),
+            Kind::AuthorizationPolicy | Kind::PeerAuthentication => {
+                ("security.istio.io", &["v1", "v1beta1"])
+            }
+            Kind::Gateway | Kind::HttpRoute => ("gateway.networking.k8s.io", &["v1", "v1beta1"]),
+        }
+    }
+
+    /// The `kind:` field value.
+    pub fn kind_name(self) -> &'static str {
+        match self {
+            Kind::Namespace => "Namespace",
+            Kind::Pod => "Pod",
+            Kind::Service => "Service",
+            Kind::EndpointSlice => "EndpointSlice",
+            Kind::ServiceAccount => "ServiceAccount",
+            Kind::VirtualService => "VirtualService",
+            Kind::DestinationRule => "DestinationRule",
+            Kind::ServiceEntry => "ServiceEntry",
+            Kind::IstioGateway | Kind::Gateway => "Gateway",
+            Kind::AuthorizationPolicy => "AuthorizationPolicy",
+            Kind::PeerAuthentication => "PeerAuthentication",
+            Kind::HttpRoute => "HTTPRoute",
+        }
+    }
+
+    /// Whether objects of this kind live in a namespace.
+    pub fn namespaced(self) -> bool {
+        self != Kind::Namespace
+    }
+
+    /// The kind for an `apiVersion` and `kind`, if the controller knows it.
+    pub fn from_type(api_version: &str, kind: &str) -> Option<Kind> {
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        ALL_KINDS.into_iter().find(|k| {
+            let (g, versions) = k.group_versions();
+            k.kind_name() == kind && g == group && versions.contains(&version)
+        })
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Kind::IstioGateway => f.write_str("Gateway.networking.istio.io"),
+            Kind::Gateway => f.write_str("Gateway.gateway.networking.k8s.io"),
+            other => f.write_str(other.kind_name()),
+        }
+    }
+}
+
+/// Identifies an object.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub struct ObjectKey {
+    /// Kind.
+    pub kind: Kind,
+    /// Namespace (empty for cluster-scoped kinds).
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.namespace.is_empty() {
+            write!(f, "{} {}", self.kind, self.name)
+        } else {
+            write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+        }
+    }
+}
+
+/// A parsed, schema-valid object.
+#[derive(Clone, Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "objects are parsed once and then shared behind an Arc in the store"
+)]
+pub enum Object {
+    /// Namespace.
+    Namespace(core::Namespace),
+    /// Pod.
+    Pod(core::Pod),
+    /// Service.
+    Service(core::Service),
+    /// EndpointSlice.
+    EndpointSlice(discovery::EndpointSlice),
+    /// ServiceAccount.
+    ServiceAccount(core::ServiceAccount),
+    /// VirtualService.
+    VirtualService(net::VirtualService),
+    /// DestinationRule.
+    DestinationRule(net::DestinationRule),
+    /// ServiceEntry.
+    ServiceEntry(net::ServiceEntry),
+    /// Istio Gateway.
+    IstioGateway(net::Gateway),
+    /// AuthorizationPolicy.
+    AuthorizationPolicy(sec::AuthorizationPolicy),
+    /// PeerAuthentication.
+    PeerAuthentication(sec::PeerAuthentication),
+    /// Gateway API Gateway.
+    Gateway(gateway_api::Gateway),
+    /// HTTPRoute.
+    HttpRoute(gateway_api::HTTPRoute),
+}
+
+impl Object {
+    /// The object's metadata.
+    pub fn meta(&self) -> &ObjectMeta {
+        match self {
+            Object::Namespace(o) => &o.metadata,
+            Object::Pod(o) => &o.metadata,
+            Object::Service(o) => &o.metadata,
+            Object::EndpointSlice(o) => &o.metadata,
+            Object::ServiceAccount(o) => &o.metadata,
+            Object::VirtualService(o) => &o.metadata,
+            Object::DestinationRule(o) => &o.metadata,
+            Object::ServiceEntry(o) => &o.metadata,
+            Object::IstioGateway(o) => &o.metadata,
+            Object::AuthorizationPolicy(o) => &o.metadata,
+            Object::PeerAuthentication(o) => &o.metadata,
+            Object::Gateway(o) => &o.metadata,
+            Object::HttpRoute(o) => &o.metadata,
+        }
+    }
+
+    /// The object's kind.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Object::Namespace(_) => Kind::Namespace,
+            Object::Pod(_) => Kind::Pod,
+            Object::Service(_) => Kind::Service,
+            Object::EndpointSlice(_) => Kind::EndpointSlice,
+            Object::ServiceAccount(_) => Kind::ServiceAccount,
+            Object::VirtualService(_) => Kind::VirtualService,
+            Object::DestinationRule(_) => Kind::DestinationRule,
+            Object::ServiceEntry(_) => Kind::ServiceEntry,
+            Object::IstioGateway(_) => Kind::IstioGateway,
+            Object::AuthorizationPolicy(_) => Kind::AuthorizationPolicy,
+            Object::PeerAuthentication(_) => Kind::PeerAuthentication,
+            Object::Gateway(_) => Kind::Gateway,
+            Object::HttpRoute(_) => Kind::HttpRoute,
+        }
+    }
+
+    /// The object's key.
+    pub fn key(&self) -> ObjectKey {
+        let meta = self.meta();
+        ObjectKey {
+            kind: self.kind(),
+            namespace: meta.namespace.clone().unwrap_or_default(),
+            name: meta.name.clone().unwrap_or_default(),
+        }
+    }
+}
