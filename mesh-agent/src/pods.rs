@@ -168,8 +168,12 @@ pub struct PodContext {
 }
 
 impl PodContext {
-    /// The pod as a workload of the model (what policies select on).
+    /// The pod as a workload of the model (what policies select on): the control plane's view
+    /// when it knows the pod, else what enrolment announced.
     pub fn workload(&self) -> Workload {
+        if let Some(known) = self.state.snapshot().workload(&self.info.uid) {
+            return known.clone();
+        }
         Workload {
             uid: self.info.uid.clone(),
             name: self.info.name.clone(),

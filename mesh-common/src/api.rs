@@ -3,12 +3,14 @@
 //! resources, and a client that keeps the last good config while the controller is away.
 
 mod client;
+mod model_set;
 mod resources;
 
 /// Default port of the controller's config stream (plaintext gRPC, like Istio's 15010).
 pub const CONTROLLER_PORT: u16 = 15010;
 
 pub use client::{ClientOptions, ClientStatus, ConfigClient};
+pub use model_set::ModelSet;
 pub use resources::{ResourceError, ResourceSet};
 
 /// Generated protobuf messages and tonic services, one module per proto package

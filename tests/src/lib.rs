@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod cluster;
 pub mod command;
+pub mod config;
 pub mod controller;
 
 pub use agent::Agent;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use mesh_tests::agent::{ambient, binary};
 use mesh_tests::command::run;
+use mesh_tests::config::{namespace_yaml, pod_yaml, service_yaml};
 use mesh_tests::controller::Controller;
 use mesh_tests::{Agent, Cluster, Pod};
 use serde_json::json;
@@ -35,37 +36,15 @@ struct Mesh {
     dir: tempfile::TempDir,
 }
 
-fn pod_yaml(pod: &Pod, node: &str, app: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {ns}, labels: {{app: {app}}}}}\nspec:\n  nodeName: {node}\n  serviceAccountName: {name}\n  containers: [{{name: app, image: mesh-testapp}}]\nstatus:\n  phase: Running\n  podIP: \"{ip4}\"\n  podIPs: [{{ip: \"{ip4}\"}}, {{ip: \"{ip6}\"}}]\n",
-        name = pod.name,
-        ns = pod.namespace,
-        ip4 = pod.ip4,
-        ip6 = pod.ip6,
-    )
+fn base_config() -> String {
+    [
+        namespace_yaml("apps", true),
+        namespace_yaml("prod", true),
+        namespace_yaml("legacy", false),
+        service_yaml("prod", "echo", "198.19.0.10", 80, APP_PORT, "server"),
+    ]
+    .join("---\n")
 }
-
-const BASE_CONFIG: &str = "\
-apiVersion: v1
-kind: Namespace
-metadata: {name: apps, labels: {istio.io/dataplane-mode: ambient}}
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: prod, labels: {istio.io/dataplane-mode: ambient}}
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: legacy}
----
-apiVersion: v1
-kind: Service
-metadata: {name: echo, namespace: prod}
-spec:
-  clusterIP: 198.19.0.10
-  selector: {app: server}
-  ports: [{name: tcp, port: 80, targetPort: 8080}]
-";
 
 fn start_mesh(cert_lifetime: Duration) -> anyhow::Result<Mesh> {
     let dir = tempfile::Builder::new().prefix("mesh-tunnel").tempdir()?;
@@ -81,7 +60,7 @@ fn start_mesh(cert_lifetime: Duration) -> anyhow::Result<Mesh> {
 
     let config_dir = dir.path().join("config");
     std::fs::create_dir_all(&config_dir)?;
-    std::fs::write(config_dir.join("base.yaml"), BASE_CONFIG)?;
+    std::fs::write(config_dir.join("base.yaml"), base_config())?;
     let pods = [
         pod_yaml(&client, "node1", "client"),
         pod_yaml(&intruder, "node1", "intruder"),

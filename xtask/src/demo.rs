@@ -1,18 +1,22 @@
 //! `cargo xtask demo`: the mesh on a local two-node cluster.
 //!
-//! Builds the cluster (network namespaces, veths, cgroups), starts one agent per node, enrols
-//! the pods, and shows capture at work: a pod in an ambient namespace reaches a service address
-//! that exists only in the mesh, the agent logs who called what, and a pod outside the mesh is
-//! left alone. Everything is torn down at the end.
+//! Builds the cluster (network namespaces, veths, cgroups), starts the controller (config from a
+//! directory of Istio/Kubernetes YAML, certificate authority) and one agent per node, enrols the
+//! pods, and shows what the mesh does: capture by eBPF, the mTLS tunnel between nodes with
+//! workload identities, an AuthorizationPolicy at work, and the agent's metrics. Everything is
+//! torn down at the end.
 
 use std::time::Duration;
 
 use anyhow::Context;
 use mesh_tests::agent::{ambient, binary};
+use mesh_tests::config::{namespace_yaml, pod_yaml, service_yaml};
+use mesh_tests::controller::Controller;
 use mesh_tests::{Agent, Cluster, Pod};
 use serde_json::json;
 
 const SERVICE_VIP: &str = "198.19.0.10";
+const APP_PORT: u16 = 9080;
 
 fn call(pod: &Pod, addr: &str, message: &str) -> anyhow::Result<String> {
     let out = pod
@@ -23,50 +27,102 @@ fn call(pod: &Pod, addr: &str, message: &str) -> anyhow::Result<String> {
     Ok(if out.status.success() {
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     } else {
-        format!("FAILED: {}", String::from_utf8_lossy(&out.stderr).trim())
+        format!("REFUSED ({})", String::from_utf8_lossy(&out.stderr).trim())
     })
+}
+
+fn show_logs(agent: &Agent, needles: &[&str]) {
+    for line in agent
+        .logs()
+        .lines()
+        .filter(|l| needles.iter().any(|n| l.contains(n)))
+    {
+        let line = line.split_once("  ").map_or(line, |(_, rest)| rest).trim();
+        println!("  [{}] {line}", agent.node.name);
+    }
 }
 
 /// Runs the demo.
 pub fn run() -> anyhow::Result<()> {
-    crate::sh::step("starting a local cluster: 2 nodes, 3 pods");
+    crate::sh::step("local cluster: 2 nodes, 3 pods (network namespaces + cgroups)");
     let dir = tempfile::Builder::new().prefix("mesh-demo").tempdir()?;
     let mut cluster = Cluster::new(2)?;
     let reviews = cluster.add_pod(2, "shop", "reviews")?;
     let mut serve = reviews.command(&binary("mesh-testapp")?.display().to_string());
-    serve.args(["serve", "9080", "reviews"]);
+    serve.args(["serve", &APP_PORT.to_string(), "reviews"]);
     cluster.spawn(serve)?;
+    mesh_tests::command::wait_listening(&reviews, APP_PORT)?;
     let productpage = cluster.add_pod(1, "shop", "productpage")?;
-    let legacy = cluster.add_pod(1, "legacy", "batch")?;
-    let model = dir.path().join("model.yaml");
-    std::fs::write(
-        &model,
-        format!(
-            "services:\n- name: reviews\n  namespace: shop\n  vips: [\"{SERVICE_VIP}\"]\n  ports: [{{port: 80, targetPort: 9080}}]\n  endpoints: [{{workloadUid: shop/reviews, address: \"{}\"}}]\n",
-            reviews.ip4
-        ),
+    let batch = cluster.add_pod(1, "legacy", "batch")?;
+
+    let config_dir = dir.path().join("config");
+    std::fs::create_dir_all(&config_dir)?;
+    let config = [
+        namespace_yaml("shop", true),
+        namespace_yaml("legacy", false),
+        service_yaml("shop", "reviews", SERVICE_VIP, 80, APP_PORT, "reviews"),
+        pod_yaml(&reviews, "node2", "reviews"),
+        pod_yaml(&productpage, "node1", "productpage"),
+        pod_yaml(&batch, "node1", "batch"),
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: reviews-viewers, namespace: shop}\nspec:\n  selector: {matchLabels: {app: reviews}}\n  action: ALLOW\n  rules:\n  - from: [{source: {principals: [cluster.local/ns/shop/sa/productpage]}}]\n".to_owned(),
+    ]
+    .join("---\n");
+    std::fs::write(config_dir.join("mesh.yaml"), &config)?;
+    println!("  config ({}):", config_dir.join("mesh.yaml").display());
+    for line in config
+        .lines()
+        .filter(|l| l.starts_with("kind:") || l.starts_with("metadata:"))
+    {
+        println!("    {line}");
+    }
+
+    crate::sh::step("control plane (config stream + CA) and one agent per node");
+    let controller = Controller::start(
+        &cluster,
+        dir.path(),
+        &config_dir,
+        Duration::from_secs(24 * 3600),
     )?;
-    let agent1 = Agent::start(cluster.node(1)?, dir.path(), Some(&model))?;
-    let agent2 = Agent::start(cluster.node(2)?, dir.path(), Some(&model))?;
-    for (agent, pod, labels) in [
-        (&agent2, &reviews, ambient()),
-        (&agent1, &productpage, ambient()),
-        (&agent1, &legacy, json!({})),
+    let mut agents = Vec::new();
+    for node in cluster.nodes() {
+        let args = vec![
+            "--controller-addr".to_owned(),
+            controller.config_url.clone(),
+            "--ca-addr".to_owned(),
+            controller.ca_url.clone(),
+            "--ca-token-file".to_owned(),
+            dir.path()
+                .join(format!("{}.token", node.name))
+                .display()
+                .to_string(),
+        ];
+        agents.push(Agent::start_with(node, dir.path(), None, &args)?);
+    }
+    for agent in &agents {
+        agent.wait_for_log(&["config applied", "workloads=3"], Duration::from_secs(10))?;
+    }
+    let (agent1, agent2) = (&agents[0], &agents[1]);
+    for (agent, pod, namespace_labels) in [
+        (agent2, &reviews, ambient()),
+        (agent1, &productpage, ambient()),
+        (agent1, &batch, json!({})),
     ] {
-        let response = agent.add_pod(pod, labels, json!({}))?;
+        let response = agent.add_pod(pod, namespace_labels, json!({"app": pod.name}))?;
+        let state = if response["captured"] == json!(true) {
+            format!(
+                "in the mesh, spiffe://cluster.local/ns/{}/sa/{}",
+                pod.namespace, pod.name
+            )
+        } else {
+            "outside the mesh".to_owned()
+        };
         println!(
-            "  {:<18} node{} {:<13} {}",
+            "  {:<18} node{} {:<13} {state}",
             pod.uid(),
             pod.node,
-            pod.ip4,
-            if response["captured"] == json!(true) {
-                "in the mesh (captured by eBPF)"
-            } else {
-                "outside the mesh"
-            }
+            pod.ip4
         );
     }
-    std::thread::sleep(Duration::from_millis(200));
 
     crate::sh::step(&format!(
         "shop/productpage calls the reviews service at {SERVICE_VIP}:80"
@@ -75,33 +131,36 @@ pub fn run() -> anyhow::Result<()> {
         "  reply: {}",
         call(&productpage, &format!("{SERVICE_VIP}:80"), "GET /reviews/1")?
     );
-    crate::sh::step(&format!(
-        "legacy/batch (outside the mesh) calls {SERVICE_VIP}:80"
-    ));
+    crate::sh::step("legacy/batch (no identity) calls the reviews pod directly");
     println!(
         "  reply: {}",
-        call(&legacy, &format!("{SERVICE_VIP}:80"), "GET /reviews/1")?
-    );
-    crate::sh::step("legacy/batch calls the reviews pod directly (plaintext into a meshed pod)");
-    println!(
-        "  reply: {}",
-        call(&legacy, &format!("{}:9080", reviews.ip4), "GET /reviews/2")?
+        call(
+            &batch,
+            &format!("{}:{APP_PORT}", reviews.ip4),
+            "GET /reviews/2"
+        )?
     );
 
     std::thread::sleep(Duration::from_millis(200));
     crate::sh::step("what the agents saw");
-    for agent in [&agent1, &agent2] {
-        for line in agent
-            .logs()
-            .lines()
-            .filter(|l| l.contains("connection") || l.contains("mesh_ebpf"))
-        {
-            println!("  [{}] {}", agent.node.name, line.trim());
-        }
+    let needles = [
+        "connection captured",
+        "HBONE connection",
+        "plaintext connection",
+        "mesh_ebpf",
+    ];
+    show_logs(agent1, &needles);
+    show_logs(agent2, &needles);
+    crate::sh::step("node1 agent metrics (excerpt of /metrics)");
+    for line in agent1
+        .admin_get("/metrics")?
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains("mesh_agent_"))
+    {
+        println!("  {line}");
     }
-    crate::sh::step("node1's admin endpoint: enrolled pods and attached programs (/pods)");
-    println!("{}", agent1.admin_get("/pods")?);
-    drop((agent1, agent2));
+    drop(agents);
+    drop(controller);
     cluster.teardown()?;
     println!("\ndemo done: cluster removed");
     Ok(())

@@ -13,7 +13,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::config::config_request::Request;
 use super::config::config_service_client::ConfigServiceClient;
 use super::config::{Ack, ClientKind, ConfigRequest, Hello, Nack};
-use super::resources::ResourceSet;
+use super::model_set::ModelSet;
 use crate::model::Snapshot;
 
 /// How to reach the controller and who this client is.
@@ -139,7 +139,7 @@ async fn run(
     snapshot_tx: watch::Sender<Arc<Snapshot>>,
     status_tx: watch::Sender<ClientStatus>,
 ) {
-    let mut set = ResourceSet::default();
+    let mut set = ModelSet::default();
     let mut delay = options.reconnect_min;
     loop {
         status_tx.send_modify(|s| s.connections += 1);
@@ -164,7 +164,7 @@ async fn run(
 
 async fn stream_once(
     options: &ClientOptions,
-    set: &mut ResourceSet,
+    set: &mut ModelSet,
     snapshot_tx: &watch::Sender<Arc<Snapshot>>,
     status_tx: &watch::Sender<ClientStatus>,
 ) -> Result<(), StreamError> {
@@ -199,10 +199,8 @@ async fn stream_once(
             return Err(StreamError::NotFull);
         }
         first = false;
-        let next = set.apply(&update);
-        let reply = match next.to_snapshot(&update.version) {
+        let reply = match set.apply(&update) {
             Ok(snapshot) => {
-                *set = next;
                 snapshot_tx.send_replace(Arc::new(snapshot));
                 status_tx.send_modify(|s| {
                     s.connected = true;

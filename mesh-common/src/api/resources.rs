@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use prost::bytes::Bytes;
 
 use super::config::{ConfigUpdate, Resource, ResourceKey, ResourceKind};
-use crate::model::Snapshot;
+use crate::model::{
+    AuthorizationPolicy, DestinationPolicy, PeerAuthentication, Route, Service, Snapshot, Workload,
+};
 
 /// Why an update could not be applied.
 #[derive(Debug, thiserror::Error)]
@@ -189,45 +191,75 @@ impl ResourceSet {
     /// Decodes the set back into a snapshot with the given version; any bad resource fails the
     /// whole decode, so a client never applies half an update.
     pub fn to_snapshot(&self, version: &str) -> Result<Snapshot, ResourceError> {
+        let decoded = self
+            .items
+            .iter()
+            .map(|((kind, key), json)| Decoded::decode(*kind, key, json))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Decoded::snapshot(version, decoded.iter()))
+    }
+}
+
+/// One decoded resource.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Decoded {
+    Workload(Workload),
+    Service(Service),
+    AuthorizationPolicy(AuthorizationPolicy),
+    PeerAuthentication(PeerAuthentication),
+    Route(Route),
+    DestinationPolicy(DestinationPolicy),
+}
+
+impl Decoded {
+    /// Decodes one resource by its kind.
+    pub(crate) fn decode(raw_kind: i32, key: &str, json: &[u8]) -> Result<Self, ResourceError> {
+        let unknown = || ResourceError::UnknownKind {
+            kind: raw_kind,
+            key: key.to_owned(),
+        };
+        let kind = ResourceKind::try_from(raw_kind).map_err(|_| unknown())?;
+        Ok(match kind {
+            ResourceKind::Workload => Decoded::Workload(decode(kind, key, json)?),
+            ResourceKind::Service => Decoded::Service(decode(kind, key, json)?),
+            ResourceKind::AuthorizationPolicy => {
+                Decoded::AuthorizationPolicy(decode(kind, key, json)?)
+            }
+            ResourceKind::PeerAuthentication => {
+                Decoded::PeerAuthentication(decode(kind, key, json)?)
+            }
+            ResourceKind::Route => Decoded::Route(decode(kind, key, json)?),
+            ResourceKind::DestinationPolicy => Decoded::DestinationPolicy(decode(kind, key, json)?),
+            ResourceKind::Unspecified => return Err(unknown()),
+        })
+    }
+
+    /// Assembles a snapshot from decoded resources (in their order).
+    pub(crate) fn snapshot<'a>(
+        version: &str,
+        items: impl Iterator<Item = &'a Decoded>,
+    ) -> Snapshot {
         let mut snapshot = Snapshot {
             version: version.to_owned(),
             ..Snapshot::default()
         };
-        for ((raw_kind, key), json) in &self.items {
-            let kind =
-                ResourceKind::try_from(*raw_kind).map_err(|_| ResourceError::UnknownKind {
-                    kind: *raw_kind,
-                    key: key.clone(),
-                })?;
-            match kind {
-                ResourceKind::Workload => snapshot.workloads.push(decode(kind, key, json)?),
-                ResourceKind::Service => snapshot.services.push(decode(kind, key, json)?),
-                ResourceKind::AuthorizationPolicy => snapshot
-                    .authorization_policies
-                    .push(decode(kind, key, json)?),
-                ResourceKind::PeerAuthentication => {
-                    snapshot.peer_authentications.push(decode(kind, key, json)?)
-                }
-                ResourceKind::Route => snapshot.routes.push(decode(kind, key, json)?),
-                ResourceKind::DestinationPolicy => {
-                    snapshot.destination_policies.push(decode(kind, key, json)?)
-                }
-                ResourceKind::Unspecified => {
-                    return Err(ResourceError::UnknownKind {
-                        kind: *raw_kind,
-                        key: key.clone(),
-                    })
-                }
+        for item in items {
+            match item {
+                Decoded::Workload(w) => snapshot.workloads.push(w.clone()),
+                Decoded::Service(s) => snapshot.services.push(s.clone()),
+                Decoded::AuthorizationPolicy(p) => snapshot.authorization_policies.push(p.clone()),
+                Decoded::PeerAuthentication(p) => snapshot.peer_authentications.push(p.clone()),
+                Decoded::Route(r) => snapshot.routes.push(r.clone()),
+                Decoded::DestinationPolicy(d) => snapshot.destination_policies.push(d.clone()),
             }
         }
-        Ok(snapshot)
+        snapshot
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Service, Workload};
 
     fn workload(name: &str, node: &str) -> Workload {
         Workload {
