@@ -6,10 +6,12 @@
 //! inside the cluster's own namespaces, which have no default route.
 
 pub mod agent;
+pub mod app;
 pub mod cluster;
 pub mod command;
 pub mod config;
 pub mod controller;
+pub mod mesh;
 
 pub use agent::Agent;
 pub use cluster::{Cluster, Node, Pod};

@@ -5,11 +5,11 @@
 
 use std::path::Path;
 use std::process::Output;
-use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use mesh_tests::agent::{ambient, binary};
+use mesh_tests::app::reply;
 use mesh_tests::command::run;
 use mesh_tests::{Agent, Cluster, Pod};
 use serde_json::{json, Value};
@@ -18,7 +18,7 @@ const APP_PORT: u16 = 8080;
 const SERVICE_V4: &str = "198.19.0.10";
 const SERVICE_V6: &str = "fd19::10";
 
-/// A server pod running the echo app, and a model mapping the service addresses to it.
+/// A server pod running the echo app on `APP_PORT`.
 fn start_server(
     cluster: &mut Cluster,
     node: u8,
@@ -26,35 +26,8 @@ fn start_server(
     name: &str,
 ) -> anyhow::Result<Pod> {
     let pod = cluster.add_pod(node, namespace, name)?;
-    let mut cmd = pod.command(&binary("mesh-testapp")?.display().to_string());
-    cmd.args(["serve", &APP_PORT.to_string(), name]);
-    cluster.spawn(cmd)?;
-    wait_listening(&pod)?;
+    mesh_tests::app::serve(cluster, &pod, APP_PORT, name)?;
     Ok(pod)
-}
-
-fn wait_listening(pod: &Pod) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let out = run(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                &pod.netns,
-                "ss",
-                "-Hltn",
-                &format!("sport = :{APP_PORT}"),
-            ],
-        )?;
-        if !out.trim().is_empty() {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("{} is not listening on {APP_PORT}", pod.uid());
-        }
-        sleep(Duration::from_millis(20));
-    }
 }
 
 fn write_model(dir: &Path, server: &Pod) -> anyhow::Result<std::path::PathBuf> {
@@ -70,22 +43,7 @@ fn write_model(dir: &Path, server: &Pod) -> anyhow::Result<std::path::PathBuf> {
 }
 
 fn connect(pod: &Pod, addr: &str, message: &str) -> anyhow::Result<Output> {
-    pod.command(&binary("mesh-testapp")?.display().to_string())
-        .args(["connect", addr, message])
-        .output()
-        .context("running mesh-testapp connect")
-}
-
-fn reply(pod: &Pod, addr: &str, message: &str) -> anyhow::Result<String> {
-    let out = connect(pod, addr, message)?;
-    if !out.status.success() {
-        bail!(
-            "{} -> {addr} failed: {}",
-            pod.uid(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    mesh_tests::app::run(pod, &["connect", addr, message])
 }
 
 fn workdir() -> anyhow::Result<tempfile::TempDir> {

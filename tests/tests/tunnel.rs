@@ -5,15 +5,17 @@
 //! Needs root: each test fails loudly without it. Traffic stays inside the cluster's namespaces.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use mesh_tests::agent::{ambient, binary};
+use mesh_tests::agent::ambient;
+use mesh_tests::app::{reply, run as app};
 use mesh_tests::command::run;
 use mesh_tests::config::{namespace_yaml, pod_yaml, service_yaml};
 use mesh_tests::controller::Controller;
+use mesh_tests::mesh::ControlledMesh;
 use mesh_tests::{Agent, Cluster, Pod};
 use serde_json::json;
 
@@ -50,10 +52,7 @@ fn start_mesh(cert_lifetime: Duration) -> anyhow::Result<Mesh> {
     let dir = tempfile::Builder::new().prefix("mesh-tunnel").tempdir()?;
     let mut cluster = Cluster::new(2)?;
     let server = cluster.add_pod(2, "prod", "server")?;
-    let mut serve = server.command(&binary("mesh-testapp")?.display().to_string());
-    serve.args(["serve", &APP_PORT.to_string(), "server"]);
-    cluster.spawn(serve)?;
-    mesh_tests::command::wait_listening(&server, APP_PORT)?;
+    mesh_tests::app::serve(&mut cluster, &server, APP_PORT, "server")?;
     let client = cluster.add_pod(1, "apps", "client")?;
     let intruder = cluster.add_pod(1, "apps", "intruder")?;
     let outsider = cluster.add_pod(1, "legacy", "outsider")?;
@@ -70,28 +69,13 @@ fn start_mesh(cert_lifetime: Duration) -> anyhow::Result<Mesh> {
     .join("---\n");
     std::fs::write(config_dir.join("pods.yaml"), pods)?;
 
-    let controller = Controller::start(&cluster, dir.path(), &config_dir, cert_lifetime)?;
-    let agent_args = |node: &str| {
-        vec![
-            "--controller-addr".to_owned(),
-            controller.config_url.clone(),
-            "--ca-addr".to_owned(),
-            controller.ca_url.clone(),
-            "--ca-token-file".to_owned(),
-            dir.path()
-                .join(format!("{node}.token"))
-                .display()
-                .to_string(),
-        ]
+    let ControlledMesh {
+        mut agents,
+        controller,
+    } = ControlledMesh::start(&cluster, dir.path(), &config_dir, cert_lifetime, 4)?;
+    let (Some(agent2), Some(agent1)) = (agents.pop(), agents.pop()) else {
+        bail!("expected two agents");
     };
-    let agent1 = Agent::start_with(cluster.node(1)?, dir.path(), None, &agent_args("node1"))?;
-    let agent2 = Agent::start_with(cluster.node(2)?, dir.path(), None, &agent_args("node2"))?;
-    for agent in [&agent1, &agent2] {
-        agent.wait_for_log(
-            &["config applied", "workloads=4", "services=1"],
-            Duration::from_secs(10),
-        )?;
-    }
     agent2.add_pod(&server, ambient(), json!({}))?;
     agent1.add_pod(&client, ambient(), json!({}))?;
     agent1.add_pod(&intruder, ambient(), json!({}))?;
@@ -108,25 +92,6 @@ fn start_mesh(cert_lifetime: Duration) -> anyhow::Result<Mesh> {
         cluster,
         dir,
     })
-}
-
-fn app(pod: &Pod, args: &[&str]) -> anyhow::Result<Output> {
-    pod.command(&binary("mesh-testapp")?.display().to_string())
-        .args(args)
-        .output()
-        .context("running mesh-testapp")
-}
-
-fn reply(pod: &Pod, addr: &str, message: &str) -> anyhow::Result<String> {
-    let out = app(pod, &["connect", addr, message])?;
-    if !out.status.success() {
-        bail!(
-            "{} -> {addr} failed: {}",
-            pod.uid(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// A tcpdump on node 2's link to the inter-node bridge.

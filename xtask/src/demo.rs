@@ -8,10 +8,9 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
-use mesh_tests::agent::{ambient, binary};
+use mesh_tests::agent::ambient;
 use mesh_tests::config::{namespace_yaml, pod_yaml, service_yaml};
-use mesh_tests::controller::Controller;
+use mesh_tests::mesh::ControlledMesh;
 use mesh_tests::{Agent, Cluster, Pod};
 use serde_json::json;
 
@@ -19,11 +18,7 @@ const SERVICE_VIP: &str = "198.19.0.10";
 const APP_PORT: u16 = 9080;
 
 fn call(pod: &Pod, addr: &str, message: &str) -> anyhow::Result<String> {
-    let out = pod
-        .command(&binary("mesh-testapp")?.display().to_string())
-        .args(["connect", addr, message])
-        .output()
-        .context("running the demo client")?;
+    let out = mesh_tests::app::run(pod, &["connect", addr, message])?;
     Ok(if out.status.success() {
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     } else {
@@ -48,10 +43,7 @@ pub fn run() -> anyhow::Result<()> {
     let dir = tempfile::Builder::new().prefix("mesh-demo").tempdir()?;
     let mut cluster = Cluster::new(2)?;
     let reviews = cluster.add_pod(2, "shop", "reviews")?;
-    let mut serve = reviews.command(&binary("mesh-testapp")?.display().to_string());
-    serve.args(["serve", &APP_PORT.to_string(), "reviews"]);
-    cluster.spawn(serve)?;
-    mesh_tests::command::wait_listening(&reviews, APP_PORT)?;
+    mesh_tests::app::serve(&mut cluster, &reviews, APP_PORT, "reviews")?;
     let productpage = cluster.add_pod(1, "shop", "productpage")?;
     let batch = cluster.add_pod(1, "legacy", "batch")?;
 
@@ -77,30 +69,14 @@ pub fn run() -> anyhow::Result<()> {
     }
 
     crate::sh::step("control plane (config stream + CA) and one agent per node");
-    let controller = Controller::start(
+    let mesh = ControlledMesh::start(
         &cluster,
         dir.path(),
         &config_dir,
         Duration::from_secs(24 * 3600),
+        3,
     )?;
-    let mut agents = Vec::new();
-    for node in cluster.nodes() {
-        let args = vec![
-            "--controller-addr".to_owned(),
-            controller.config_url.clone(),
-            "--ca-addr".to_owned(),
-            controller.ca_url.clone(),
-            "--ca-token-file".to_owned(),
-            dir.path()
-                .join(format!("{}.token", node.name))
-                .display()
-                .to_string(),
-        ];
-        agents.push(Agent::start_with(node, dir.path(), None, &args)?);
-    }
-    for agent in &agents {
-        agent.wait_for_log(&["config applied", "workloads=3"], Duration::from_secs(10))?;
-    }
+    let agents = &mesh.agents;
     let (agent1, agent2) = (&agents[0], &agents[1]);
     for (agent, pod, namespace_labels) in [
         (agent2, &reviews, ambient()),
@@ -159,8 +135,7 @@ pub fn run() -> anyhow::Result<()> {
     {
         println!("  {line}");
     }
-    drop(agents);
-    drop(controller);
+    drop(mesh);
     cluster.teardown()?;
     println!("\ndemo done: cluster removed");
     Ok(())

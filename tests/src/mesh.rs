@@ -1,0 +1,52 @@
+//! A controlled mesh on the local cluster: the controller (config stream and CA) and one agent
+//! per node, each agent following the controller and holding its node's bootstrap token.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::agent::Agent;
+use crate::cluster::Cluster;
+use crate::controller::Controller;
+
+/// The controller and the agents (agent `i` serves node `i + 1`).
+#[derive(Debug)]
+pub struct ControlledMesh {
+    /// The agents, in node order.
+    pub agents: Vec<Agent>,
+    /// The controller.
+    pub controller: Controller,
+}
+
+impl ControlledMesh {
+    /// Starts the controller on `config_dir` and an agent on every node, then waits (at most
+    /// 10 s each) until every agent has applied a model with `workloads` workloads.
+    pub fn start(
+        cluster: &Cluster,
+        workdir: &Path,
+        config_dir: &Path,
+        cert_lifetime: Duration,
+        workloads: usize,
+    ) -> anyhow::Result<ControlledMesh> {
+        let controller = Controller::start(cluster, workdir, config_dir, cert_lifetime)?;
+        let mut agents = Vec::new();
+        for node in cluster.nodes() {
+            let args = vec![
+                "--controller-addr".to_owned(),
+                controller.config_url.clone(),
+                "--ca-addr".to_owned(),
+                controller.ca_url.clone(),
+                "--ca-token-file".to_owned(),
+                workdir
+                    .join(format!("{}.token", node.name))
+                    .display()
+                    .to_string(),
+            ];
+            agents.push(Agent::start_with(node, workdir, None, &args)?);
+        }
+        let applied = format!("workloads={workloads}");
+        for agent in &agents {
+            agent.wait_for_log(&["config applied", &applied], Duration::from_secs(10))?;
+        }
+        Ok(ControlledMesh { agents, controller })
+    }
+}
