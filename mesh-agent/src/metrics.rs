@@ -27,6 +27,8 @@ pub enum Transport {
     Plaintext,
     /// HBONE (mTLS tunnel).
     Hbone,
+    /// Between two captured pods of the same node, delivered by the agent without a tunnel.
+    Local,
 }
 
 /// Labels of the connection metrics.

@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use tracing::info;
 
 use crate::ebpf::{AttachedProgram, PodAttachment, Programs};
+use crate::local::LocalPods;
 use crate::metrics::Metrics;
 use crate::netns::{Netns, NetnsError};
 use crate::proxy;
@@ -165,6 +166,8 @@ pub struct PodContext {
     pub metrics: Arc<Metrics>,
     /// Certificates and HBONE pool (`None`: no certificate service configured, plaintext only).
     pub tunnel: Option<Arc<Tunnel>>,
+    /// The node's other captured pods, for same-node delivery.
+    pub local: Arc<LocalPods>,
 }
 
 impl PodContext {
@@ -227,6 +230,7 @@ pub struct Registry {
     trust_domain: String,
     metrics: Arc<Metrics>,
     tunnel: Option<Arc<Tunnel>>,
+    local: Arc<LocalPods>,
     pods: Mutex<HashMap<String, Enrolled>>,
 }
 
@@ -245,6 +249,7 @@ impl Registry {
             trust_domain,
             metrics,
             tunnel,
+            local: Arc::default(),
             pods: Mutex::new(HashMap::new()),
         }
     }
@@ -327,7 +332,9 @@ impl Registry {
             state: self.state.clone(),
             metrics: self.metrics.clone(),
             tunnel: self.tunnel.clone(),
+            local: self.local.clone(),
         });
+        self.local.insert(&ctx);
         let mut tasks = vec![
             tokio::spawn(proxy::outbound::serve(outbound_v4, ctx.clone())),
             tokio::spawn(proxy::inbound::serve(inbound_v4, ctx.clone())),
@@ -426,6 +433,9 @@ impl Registry {
     /// Detaches the pod's programs, closes its listeners and tells its HBONE servers to drain;
     /// returns the servers, which end once drained (bounded by their grace period).
     fn teardown(&self, enrolled: Enrolled) -> Vec<JoinHandle<()>> {
+        if enrolled.attachment.is_some() {
+            self.local.remove(&enrolled.info.addresses);
+        }
         for task in &enrolled.tasks {
             task.abort();
         }

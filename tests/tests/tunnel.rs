@@ -24,12 +24,14 @@ const SERVICE: &str = "198.19.0.10:80";
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
 /// The cluster: `apps/client` and `apps/intruder` (meshed, node 1), `legacy/outsider` (not
-/// meshed, node 1), `prod/server` (meshed, node 2) behind the service `prod/echo` at 198.19.0.10:80.
+/// meshed, node 1), `prod/server` (meshed, node 2) behind the service `prod/echo` at 198.19.0.10:80,
+/// and `prod/neighbour` (meshed, node 1, same app port, no service).
 struct Mesh {
     client: Pod,
     intruder: Pod,
     outsider: Pod,
     server: Pod,
+    neighbour: Pod,
     agent1: Agent,
     agent2: Agent,
     controller: Controller,
@@ -56,6 +58,8 @@ fn start_mesh(cert_lifetime: Duration) -> anyhow::Result<Mesh> {
     let client = cluster.add_pod(1, "apps", "client")?;
     let intruder = cluster.add_pod(1, "apps", "intruder")?;
     let outsider = cluster.add_pod(1, "legacy", "outsider")?;
+    let neighbour = cluster.add_pod(1, "prod", "neighbour")?;
+    mesh_tests::app::serve(&mut cluster, &neighbour, APP_PORT, "neighbour")?;
 
     let config_dir = dir.path().join("config");
     std::fs::create_dir_all(&config_dir)?;
@@ -65,6 +69,7 @@ fn start_mesh(cert_lifetime: Duration) -> anyhow::Result<Mesh> {
         pod_yaml(&intruder, "node1", "intruder"),
         pod_yaml(&outsider, "node1", "outsider"),
         pod_yaml(&server, "node2", "server"),
+        pod_yaml(&neighbour, "node1", "neighbour"),
     ]
     .join("---\n");
     std::fs::write(config_dir.join("pods.yaml"), pods)?;
@@ -72,7 +77,7 @@ fn start_mesh(cert_lifetime: Duration) -> anyhow::Result<Mesh> {
     let ControlledMesh {
         mut agents,
         controller,
-    } = ControlledMesh::start(&cluster, dir.path(), &config_dir, cert_lifetime, 4)?;
+    } = ControlledMesh::start(&cluster, dir.path(), &config_dir, cert_lifetime, 5)?;
     let (Some(agent2), Some(agent1)) = (agents.pop(), agents.pop()) else {
         bail!("expected two agents");
     };
@@ -80,11 +85,13 @@ fn start_mesh(cert_lifetime: Duration) -> anyhow::Result<Mesh> {
     agent1.add_pod(&client, ambient(), json!({}))?;
     agent1.add_pod(&intruder, ambient(), json!({}))?;
     agent1.add_pod(&outsider, json!({}), json!({}))?;
+    agent1.add_pod(&neighbour, ambient(), json!({"app": "neighbour"}))?;
     Ok(Mesh {
         client,
         intruder,
         outsider,
         server,
+        neighbour,
         agent1,
         agent2,
         controller,
@@ -410,5 +417,61 @@ fn certificates_rotate_under_continuous_traffic() -> anyhow::Result<()> {
         issued >= 6,
         "only {issued} certificates issued in 12 s of 4 s certificates"
     );
+    Ok(())
+}
+
+#[test]
+fn same_node_pods_skip_the_tunnel_but_not_the_policy() -> anyhow::Result<()> {
+    let mesh = start_mesh(DAY)?;
+    std::fs::write(
+        mesh.config_dir.join("policy.yaml"),
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: only-client, namespace: prod}\nspec:\n  action: ALLOW\n  rules:\n  - from: [{source: {principals: [cluster.local/ns/apps/sa/client]}}]\n",
+    )?;
+    wait_config(&mesh.agent1, "only-client")?;
+    let neighbour = format!("{}:{APP_PORT}", mesh.neighbour.ip4);
+    let got = reply(&mesh.client, &neighbour, "next-door")?;
+    // Delivered from inside the destination pod: the application sees its own address.
+    assert!(
+        got.starts_with("neighbour ") && got.contains("next-door"),
+        "{got}"
+    );
+    mesh.agent1.wait_for_log(
+        &[
+            "outbound connection captured",
+            "src.workload=apps/client",
+            "transport=Local",
+        ],
+        Duration::from_secs(5),
+    )?;
+    mesh.agent1.wait_for_log(
+        &[
+            "inbound same-node connection",
+            "dst.workload=prod/neighbour",
+            "src.identity=spiffe://cluster.local/ns/apps/sa/client",
+        ],
+        Duration::from_secs(5),
+    )?;
+    // The same policy as over the tunnel: another identity is refused.
+    assert!(!app(&mesh.intruder, &["connect", &neighbour, "x"])?
+        .status
+        .success());
+    mesh.agent1.wait_for_log(
+        &[
+            "same-node connection denied",
+            "spiffe://cluster.local/ns/apps/sa/intruder",
+            "no ALLOW policy matched",
+        ],
+        Duration::from_secs(5),
+    )?;
+    // No TLS connection was needed, and the metrics count the connection both ways.
+    assert_eq!(
+        metric(&mesh.agent1, "mesh_agent_hbone_connections_opened_total")?,
+        0
+    );
+    let metrics = mesh.agent1.admin_get("/metrics")?;
+    for direction in ["Outbound", "Inbound"] {
+        let series = format!("mesh_agent_tcp_connections_opened_total{{direction=\"{direction}\",transport=\"Local\"");
+        assert!(metrics.contains(&series), "no {series} in\n{metrics}");
+    }
     Ok(())
 }

@@ -31,6 +31,7 @@ pub async fn serve(listener: TcpListener, pod: Arc<PodContext>) {
 
 async fn handle(stream: TcpStream, peer: std::net::SocketAddr, pod: &PodContext) {
     let Ok(dst) = stream.local_addr() else { return };
+    let _ = stream.set_nodelay(true);
     let workload = pod.workload();
     let snapshot = pod.state.snapshot();
     // Plaintext from outside the mesh: PeerAuthentication STRICT refuses it.
@@ -59,7 +60,7 @@ async fn handle(stream: TcpStream, peer: std::net::SocketAddr, pod: &PodContext)
     pod.metrics.connections_opened.get_or_create(&labels).inc();
     // Delivered from inside the pod (source = the pod's own address), which `sk_lookup` skips.
     match pod.netns.connect(dst).await {
-        Ok(upstream) => relay_and_record(stream, upstream, &labels, &pod.metrics).await,
+        Ok(upstream) => relay_and_record(stream, upstream, &[&labels], &pod.metrics).await,
         Err(e) => {
             warn!(pod = %pod.info.uid, %dst, error = %e, "inbound delivery failed");
             pod.metrics.record_relay(&labels, 0, 0);

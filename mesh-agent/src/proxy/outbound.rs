@@ -10,8 +10,10 @@ use tracing::{info, warn};
 
 use crate::metrics::{ConnectionLabels, Direction, Transport};
 use crate::pods::PodContext;
-use crate::proxy::relay_and_record;
+use crate::proxy::{local, relay_and_record};
 use crate::state::Resolved;
+use crate::tunnel::Tunnel;
+use mesh_common::identity::Identity;
 
 /// Accepts captured connections until the task is aborted.
 pub async fn serve(listener: TcpListener, pod: Arc<PodContext>) {
@@ -31,6 +33,7 @@ pub async fn serve(listener: TcpListener, pod: Arc<PodContext>) {
 
 async fn handle(stream: TcpStream, pod: &PodContext) {
     let Ok(peer) = stream.peer_addr() else { return };
+    let _ = stream.set_nodelay(true);
     let Some(orig_dst) = pod.programs.take_original_dst(pod.netns.cookie(), peer) else {
         warn!(pod = %pod.info.uid, %peer, "outbound connection without a recorded original destination; closing");
         return;
@@ -43,25 +46,33 @@ async fn handle(stream: TcpStream, pod: &PodContext) {
         }
     };
     let target = resolved.target();
-    // A meshed destination is reached over HBONE when this node has certificates.
-    let tunnel = pod.tunnel.as_ref().and_then(|tunnel| {
-        let workload = pod.state.meshed_workload(target.ip())?;
-        Some((tunnel, workload.identity(&pod.identity.trust_domain)))
-    });
-    let mut labels = ConnectionLabels {
+    let destination_service = match &resolved {
+        Resolved::Service {
+            namespace, name, ..
+        } => format!("{namespace}/{name}"),
+        Resolved::Direct(_) => "unknown".into(),
+    };
+    // A captured pod of this node is delivered to directly; a meshed pod elsewhere over HBONE
+    // when this node has certificates; anything else in plaintext.
+    let route = match pod.local.get(target.ip()) {
+        Some(dst) => Route::Local(dst),
+        None => match pod
+            .tunnel
+            .as_ref()
+            .zip(pod.state.meshed_workload(target.ip()))
+        {
+            Some((tunnel, workload)) => Route::Hbone(
+                tunnel.clone(),
+                workload.identity(&pod.identity.trust_domain),
+            ),
+            None => Route::Plaintext,
+        },
+    };
+    let labels = ConnectionLabels {
         direction: Direction::Outbound,
-        transport: if tunnel.is_some() {
-            Transport::Hbone
-        } else {
-            Transport::Plaintext
-        },
+        transport: route.transport(),
         workload: pod.info.uid.clone(),
-        destination_service: match &resolved {
-            Resolved::Service {
-                namespace, name, ..
-            } => format!("{namespace}/{name}"),
-            Resolved::Direct(_) => "unknown".into(),
-        },
+        destination_service,
     };
     info!(
         src.workload = %pod.info.uid,
@@ -72,28 +83,48 @@ async fn handle(stream: TcpStream, pod: &PodContext) {
         "outbound connection captured"
     );
     pod.metrics.connections_opened.get_or_create(&labels).inc();
-    match tunnel {
-        Some((tunnel, dst_identity)) => {
+    match route {
+        Route::Local(dst) => local::deliver(stream, pod, &dst, target, labels).await,
+        Route::Hbone(tunnel, dst_identity) => {
             let peer = SocketAddr::new(target.ip(), HBONE);
             match tunnel
                 .pool
                 .connect(&pod.identity, &dst_identity, peer, target)
                 .await
             {
-                Ok(upstream) => relay_and_record(stream, upstream, &labels, &pod.metrics).await,
+                Ok(upstream) => relay_and_record(stream, upstream, &[&labels], &pod.metrics).await,
                 Err(e) => {
                     warn!(pod = %pod.info.uid, %target, dst.identity = %dst_identity, error = %e, "outbound HBONE connect failed");
                     pod.metrics.record_relay(&labels, 0, 0);
                 }
             }
         }
-        None => match pod.netns.connect(target).await {
-            Ok(upstream) => relay_and_record(stream, upstream, &labels, &pod.metrics).await,
+        Route::Plaintext => match pod.netns.connect(target).await {
+            Ok(upstream) => relay_and_record(stream, upstream, &[&labels], &pod.metrics).await,
             Err(e) => {
                 warn!(pod = %pod.info.uid, %target, error = %e, "outbound connect failed");
-                labels.transport = Transport::Plaintext;
                 pod.metrics.record_relay(&labels, 0, 0);
             }
         },
+    }
+}
+
+/// How a captured connection is carried.
+enum Route {
+    /// To a captured pod of this node, directly.
+    Local(Arc<PodContext>),
+    /// Over HBONE, expecting this identity.
+    Hbone(Arc<Tunnel>, Identity),
+    /// In plaintext.
+    Plaintext,
+}
+
+impl Route {
+    fn transport(&self) -> Transport {
+        match self {
+            Route::Local(_) => Transport::Local,
+            Route::Hbone(..) => Transport::Hbone,
+            Route::Plaintext => Transport::Plaintext,
+        }
     }
 }

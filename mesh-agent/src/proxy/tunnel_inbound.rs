@@ -87,6 +87,6 @@ impl ConnectHandler for InboundTunnel {
         );
         let labels = self.labels();
         pod.metrics.connections_opened.get_or_create(&labels).inc();
-        relay_and_record(stream, upstream, &labels, &pod.metrics).await;
+        relay_and_record(stream, upstream, &[&labels], &pod.metrics).await;
     }
 }

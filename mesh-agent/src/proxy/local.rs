@@ -1,0 +1,67 @@
+//! Same-node delivery: a captured pod calling another captured pod of this node. The agent knows
+//! both identities, so it applies the destination's L4 authorization with the source's identity
+//! and delivers from inside the destination pod, with no TLS: nothing crosses a wire.
+
+use std::net::SocketAddr;
+
+use tokio::net::TcpStream;
+use tracing::{info, warn};
+
+use crate::authz::{self, Decision};
+use crate::metrics::{ConnectionLabels, DenyLabels, Direction, Transport};
+use crate::pods::PodContext;
+use crate::proxy::relay_and_record;
+
+/// Delivers `stream` from `src` to `target` in `dst`, if `dst`'s policies allow `src`.
+pub async fn deliver(
+    stream: TcpStream,
+    src: &PodContext,
+    dst: &PodContext,
+    target: SocketAddr,
+    outbound: ConnectionLabels,
+) {
+    // The source address the destination would see over the wire: the pod's own, same family.
+    let src_ip = src
+        .info
+        .addresses
+        .iter()
+        .copied()
+        .find(|ip| ip.is_ipv4() == target.is_ipv4())
+        .unwrap_or(target.ip());
+    let workload = dst.workload();
+    let conn = authz::Connection {
+        peer: Some(&src.identity),
+        src: src_ip,
+        dst_port: target.port(),
+    };
+    if let Decision::Deny(reason) = authz::authorize(&dst.state.snapshot(), &workload, conn) {
+        warn!(src.identity = %src.identity, dst.workload = %dst.info.uid, dst.original = %target, %reason, "same-node connection denied");
+        dst.metrics
+            .denied
+            .get_or_create(&DenyLabels {
+                workload: dst.info.uid.clone(),
+                reason: "policy".into(),
+            })
+            .inc();
+        dst.metrics.record_relay(&outbound, 0, 0);
+        return;
+    }
+    let inbound = ConnectionLabels {
+        direction: Direction::Inbound,
+        transport: Transport::Local,
+        workload: dst.info.uid.clone(),
+        destination_service: outbound.destination_service.clone(),
+    };
+    dst.metrics.connections_opened.get_or_create(&inbound).inc();
+    info!(dst.workload = %dst.info.uid, src.identity = %src.identity, dst.original = %target, "inbound same-node connection");
+    match dst.netns.connect(target).await {
+        Ok(upstream) => {
+            relay_and_record(stream, upstream, &[&outbound, &inbound], &dst.metrics).await
+        }
+        Err(e) => {
+            warn!(pod = %dst.info.uid, %target, error = %e, "same-node delivery failed");
+            dst.metrics.record_relay(&outbound, 0, 0);
+            dst.metrics.record_relay(&inbound, 0, 0);
+        }
+    }
+}
