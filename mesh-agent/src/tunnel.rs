@@ -18,13 +18,7 @@ pub const MAX_STREAMS_PER_CONNECTION: usize = 1000;
 /// Errors setting up the tunnel.
 #[derive(Debug, thiserror::Error)]
 pub enum TunnelError {
-    /// The bootstrap token cannot be read.
-    #[error("cannot read the CA bootstrap token {path}: {source}")]
-    Token {
-        path: String,
-        source: std::io::Error,
-    },
-    /// The certificate service address is invalid.
+    /// The certificate service address is invalid, or the token file cannot be read.
     #[error("certificate service {addr}: {message}")]
     Endpoint { addr: String, message: String },
     /// A TLS configuration cannot be built.
@@ -51,12 +45,10 @@ impl Tunnel {
         token_file: &Path,
         trust_domain: &str,
     ) -> Result<Tunnel, TunnelError> {
-        let token = std::fs::read_to_string(token_file).map_err(|source| TunnelError::Token {
-            path: token_file.display().to_string(),
-            source,
-        })?;
+        // The token file is re-read at every request: in Kubernetes it is a projected
+        // service-account token that the kubelet rotates in place.
         let bundle = TrustBundle::new(trust_domain);
-        let signer = CaClient::lazy(addr, node, token.trim())
+        let signer = CaClient::lazy_with_token_file(addr, node, token_file)
             .map_err(|e| TunnelError::Endpoint {
                 addr: addr.to_owned(),
                 message: e.to_string(),

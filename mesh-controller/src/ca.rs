@@ -1,8 +1,14 @@
 //! The certificate authority of the control plane: the CA of `mesh-hbone`, served over gRPC to
-//! node agents, which authenticate with a per-node bootstrap token and get certificates only for
-//! identities of workloads the controller knows on their node.
+//! node agents, which get certificates only for identities of workloads the controller knows on
+//! their node. Agents authenticate with a per-node bootstrap token ([`bootstrap`], the local
+//! cluster) or with a service-account token reviewed by the Kubernetes API server
+//! ([`token_review`]); [`auth_mode`] picks one from the flags.
 
-use std::collections::BTreeMap;
+pub mod auth_mode;
+pub mod bootstrap;
+mod review_cache;
+pub mod token_review;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +16,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use mesh_common::identity::Identity;
 use mesh_hbone::ca::{CaConfig, CertificateAuthority};
-use mesh_hbone::ca_service::{Authorizer, CaService, NodeTokens};
+use mesh_hbone::ca_service::{Authorizer, CaService, NodeAuthenticator};
+
+pub use auth_mode::{CaAuth, CaAuthError, CaAuthFlags, CaAuthKind};
+pub use bootstrap::{node_tokens, read_tokens};
+pub use token_review::{ServiceAccount, TokenReviewAuthenticator, TokenReviewOptions};
 
 use crate::controller::Controller;
 
@@ -29,34 +39,35 @@ pub enum CaStartError {
     /// The bootstrap token file cannot be read or is malformed.
     #[error("bootstrap tokens {path}: {message}")]
     Tokens { path: PathBuf, message: String },
+    /// No Kubernetes client for `TokenReview` could be built.
+    #[error("Kubernetes client for TokenReview: {0}")]
+    Kube(#[from] kube::Error),
 }
 
-/// Reads `node=token` lines (blank lines and `#` comments skipped).
-pub fn read_tokens(path: &Path) -> Result<BTreeMap<String, String>, CaStartError> {
-    let err = |message: String| CaStartError::Tokens {
-        path: path.to_owned(),
-        message,
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    let mut tokens = BTreeMap::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
+/// The authenticator `auth` asks for (`None`: no certificate service), with a description for
+/// the log.
+pub async fn authenticator(
+    auth: &CaAuth,
+) -> Result<Option<(Box<dyn NodeAuthenticator>, String)>, CaStartError> {
+    Ok(match auth {
+        CaAuth::Off => None,
+        CaAuth::Tokens(path) => {
+            let tokens = read_tokens(path)?;
+            let what = format!("bootstrap tokens for {} nodes", tokens.len());
+            Some((Box::new(node_tokens(&tokens)), what))
         }
-        let (node, token) = line
-            .split_once('=')
-            .ok_or_else(|| err(format!("line {}: expected node=token", n + 1)))?;
-        let (node, token) = (node.trim(), token.trim());
-        if node.is_empty() || token.len() < 16 {
-            return Err(err(format!(
-                "line {}: empty node or token shorter than 16 characters",
-                n + 1
-            )));
+        CaAuth::Kubernetes(options) => {
+            let client = kube::Client::try_default().await?;
+            let what = format!(
+                "TokenReview of {} tokens for audience {:?}",
+                options.service_account, options.audience
+            );
+            Some((
+                Box::new(TokenReviewAuthenticator::new(client, options.clone())),
+                what,
+            ))
         }
-        tokens.insert(node.to_owned(), token.to_owned());
-    }
-    Ok(tokens)
+    })
 }
 
 /// Lets a node have certificates only for the workloads the controller places on it.
@@ -78,12 +89,13 @@ impl Authorizer for WorkloadsOnNode {
     }
 }
 
-/// Loads (or creates) the CA in `dir` and builds the gRPC service.
+/// Loads (or creates) the CA in `dir` and builds the gRPC service, authenticating agents with
+/// `authenticator` (e.g. [`node_tokens`] or a [`TokenReviewAuthenticator`]).
 pub fn service(
     dir: &Path,
     trust_domain: &str,
     lifetime: Duration,
-    tokens: &BTreeMap<String, String>,
+    authenticator: impl NodeAuthenticator,
     controller: Arc<Controller>,
 ) -> Result<(Arc<CertificateAuthority>, CaService<WorkloadsOnNode>), CaStartError> {
     let mut config = CaConfig::new(trust_domain);
@@ -94,13 +106,9 @@ pub fn service(
             source,
         })?;
     let ca = Arc::new(ca);
-    let node_tokens = NodeTokens::new();
-    for (node, token) in tokens {
-        node_tokens.insert(node, token);
-    }
     let authorizer = WorkloadsOnNode {
         controller,
         trust_domain: trust_domain.to_owned(),
     };
-    Ok((ca.clone(), CaService::new(ca, node_tokens, authorizer)))
+    Ok((ca.clone(), CaService::new(ca, authenticator, authorizer)))
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use mesh_controller::ca::{CaAuthFlags, CaAuthKind, ServiceAccount};
 use mesh_controller::run::{self, RunOptions, DEFAULT_ADMIN_PORT, DEFAULT_GRPC_PORT};
 use mesh_controller::source::kube::KubeOptions;
 use mesh_controller::translate::TranslateOptions;
@@ -42,10 +43,27 @@ struct Args {
     /// Directory of the CA root (`root-cert.pem`, `root-key.pem`); generated on first start.
     #[arg(long, env = "MESH_CA_DIR", default_value = "/var/lib/mesh/ca")]
     ca_dir: PathBuf,
-    /// File of `node=token` lines: the agents allowed to request certificates. Without it the
-    /// certificate service is off.
+    /// How agents authenticate to the certificate service: `tokens` (per-node bootstrap tokens,
+    /// --bootstrap-tokens) or `kubernetes` (their service-account tokens, reviewed by the API
+    /// server). Default: `tokens` with --bootstrap-tokens, else `kubernetes` with --kubernetes,
+    /// else the certificate service is off.
+    #[arg(long, env = "MESH_CA_AUTH", value_name = "tokens|kubernetes")]
+    ca_auth: Option<CaAuthKind>,
+    /// File of `node=token` lines: the agents allowed to request certificates (--ca-auth tokens).
     #[arg(long, env = "MESH_BOOTSTRAP_TOKENS")]
     bootstrap_tokens: Option<PathBuf>,
+    /// Audience the agents' projected service-account tokens must carry (--ca-auth kubernetes;
+    /// default `mesh-ca`).
+    #[arg(long, env = "MESH_CA_TOKEN_AUDIENCE")]
+    ca_token_audience: Option<String>,
+    /// The agents' service account, `namespace/name` (--ca-auth kubernetes; default
+    /// `mesh-system/mesh-agent`).
+    #[arg(long, env = "MESH_AGENT_SERVICE_ACCOUNT", value_name = "NS/NAME")]
+    agent_service_account: Option<ServiceAccount>,
+    /// Seconds an accepted agent token is trusted before it is reviewed again (--ca-auth
+    /// kubernetes; default 60, 0 reviews every request).
+    #[arg(long, env = "MESH_CA_TOKEN_CACHE_SECS")]
+    ca_token_cache_secs: Option<u64>,
     /// Lifetime of issued workload certificates, in seconds.
     #[arg(long, env = "MESH_CERT_LIFETIME_SECS", default_value_t = 24 * 3600)]
     cert_lifetime_secs: u64,
@@ -73,6 +91,17 @@ fn translate_options(args: &Args) -> TranslateOptions {
     TranslateOptions {
         cluster_domain: args.cluster_domain.clone(),
         root_namespace: args.root_namespace.clone(),
+    }
+}
+
+fn ca_auth_flags(args: &Args) -> CaAuthFlags {
+    CaAuthFlags {
+        ca_auth: args.ca_auth,
+        bootstrap_tokens: args.bootstrap_tokens.clone(),
+        kubernetes: args.kubernetes,
+        token_audience: args.ca_token_audience.clone(),
+        agent_service_account: args.agent_service_account.clone(),
+        token_cache_secs: args.ca_token_cache_secs,
     }
 }
 
@@ -127,6 +156,8 @@ async fn main() -> anyhow::Result<()> {
         args.config_dir.is_some() || args.kubernetes,
         "nothing to watch: give --config-dir and/or --kubernetes"
     );
+    let ca_auth = ca_auth_flags(&args).resolve()?;
+    let authenticator = mesh_controller::ca::authenticator(&ca_auth).await?;
     let running = run::start(RunOptions {
         config_dir: args.config_dir.clone(),
         kubernetes: args.kubernetes.then(KubeOptions::default),
@@ -137,20 +168,19 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
     let (ca_stop, ca_stopped) = tokio::sync::oneshot::channel::<()>();
-    let ca_task = match &args.bootstrap_tokens {
-        Some(path) => {
-            let tokens = mesh_controller::ca::read_tokens(path)?;
+    let ca_task = match authenticator {
+        Some((authenticator, what)) => {
             let (_, service) = mesh_controller::ca::service(
                 &args.ca_dir,
                 &args.cluster_domain,
                 Duration::from_secs(args.cert_lifetime_secs),
-                &tokens,
+                authenticator,
                 running.controller.clone(),
             )?;
             let listener = tokio::net::TcpListener::bind(args.ca_addr)
                 .await
                 .with_context(|| format!("binding the certificate service {}", args.ca_addr))?;
-            tracing::info!(addr = %args.ca_addr, nodes = tokens.len(), "certificate service started");
+            tracing::info!(addr = %args.ca_addr, auth = %what, "certificate service started");
             Some(tokio::spawn(mesh_hbone::ca_service::serve(
                 listener,
                 service,
@@ -160,7 +190,9 @@ async fn main() -> anyhow::Result<()> {
             )))
         }
         None => {
-            tracing::warn!("no --bootstrap-tokens: the certificate service is off");
+            tracing::warn!(
+                "no --bootstrap-tokens, --kubernetes or --ca-auth: the certificate service is off"
+            );
             None
         }
     };

@@ -1,5 +1,6 @@
 //! The gRPC certificate service on 127.0.0.1: an agent gets certificates for the workloads on
-//! its node, and nothing else.
+//! its node, and nothing else; node authentication is whatever `NodeAuthenticator` the service
+//! is given (bootstrap tokens here, and a custom one).
 
 #![cfg(feature = "ca-service")]
 
@@ -9,12 +10,14 @@ mod fixture;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use fixture::{id, init_logging, STEP};
 use mesh_hbone::ca::{CaConfig, CertificateAuthority, TrustBundle};
-use mesh_hbone::ca_service::{serve, Authorizer, CaClient, CaService, NodeTokens};
+use mesh_hbone::ca_service::{
+    serve, AuthError, Authorizer, CaClient, CaService, NodeAuthenticator, NodeTokens,
+};
 use mesh_hbone::certs::{
     new_key_and_csr, CertError, CertManager, CertManagerConfig, CertificateSigner,
 };
@@ -42,16 +45,22 @@ struct Controller {
 }
 
 async fn controller() -> Controller {
+    let tokens = NodeTokens::new();
+    controller_with(tokens.clone(), tokens).await
+}
+
+/// A controller whose service authenticates nodes with `authenticator`; `tokens` is only kept
+/// for the tests to use.
+async fn controller_with(authenticator: impl NodeAuthenticator, tokens: NodeTokens) -> Controller {
     init_logging();
     let ca = Arc::new(CertificateAuthority::generate(CaConfig::new("cluster.local")).expect("CA"));
-    let tokens = NodeTokens::new();
     let enrolled = Enrolled(HashSet::from([
         ("node-1".to_owned(), id("web")),
         ("node-2".to_owned(), id("db")),
     ]));
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let service = CaService::new(ca.clone(), tokens.clone(), enrolled);
+    let service = CaService::new(ca.clone(), authenticator, enrolled);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(serve(listener, service, async move {
         let _ = stopped.await;
@@ -142,4 +151,116 @@ async fn a_garbage_csr_is_an_invalid_argument() {
         .await
         .expect_err("bad CSR");
     assert!(err.0.contains("InvalidArgument"), "{err}");
+}
+
+/// Accepts `node-1` with one token, refuses everything else, and cannot answer for `node-3`;
+/// records every (node, token) it is asked about.
+#[derive(Default)]
+struct Recording(Mutex<Vec<(String, String)>>);
+
+#[async_trait]
+impl NodeAuthenticator for Recording {
+    async fn authenticate(&self, node: &str, token: &str) -> Result<(), AuthError> {
+        self.0
+            .lock()
+            .expect("lock")
+            .push((node.to_owned(), token.to_owned()));
+        match (node, token) {
+            ("node-1", "a-projected-service-account-token") => Ok(()),
+            ("node-3", _) => Err(AuthError::Unavailable("review backend down".into())),
+            _ => Err(AuthError::refused("token bound to another node")),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_custom_authenticator_is_consulted_with_node_and_token() {
+    let recording = Arc::new(Recording::default());
+    let c = controller_with(recording.clone(), NodeTokens::new()).await;
+    let (_key, csr) = new_key_and_csr(&id("web")).expect("csr");
+
+    // Accepted: the certificate is issued.
+    let chain = timeout(
+        STEP,
+        client(&c, "node-1", "a-projected-service-account-token").sign(&id("web"), &csr),
+    )
+    .await
+    .expect("bounded")
+    .expect("accepted by the custom authenticator");
+    assert!(!chain.is_empty());
+
+    // Refused: Unauthenticated, with the authenticator's reason.
+    let err = timeout(
+        STEP,
+        client(&c, "node-2", "some-other-token").sign(&id("db"), &csr),
+    )
+    .await
+    .expect("bounded")
+    .expect_err("refused");
+    assert!(
+        err.0.contains("Unauthenticated") && err.0.contains("token bound to another node"),
+        "{err}"
+    );
+
+    // Cannot check: still refused (fail closed), as Unavailable.
+    let err = timeout(
+        STEP,
+        client(&c, "node-3", "any-token").sign(&id("web"), &csr),
+    )
+    .await
+    .expect("bounded")
+    .expect_err("fails closed");
+    assert!(err.0.contains("Unavailable"), "{err}");
+
+    // The bootstrap tokens were not used: the custom authenticator saw every request, verbatim.
+    let seen = recording.0.lock().expect("lock").clone();
+    assert_eq!(
+        seen,
+        vec![
+            (
+                "node-1".to_owned(),
+                "a-projected-service-account-token".to_owned()
+            ),
+            ("node-2".to_owned(), "some-other-token".to_owned()),
+            ("node-3".to_owned(), "any-token".to_owned()),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_token_file_is_reread_at_every_request() {
+    let c = controller().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("token");
+    let first = c.tokens.generate("node-1").expect("token");
+    std::fs::write(&file, format!("{first}\n")).expect("write token");
+    let agent = CaClient::lazy_with_token_file(&format!("http://{}", c.addr), "node-1", &file)
+        .expect("client");
+    let (_key, csr) = new_key_and_csr(&id("web")).expect("csr");
+    timeout(STEP, agent.sign(&id("web"), &csr))
+        .await
+        .expect("bounded")
+        .expect("first token accepted");
+
+    // The token rotates in place (as the kubelet does with projected tokens): the old one is no
+    // longer valid, and the same client presents the new one.
+    let second = c.tokens.generate("node-1").expect("token");
+    std::fs::write(&file, &second).expect("rotate token");
+    timeout(STEP, agent.sign(&id("web"), &csr))
+        .await
+        .expect("bounded")
+        .expect("rotated token accepted");
+
+    // An unreadable token file fails the request, not the client.
+    std::fs::remove_file(&file).expect("remove token");
+    let err = timeout(STEP, agent.sign(&id("web"), &csr))
+        .await
+        .expect("bounded")
+        .expect_err("no token");
+    assert!(err.0.contains("token file"), "{err}");
+
+    // A client cannot be built on a missing or empty token file.
+    assert!(CaClient::lazy_with_token_file("http://127.0.0.1:1", "node-1", &file).is_err());
+    std::fs::write(&file, "\n").expect("write empty token");
+    assert!(CaClient::lazy_with_token_file("http://127.0.0.1:1", "node-1", &file).is_err());
 }

@@ -77,8 +77,16 @@ mod tests {
         let addr = listener.local_addr().expect("local addr").to_string();
         std::thread::spawn(move || {
             if let Ok((mut stream, _)) = listener.accept() {
-                let mut request = [0u8; 1024];
-                let _ = stream.read(&mut request);
+                // Read the whole request head first: answering and closing with request bytes
+                // still unread would reset the connection under the client.
+                let mut request = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut chunk) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&chunk[..n]),
+                    }
+                }
                 let _ = stream.write_all(response.as_bytes());
             }
         });

@@ -1,5 +1,9 @@
 //! The agent side: a [`CertificateSigner`] that asks the certificate service, and keeps a trust
-//! bundle in step with the roots the service returns.
+//! bundle in step with the roots the service returns. The bearer token is either fixed (a
+//! bootstrap token) or re-read from a file at every request (a projected Kubernetes
+//! service-account token, which the kubelet rotates in place).
+
+use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use mesh_common::identity::Identity;
@@ -22,6 +26,53 @@ pub enum CaClientError {
     /// The endpoint address is invalid.
     #[error("invalid certificate service endpoint: {0}")]
     BadEndpoint(String),
+    /// The token file cannot be read or holds no token.
+    #[error("token file {path}: {message}")]
+    TokenFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Where the bearer token comes from.
+#[derive(Debug, Clone)]
+enum Credential {
+    /// Always this `authorization` value.
+    Fixed(MetadataValue<Ascii>),
+    /// Read from this file at every request.
+    File(PathBuf),
+}
+
+impl Credential {
+    async fn authorization(&self) -> Result<MetadataValue<Ascii>, CaClientError> {
+        match self {
+            Credential::Fixed(value) => Ok(value.clone()),
+            Credential::File(path) => {
+                let token = tokio::fs::read_to_string(path).await.map_err(|e| {
+                    CaClientError::TokenFile {
+                        path: path.clone(),
+                        message: e.to_string(),
+                    }
+                })?;
+                bearer(token.trim()).map_err(|message| CaClientError::TokenFile {
+                    path: path.clone(),
+                    message,
+                })
+            }
+        }
+    }
+}
+
+/// The `authorization` value for `token`.
+fn bearer(token: &str) -> Result<MetadataValue<Ascii>, String> {
+    if token.is_empty() {
+        return Err("empty token".to_owned());
+    }
+    format!("Bearer {token}")
+        .parse()
+        .map_err(|_| "token is not valid gRPC metadata".to_owned())
 }
 
 /// A client of the certificate service, authenticated as one node.
@@ -29,19 +80,45 @@ pub enum CaClientError {
 pub struct CaClient {
     client: CertificateServiceClient<Channel>,
     node: MetadataValue<Ascii>,
-    authorization: MetadataValue<Ascii>,
+    credential: Credential,
     bundle: Option<TrustBundle>,
 }
 
 impl CaClient {
     /// A client over `channel`, as `node` with its bootstrap `token`.
     pub fn new(channel: Channel, node: &str, token: &str) -> Result<Self, CaClientError> {
+        let authorization = bearer(token).map_err(|_| CaClientError::BadMetadata)?;
+        Self::with_credential(channel, node, Credential::Fixed(authorization))
+    }
+
+    /// A client over `channel`, as `node`, sending the token held in `token_file`, re-read at
+    /// every request so a rotated token (a projected service-account token) is picked up. The
+    /// file must hold a token now.
+    pub fn with_token_file(
+        channel: Channel,
+        node: &str,
+        token_file: &Path,
+    ) -> Result<Self, CaClientError> {
+        let token = std::fs::read_to_string(token_file).map_err(|e| CaClientError::TokenFile {
+            path: token_file.to_owned(),
+            message: e.to_string(),
+        })?;
+        bearer(token.trim()).map_err(|message| CaClientError::TokenFile {
+            path: token_file.to_owned(),
+            message,
+        })?;
+        Self::with_credential(channel, node, Credential::File(token_file.to_owned()))
+    }
+
+    fn with_credential(
+        channel: Channel,
+        node: &str,
+        credential: Credential,
+    ) -> Result<Self, CaClientError> {
         Ok(CaClient {
             client: CertificateServiceClient::new(channel),
             node: node.parse().map_err(|_| CaClientError::BadMetadata)?,
-            authorization: format!("Bearer {token}")
-                .parse()
-                .map_err(|_| CaClientError::BadMetadata)?,
+            credential,
             bundle: None,
         })
     }
@@ -49,10 +126,17 @@ impl CaClient {
     /// A client for the service at `endpoint` (e.g. `http://10.0.0.1:15012`); connects lazily,
     /// so it can be built before the controller is up.
     pub fn lazy(endpoint: &str, node: &str, token: &str) -> Result<Self, CaClientError> {
-        let channel = Endpoint::from_shared(endpoint.to_owned())
-            .map_err(|e| CaClientError::BadEndpoint(e.to_string()))?
-            .connect_lazy();
-        Self::new(channel, node, token)
+        Self::new(lazy_channel(endpoint)?, node, token)
+    }
+
+    /// [`lazy`](Self::lazy), with the token re-read from `token_file` at every request
+    /// ([`with_token_file`](Self::with_token_file)).
+    pub fn lazy_with_token_file(
+        endpoint: &str,
+        node: &str,
+        token_file: &Path,
+    ) -> Result<Self, CaClientError> {
+        Self::with_token_file(lazy_channel(endpoint)?, node, token_file)
     }
 
     /// Keeps `bundle` set to the roots the service returns with every certificate.
@@ -60,6 +144,12 @@ impl CaClient {
         self.bundle = Some(bundle);
         self
     }
+}
+
+fn lazy_channel(endpoint: &str) -> Result<Channel, CaClientError> {
+    Ok(Endpoint::from_shared(endpoint.to_owned())
+        .map_err(|e| CaClientError::BadEndpoint(e.to_string()))?
+        .connect_lazy())
 }
 
 #[async_trait]
@@ -76,9 +166,14 @@ impl CertificateSigner for CaClient {
         request
             .metadata_mut()
             .insert(NODE_METADATA, self.node.clone());
+        let authorization = self
+            .credential
+            .authorization()
+            .await
+            .map_err(|e| SignError(e.to_string()))?;
         request
             .metadata_mut()
-            .insert("authorization", self.authorization.clone());
+            .insert("authorization", authorization);
         let response = self
             .client
             .clone()

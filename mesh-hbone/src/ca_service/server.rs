@@ -1,15 +1,16 @@
 //! The service side: authenticate the node, authorize the identity, sign the CSR.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use mesh_common::identity::Identity;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
+use super::auth::{AuthError, NodeAuthenticator};
 use super::proto::certificate_service_server::{CertificateService, CertificateServiceServer};
 use super::proto::{CreateCertificateRequest, CreateCertificateResponse};
 use super::NODE_METADATA;
@@ -22,98 +23,31 @@ pub trait Authorizer: Send + Sync + 'static {
     async fn is_on_node(&self, node: &str, identity: &Identity) -> bool;
 }
 
-/// The per-node bootstrap tokens. Cheap to clone (a shared, updatable handle).
-#[derive(Clone, Default)]
-pub struct NodeTokens {
-    tokens: Arc<RwLock<HashMap<String, String>>>,
-}
-
-impl std::fmt::Debug for NodeTokens {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never print the secrets.
-        let nodes: Vec<String> = self.read().keys().cloned().collect();
-        f.debug_struct("NodeTokens").field("nodes", &nodes).finish()
-    }
-}
-
-impl NodeTokens {
-    /// No node can authenticate yet.
-    pub fn new() -> Self {
-        NodeTokens::default()
-    }
-
-    /// Sets `node`'s token.
-    pub fn insert(&self, node: &str, token: &str) {
-        self.write().insert(node.to_owned(), token.to_owned());
-    }
-
-    /// Generates, stores and returns a fresh random token for `node` (256 bits, hex).
-    pub fn generate(&self, node: &str) -> Result<String, CaError> {
-        let mut bytes = [0u8; 32];
-        rustls::crypto::aws_lc_rs::default_provider()
-            .secure_random
-            .fill(&mut bytes)
-            .map_err(|_| CaError::Random)?;
-        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        self.insert(node, &token);
-        Ok(token)
-    }
-
-    /// Revokes `node`'s token.
-    pub fn remove(&self, node: &str) {
-        self.write().remove(node);
-    }
-
-    /// Whether `token` is `node`'s token (compared in constant time).
-    pub fn check(&self, node: &str, token: &str) -> bool {
-        match self.read().get(node) {
-            Some(expected) => constant_time_eq(expected.as_bytes(), token.as_bytes()),
-            None => false,
-        }
-    }
-
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, String>> {
-        self.tokens
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, String>> {
-        self.tokens
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// The certificate service.
 pub struct CaService<A: Authorizer> {
     ca: Arc<CertificateAuthority>,
-    tokens: NodeTokens,
+    authenticator: Box<dyn NodeAuthenticator>,
     authorizer: A,
 }
 
 impl<A: Authorizer> std::fmt::Debug for CaService<A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CaService")
-            .field("tokens", &self.tokens)
-            .finish_non_exhaustive()
+        f.debug_struct("CaService").finish_non_exhaustive()
     }
 }
 
 impl<A: Authorizer> CaService<A> {
-    /// A service signing with `ca` for nodes holding one of `tokens`, within what `authorizer`
-    /// allows.
-    pub fn new(ca: Arc<CertificateAuthority>, tokens: NodeTokens, authorizer: A) -> Self {
+    /// A service signing with `ca` for the nodes `authenticator` accepts (for example
+    /// [`NodeTokens`](super::NodeTokens), or an `Arc<dyn NodeAuthenticator>`), within what
+    /// `authorizer` allows.
+    pub fn new(
+        ca: Arc<CertificateAuthority>,
+        authenticator: impl NodeAuthenticator,
+        authorizer: A,
+    ) -> Self {
         CaService {
             ca,
-            tokens,
+            authenticator: Box::new(authenticator),
             authorizer,
         }
     }
@@ -123,22 +57,32 @@ impl<A: Authorizer> CaService<A> {
         CertificateServiceServer::new(self)
     }
 
-    fn authenticate<T>(&self, request: &Request<T>) -> Result<String, Status> {
-        let meta = request.metadata();
-        let node = meta
-            .get(NODE_METADATA)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| Status::unauthenticated("missing x-mesh-node"))?;
-        let token = meta
+    /// The node the request proves to come from, or why not.
+    async fn authenticate(&self, meta: &MetadataMap) -> Result<String, Status> {
+        let Some(node) = meta.get(NODE_METADATA).and_then(|v| v.to_str().ok()) else {
+            tracing::warn!("certificate request without {NODE_METADATA}");
+            return Err(Status::unauthenticated(format!("missing {NODE_METADATA}")));
+        };
+        let Some(token) = meta
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| Status::unauthenticated("missing bearer token"))?;
-        if !self.tokens.check(node, token) {
-            tracing::warn!(node, "certificate request with a bad node token");
-            return Err(Status::unauthenticated("bad node token"));
+            .filter(|t| !t.is_empty())
+        else {
+            tracing::warn!(node, "certificate request without a bearer token");
+            return Err(Status::unauthenticated("missing bearer token"));
+        };
+        match self.authenticator.authenticate(node, token).await {
+            Ok(()) => Ok(node.to_owned()),
+            Err(e @ AuthError::Refused(_)) => {
+                tracing::warn!(node, reason = %e, "certificate request from an unauthenticated node");
+                Err(Status::unauthenticated(e.to_string()))
+            }
+            Err(e @ AuthError::Unavailable(_)) => {
+                tracing::warn!(node, reason = %e, "certificate request refused: cannot authenticate the node");
+                Err(Status::unavailable(e.to_string()))
+            }
         }
-        Ok(node.to_owned())
     }
 }
 
@@ -148,7 +92,7 @@ impl<A: Authorizer> CertificateService for CaService<A> {
         &self,
         request: Request<CreateCertificateRequest>,
     ) -> Result<Response<CreateCertificateResponse>, Status> {
-        let node = self.authenticate(&request)?;
+        let node = self.authenticate(request.metadata()).await?;
         let body = request.into_inner();
         let identity: Identity = body
             .identity
