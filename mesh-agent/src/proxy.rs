@@ -13,10 +13,6 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::metrics::{ConnectionLabels, Metrics};
 
-/// Copy buffer per direction: 64 KiB moves bulk data in fewer syscalls than tokio's 8 KiB
-/// default and matches the HBONE frame sizes.
-const BUFFER: usize = 64 * 1024;
-
 /// Copies bytes both ways until both sides are done, then records the connection's byte counts
 /// (client->server as sent, server->client as received) under each label set.
 pub async fn relay_and_record<D, U>(
@@ -28,9 +24,9 @@ pub async fn relay_and_record<D, U>(
     D: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
-    let copied =
-        tokio::io::copy_bidirectional_with_sizes(&mut downstream, &mut upstream, BUFFER, BUFFER)
-            .await;
+    // tokio's 8 KiB per direction: larger buffers were not measured to help and each one is held
+    // for the life of the connection (see benches/README.md, memory per idle connection).
+    let copied = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await;
     let (sent, received) = match copied {
         Ok(counts) => counts,
         Err(e) => {

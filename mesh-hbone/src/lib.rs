@@ -11,7 +11,8 @@
 //! - [`hbone`]: HTTP/2 CONNECT over that mTLS on port 15008: a server that hands each CONNECT stream
 //!   to a [`hbone::ConnectHandler`], and a pooled client;
 //! - `ca_service` (feature `ca-service`, on by default): the CA over gRPC, where node agents
-//!   authenticate with a bootstrap token and get certificates only for workloads on their node.
+//!   authenticate through a pluggable `NodeAuthenticator` (per-node bootstrap tokens here; the
+//!   controller adds Kubernetes TokenReview) and get certificates only for workloads on their node.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -1,9 +1,12 @@
-//! Project automation: `cargo xtask <setup|build|test|lint|demo>`.
+//! Project automation: `cargo xtask <setup|build|test|lint|demo|bench>`.
 #![forbid(unsafe_code)]
 
+mod bench;
 mod demo;
 mod setup;
 mod sh;
+
+use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
@@ -38,6 +41,23 @@ enum Task {
     },
     /// Run the mesh on a local two-node cluster and show what it does.
     Demo,
+    /// L4 benchmarks: the mesh against direct traffic on a local two-node cluster (release build).
+    Bench {
+        /// Fewer and shorter runs (under 3 minutes; the full run takes under 15).
+        #[arg(long)]
+        quick: bool,
+        /// Where to write the JSON results (default benches/results/latest.json).
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// The bench itself, run by `bench` from the release build of xtask.
+    #[command(hide = true)]
+    BenchRun {
+        #[arg(long)]
+        quick: bool,
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -66,6 +86,14 @@ fn main() -> anyhow::Result<()> {
             setup::run()?;
             build(false)?;
             demo::run()
+        }
+        Task::Bench { quick, json } => {
+            setup::run()?;
+            build(true)?;
+            bench::run(quick, json.as_deref())
+        }
+        Task::BenchRun { quick, json } => {
+            bench::run_here(quick, &json.unwrap_or_else(bench::default_json))
         }
     }
 }

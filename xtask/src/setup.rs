@@ -2,7 +2,8 @@
 //!
 //! The eBPF programs need Debian's rustc-web 1.96 with its matching library source and
 //! bpf-linker 0.13 built against LLVM 22 (see mesh-ebpf/README.md for why); the tests need
-//! iproute2, nsenter, bpftool and tcpdump; the test runner is cargo-nextest.
+//! iproute2, nsenter, bpftool and tcpdump; the benchmarks need iperf3 and wrk; the test runner is
+//! cargo-nextest.
 
 use std::path::PathBuf;
 
@@ -44,6 +45,14 @@ const PACKAGES: &[(&str, &str)] = &[
     (
         "tcpdump",
         "capturing traffic between nodes (encryption tests)",
+    ),
+    (
+        "iperf3",
+        "throughput between pods, mesh against direct (cargo xtask bench)",
+    ),
+    (
+        "wrk",
+        "HTTP/1.1 keep-alive requests per second (cargo xtask bench)",
     ),
 ];
 

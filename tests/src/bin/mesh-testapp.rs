@@ -12,6 +12,17 @@
 //!   `ok <count> failed <count>`, exits 1 if any failed.
 //! - `mesh-testapp get <addr> <path>`: HTTP/1.0 GET, prints the body; exits 1 unless status 200.
 //!
+//! For the benchmarks (`cargo xtask bench`):
+//! - `mesh-testapp echo <port>`: dual-stack raw echo server (whatever arrives goes back), no delay.
+//! - `mesh-testapp http <port>`: dual-stack HTTP/1.1 server answering every request with a small
+//!   `200 OK`, keep-alive.
+//! - `mesh-testapp pingpong <addr> <count> <size>`: one connection, `count` exchanges of `size`
+//!   bytes (echo server); prints `count=N p50_us=.. p90_us=.. p99_us=.. mean_us=..` (round trips).
+//! - `mesh-testapp crr <addr> <seconds>`: connect, 1-byte exchange, close, one after another for
+//!   that long (echo server); prints `ok=N failed=N per_second=..`.
+//! - `mesh-testapp hold <addr> <n> <seconds>`: opens `n` connections (one 1-byte exchange each),
+//!   prints `ready <n>`, holds them idle for that long, then closes them and exits.
+//!
 //! Every step has a 5 s timeout.
 
 use std::io::{BufRead, BufReader, Write};
@@ -29,6 +40,11 @@ fn main() {
         Some("udp") if args.len() == 4 => udp(&args[2], &args[3]),
         Some("burst") if args.len() == 4 => burst(&args[2], &args[3]),
         Some("loop") if args.len() == 4 => repeat(&args[2], &args[3]),
+        Some("echo") if args.len() == 3 => bench::echo_server(&args[2]),
+        Some("http") if args.len() == 3 => bench::http_server(&args[2]),
+        Some("pingpong") if args.len() == 5 => bench::pingpong(&args[2], &args[3], &args[4]),
+        Some("crr") if args.len() == 4 => bench::crr(&args[2], &args[3]),
+        Some("hold") if args.len() == 5 => bench::hold(&args[2], &args[3], &args[4]),
         _ => Err("usage: mesh-testapp serve <port> <name> | connect <addr> <message> | get <addr> <path>".into()),
     };
     if let Err(e) = result {
@@ -250,4 +266,261 @@ fn udp(addr: &str, message: &str) -> Result<(), String> {
     let n = socket.recv(&mut buf).map_err(|e| format!("receive: {e}"))?;
     println!("{}", String::from_utf8_lossy(&buf[..n]));
     Ok(())
+}
+
+/// The benchmark subcommands (see the module documentation).
+mod bench {
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+    use std::time::{Duration, Instant};
+
+    use super::TIMEOUT;
+
+    fn parse<T: std::str::FromStr>(what: &str, value: &str) -> Result<T, String>
+    where
+        T::Err: std::fmt::Display,
+    {
+        value
+            .parse()
+            .map_err(|e| format!("bad {what} {value}: {e}"))
+    }
+
+    fn listen(port: &str) -> Result<TcpListener, String> {
+        let port: u16 = parse("port", port)?;
+        TcpListener::bind(("::", port)).map_err(|e| format!("bind [::]:{port}: {e}"))
+    }
+
+    fn dial(addr: SocketAddr) -> Result<TcpStream, String> {
+        let stream = TcpStream::connect_timeout(&addr, TIMEOUT)
+            .map_err(|e| format!("connect {addr}: {e}"))?;
+        stream
+            .set_read_timeout(Some(TIMEOUT))
+            .and_then(|()| stream.set_write_timeout(Some(TIMEOUT)))
+            .and_then(|()| stream.set_nodelay(true))
+            .map_err(|e| e.to_string())?;
+        Ok(stream)
+    }
+
+    /// Echoes until EOF or an error; with `idle` set, returns `true` instead when nothing
+    /// arrives for that long (the connection is still open).
+    fn echo(stream: &mut TcpStream, idle: Option<Duration>) -> bool {
+        let _ = stream.set_read_timeout(idle);
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) => return false,
+                Ok(n) => {
+                    if stream.write_all(&buf[..n]).is_err() {
+                        return false;
+                    }
+                }
+                Err(e)
+                    if idle.is_some()
+                        && matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) =>
+                {
+                    return true
+                }
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// Raw echo server. A few threads accept and serve short connections themselves (a thread
+    /// per connection would make thread creation the limit of a connection-rate test); a
+    /// connection idle for 20 ms moves to a thread of its own.
+    pub fn echo_server(port: &str) -> Result<(), String> {
+        let listener = std::sync::Arc::new(listen(port)?);
+        println!("listening on {port}");
+        let acceptors: Vec<_> = (0..4)
+            .map(|_| {
+                let listener = listener.clone();
+                std::thread::spawn(move || loop {
+                    let Ok((mut stream, _)) = listener.accept() else {
+                        continue;
+                    };
+                    let _ = stream.set_nodelay(true);
+                    if echo(&mut stream, Some(Duration::from_millis(20))) {
+                        std::thread::spawn(move || echo(&mut stream, None));
+                    }
+                })
+            })
+            .collect();
+        for acceptor in acceptors {
+            let _ = acceptor.join();
+        }
+        Ok(())
+    }
+
+    /// HTTP/1.1 server: every request (headers only, no body expected) gets a small 200.
+    pub fn http_server(port: &str) -> Result<(), String> {
+        const RESPONSE: &[u8] =
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nok\n";
+        let listener = listen(port)?;
+        println!("listening on {port}");
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let _ = stream.set_nodelay(true);
+                let mut buf = vec![0u8; 16 * 1024];
+                let mut filled = 0;
+                loop {
+                    // Answer every complete request head in the buffer (pipelining included).
+                    let mut start = 0;
+                    let mut responses = 0;
+                    while let Some(end) =
+                        buf[start..filled].windows(4).position(|w| w == b"\r\n\r\n")
+                    {
+                        start += end + 4;
+                        responses += 1;
+                    }
+                    if responses > 0 {
+                        let out = RESPONSE.repeat(responses);
+                        if stream.write_all(&out).is_err() {
+                            return;
+                        }
+                        buf.copy_within(start..filled, 0);
+                        filled -= start;
+                    }
+                    if filled == buf.len() {
+                        return; // a request head larger than the buffer: give up
+                    }
+                    match stream.read(&mut buf[filled..]) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => filled += n,
+                    }
+                }
+            });
+        }
+        Ok(())
+    }
+
+    fn percentile(sorted: &[Duration], p: f64) -> f64 {
+        if sorted.is_empty() {
+            return 0.0;
+        }
+        let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+        sorted[rank.min(sorted.len() - 1)].as_secs_f64() * 1e6
+    }
+
+    /// Request/response latency on one connection against the echo server.
+    pub fn pingpong(addr: &str, count: &str, size: &str) -> Result<(), String> {
+        let addr: SocketAddr = parse("address", addr)?;
+        let count: usize = parse("count", count)?;
+        let size: usize = parse("size", size)?;
+        if count == 0 || count > 10_000_000 || size == 0 || size > 1 << 20 {
+            return Err("count must be 1..=10000000 and size 1..=1048576".into());
+        }
+        let mut stream = dial(addr)?;
+        let message = vec![0x5au8; size];
+        let mut reply = vec![0u8; size];
+        // A few unmeasured exchanges first (connection set-up through a proxy, slow start).
+        let warmup = (count / 10).clamp(1, 1000);
+        let mut samples = Vec::with_capacity(count);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        for i in 0..warmup + count {
+            let start = Instant::now();
+            stream
+                .write_all(&message)
+                .map_err(|e| format!("send: {e}"))?;
+            stream
+                .read_exact(&mut reply)
+                .map_err(|e| format!("receive: {e}"))?;
+            if i >= warmup {
+                samples.push(start.elapsed());
+            }
+            if Instant::now() > deadline {
+                return Err("pingpong took longer than 120 s".into());
+            }
+        }
+        let mean = samples.iter().map(Duration::as_secs_f64).sum::<f64>() / samples.len() as f64;
+        samples.sort_unstable();
+        println!(
+            "count={} p50_us={:.1} p90_us={:.1} p99_us={:.1} mean_us={:.1}",
+            samples.len(),
+            percentile(&samples, 50.0),
+            percentile(&samples, 90.0),
+            percentile(&samples, 99.0),
+            mean * 1e6
+        );
+        Ok(())
+    }
+
+    /// New connections per second from one client, each with a 1-byte exchange.
+    pub fn crr(addr: &str, seconds: &str) -> Result<(), String> {
+        let addr: SocketAddr = parse("address", addr)?;
+        let seconds: f64 = parse("duration", seconds)?;
+        if !(0.1..=600.0).contains(&seconds) {
+            return Err("duration must be 0.1..=600 s".into());
+        }
+        let start = Instant::now();
+        let end = start + Duration::from_secs_f64(seconds);
+        let (mut ok, mut failed) = (0u64, 0u64);
+        let mut last_error = String::new();
+        while Instant::now() < end {
+            let result = dial(addr).and_then(|mut stream| {
+                stream.write_all(b"x").map_err(|e| format!("send: {e}"))?;
+                let mut byte = [0u8; 1];
+                stream
+                    .read_exact(&mut byte)
+                    .map_err(|e| format!("receive: {e}"))
+            });
+            match result {
+                Ok(()) => ok += 1,
+                Err(e) => {
+                    failed += 1;
+                    last_error = e;
+                    if failed > 100 {
+                        break;
+                    }
+                }
+            }
+        }
+        let elapsed = start.elapsed().as_secs_f64();
+        println!(
+            "ok={ok} failed={failed} per_second={:.1}",
+            ok as f64 / elapsed
+        );
+        if failed > 0 {
+            eprintln!("last error: {last_error}");
+        }
+        if failed > ok / 100 {
+            return Err(format!("{failed} of {} connections failed", ok + failed));
+        }
+        Ok(())
+    }
+
+    /// Holds `n` idle connections open (each proven end to end by a 1-byte exchange).
+    pub fn hold(addr: &str, n: &str, seconds: &str) -> Result<(), String> {
+        let addr: SocketAddr = parse("address", addr)?;
+        let n: usize = parse("count", n)?;
+        let seconds: u64 = parse("duration", seconds)?;
+        if n > 20_000 || seconds > 600 {
+            return Err("at most 20000 connections for at most 600 s".into());
+        }
+        let mut streams = Vec::with_capacity(n);
+        for _ in 0..n {
+            let mut stream = dial(addr)?;
+            stream.write_all(b"x").map_err(|e| format!("send: {e}"))?;
+            let mut byte = [0u8; 1];
+            stream
+                .read_exact(&mut byte)
+                .map_err(|e| format!("receive: {e}"))?;
+            streams.push(stream);
+        }
+        println!("ready {}", streams.len());
+        std::io::stdout().flush().map_err(|e| e.to_string())?;
+        // Hold until the time is up or stdin closes (the bench closes it when it has measured).
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sink = Vec::new();
+            let _ = std::io::stdin().read_to_end(&mut sink);
+            let _ = tx.send(());
+        });
+        let _ = rx.recv_timeout(Duration::from_secs(seconds));
+        drop(streams);
+        Ok(())
+    }
 }
