@@ -164,23 +164,7 @@ impl Cluster {
                 pods: 0,
             };
             add_netns(&node.netns)?;
-            run(
-                "ip",
-                &[
-                    "link",
-                    "add",
-                    "eth0",
-                    "netns",
-                    &node.netns,
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    &format!("n{index}"),
-                    "netns",
-                    &net,
-                ],
-            )?;
+            add_veth(&node.netns, &format!("n{index}"), &net)?;
             ip(
                 &net,
                 &["link", "set", &format!("n{index}"), "master", "br0", "up"],
@@ -314,23 +298,7 @@ impl Cluster {
         };
         add_netns(&pod.netns)?;
         let host_if = format!("p{k}");
-        run(
-            "ip",
-            &[
-                "link",
-                "add",
-                "eth0",
-                "netns",
-                &pod.netns,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &host_if,
-                "netns",
-                &host.netns,
-            ],
-        )?;
+        add_veth(&pod.netns, &host_if, &host.netns)?;
         ip(
             &host.netns,
             &["link", "set", &host_if, "master", "br0", "up"],
@@ -441,6 +409,15 @@ fn ip(netns: &str, args: &[&str]) -> anyhow::Result<String> {
     let mut full = vec!["-n", netns];
     full.extend_from_slice(args);
     run("ip", &full)
+}
+
+/// A veth pair: `eth0` in `inner`, `outer_name` in `outer`.
+fn add_veth(inner: &str, outer_name: &str, outer: &str) -> anyhow::Result<()> {
+    let args = [
+        "link", "add", "eth0", "netns", inner, "type", "veth", "peer", "name", outer_name, "netns",
+        outer,
+    ];
+    run("ip", &args).map(|_| ())
 }
 
 fn sysctl(netns: &str, setting: &str) -> anyhow::Result<()> {
