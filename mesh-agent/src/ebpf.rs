@@ -54,11 +54,17 @@ pub enum EbpfError {
 /// What is attached for one pod, so it can be detached again.
 #[derive(Debug)]
 pub struct PodAttachment {
-    connect4: CgroupSockAddrLinkId,
-    connect6: CgroupSockAddrLinkId,
-    sockops: SockOpsLinkId,
-    sk_lookup: SkLookupLinkId,
+    links: Vec<Link>,
     listener_keys: Vec<ListenerKey>,
+}
+
+/// One program attachment (a BPF link owned by the agent).
+#[derive(Debug)]
+enum Link {
+    /// `connect4` or `connect6` (the program name says which).
+    SockAddr(&'static str, CgroupSockAddrLinkId),
+    SockOps(SockOpsLinkId),
+    SkLookup(SkLookupLinkId),
 }
 
 /// One attached program, as the admin endpoint reports it.
@@ -178,11 +184,8 @@ impl Programs {
         }
         let attached = attach_all(&mut loaded.ebpf, &cgroup_file, netns);
         match attached {
-            Ok((connect4, connect6, sockops, sk_lookup)) => Ok(PodAttachment {
-                connect4,
-                connect6,
-                sockops,
-                sk_lookup,
+            Ok(links) => Ok(PodAttachment {
+                links,
                 listener_keys,
             }),
             Err(e) => {
@@ -198,39 +201,7 @@ impl Programs {
         let mut guard = self.lock();
         let loaded = &mut *guard;
         remove_keys(&mut loaded.listeners, &attachment.listener_keys);
-        let PodAttachment {
-            connect4,
-            connect6,
-            sockops,
-            sk_lookup,
-            ..
-        } = attachment;
-        for (name, link) in [(names::CONNECT4, connect4), (names::CONNECT6, connect6)] {
-            if let Err(e) = program::<CgroupSockAddr>(&mut loaded.ebpf, name).and_then(|p| {
-                p.detach(link).map_err(|source| EbpfError::Program {
-                    program: name,
-                    source,
-                })
-            }) {
-                tracing::warn!(error = %e, "detaching {name}");
-            }
-        }
-        if let Err(e) = program::<SockOps>(&mut loaded.ebpf, names::SOCKOPS).and_then(|p| {
-            p.detach(sockops).map_err(|source| EbpfError::Program {
-                program: names::SOCKOPS,
-                source,
-            })
-        }) {
-            tracing::warn!(error = %e, "detaching sockops");
-        }
-        if let Err(e) = program::<SkLookup>(&mut loaded.ebpf, names::SK_LOOKUP).and_then(|p| {
-            p.detach(sk_lookup).map_err(|source| EbpfError::Program {
-                program: names::SK_LOOKUP,
-                source,
-            })
-        }) {
-            tracing::warn!(error = %e, "detaching sk_lookup");
-        }
+        detach_all(&mut loaded.ebpf, attachment.links);
     }
 
     /// Takes the original destination of a captured connection accepted on a pod's outbound
@@ -279,58 +250,69 @@ impl Programs {
     }
 }
 
-type Links = (
-    CgroupSockAddrLinkId,
-    CgroupSockAddrLinkId,
-    SockOpsLinkId,
-    SkLookupLinkId,
-);
-
 /// Attaches the four programs; on failure detaches what was attached before returning.
-fn attach_all(ebpf: &mut Ebpf, cgroup: &File, netns: &File) -> Result<Links, EbpfError> {
+fn attach_all(ebpf: &mut Ebpf, cgroup: &File, netns: &File) -> Result<Vec<Link>, EbpfError> {
+    let mut links = Vec::with_capacity(4);
+    match attach_each(ebpf, cgroup, netns, &mut links) {
+        Ok(()) => Ok(links),
+        Err(e) => {
+            detach_all(ebpf, links);
+            Err(e)
+        }
+    }
+}
+
+fn attach_each(
+    ebpf: &mut Ebpf,
+    cgroup: &File,
+    netns: &File,
+    links: &mut Vec<Link>,
+) -> Result<(), EbpfError> {
+    let failed = |program| move |source| EbpfError::Program { program, source };
     // With BPF links the kernel always allows several programs per cgroup and rejects any
     // attach flag, so the mode must be the default (no flags).
     let mode = CgroupAttachMode::Single;
-    let c4 = program::<CgroupSockAddr>(ebpf, names::CONNECT4)?
-        .attach(cgroup, mode)
-        .map_err(|source| EbpfError::Program {
-            program: names::CONNECT4,
-            source,
-        })?;
-    let c6 = match program::<CgroupSockAddr>(ebpf, names::CONNECT6)?.attach(cgroup, mode) {
-        Ok(link) => link,
-        Err(source) => {
-            let _ = program::<CgroupSockAddr>(ebpf, names::CONNECT4).map(|p| p.detach(c4));
-            return Err(EbpfError::Program {
-                program: names::CONNECT6,
-                source,
-            });
+    for name in [names::CONNECT4, names::CONNECT6] {
+        let prog = program::<CgroupSockAddr>(ebpf, name)?;
+        links.push(Link::SockAddr(
+            name,
+            prog.attach(cgroup, mode).map_err(failed(name))?,
+        ));
+    }
+    let prog = program::<SockOps>(ebpf, names::SOCKOPS)?;
+    links.push(Link::SockOps(
+        prog.attach(cgroup, mode).map_err(failed(names::SOCKOPS))?,
+    ));
+    let prog = program::<SkLookup>(ebpf, names::SK_LOOKUP)?;
+    links.push(Link::SkLookup(
+        prog.attach(netns).map_err(failed(names::SK_LOOKUP))?,
+    ));
+    Ok(())
+}
+
+/// Detaches every link; failures are logged so one bad link never leaves the rest attached.
+fn detach_all(ebpf: &mut Ebpf, links: Vec<Link>) {
+    for link in links {
+        let (name, result) = match link {
+            Link::SockAddr(name, id) => (
+                name,
+                program::<CgroupSockAddr>(ebpf, name).map(|p| p.detach(id)),
+            ),
+            Link::SockOps(id) => (
+                names::SOCKOPS,
+                program::<SockOps>(ebpf, names::SOCKOPS).map(|p| p.detach(id)),
+            ),
+            Link::SkLookup(id) => (
+                names::SK_LOOKUP,
+                program::<SkLookup>(ebpf, names::SK_LOOKUP).map(|p| p.detach(id)),
+            ),
+        };
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "detaching {name}"),
+            Err(e) => tracing::warn!(error = %e, "detaching {name}"),
         }
-    };
-    let so = match program::<SockOps>(ebpf, names::SOCKOPS)?.attach(cgroup, mode) {
-        Ok(link) => link,
-        Err(source) => {
-            let _ = program::<CgroupSockAddr>(ebpf, names::CONNECT4).map(|p| p.detach(c4));
-            let _ = program::<CgroupSockAddr>(ebpf, names::CONNECT6).map(|p| p.detach(c6));
-            return Err(EbpfError::Program {
-                program: names::SOCKOPS,
-                source,
-            });
-        }
-    };
-    let sk = match program::<SkLookup>(ebpf, names::SK_LOOKUP)?.attach(netns) {
-        Ok(link) => link,
-        Err(source) => {
-            let _ = program::<CgroupSockAddr>(ebpf, names::CONNECT4).map(|p| p.detach(c4));
-            let _ = program::<CgroupSockAddr>(ebpf, names::CONNECT6).map(|p| p.detach(c6));
-            let _ = program::<SockOps>(ebpf, names::SOCKOPS).map(|p| p.detach(so));
-            return Err(EbpfError::Program {
-                program: names::SK_LOOKUP,
-                source,
-            });
-        }
-    };
-    Ok((c4, c6, so, sk))
+    }
 }
 
 fn remove_keys(listeners: &mut SockHash<MapData, ListenerKey>, keys: &[ListenerKey]) {

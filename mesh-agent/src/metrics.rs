@@ -44,6 +44,18 @@ pub struct ConnectionLabels {
     pub destination_service: String,
 }
 
+impl ConnectionLabels {
+    /// Labels of a connection into `workload` (the destination service is not known inbound).
+    pub fn inbound(workload: &str, transport: Transport) -> ConnectionLabels {
+        ConnectionLabels {
+            direction: Direction::Inbound,
+            transport,
+            workload: workload.to_owned(),
+            destination_service: "unknown".into(),
+        }
+    }
+}
+
 /// Labels of denied connections.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DenyLabels {
@@ -135,6 +147,15 @@ impl Metrics {
         catch_up(&self.hbone_connections_opened, stats.connections_opened());
         catch_up(&self.hbone_connect_failures, stats.connect_failures());
         catch_up(&self.hbone_streams_opened, stats.streams_opened());
+    }
+
+    /// Counts a connection to `workload` refused for `reason` (`policy`, `peer_authentication`).
+    pub fn record_denied(&self, workload: &str, reason: &str) {
+        let labels = DenyLabels {
+            workload: workload.to_owned(),
+            reason: reason.to_owned(),
+        };
+        self.denied.get_or_create(&labels).inc();
     }
 
     /// Records a finished relay.

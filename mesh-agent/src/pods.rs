@@ -174,8 +174,8 @@ impl PodContext {
     /// The pod as a workload of the model (what policies select on): the control plane's view
     /// when it knows the pod, else what enrolment announced.
     pub fn workload(&self) -> Workload {
-        if let Some(known) = self.state.snapshot().workload(&self.info.uid) {
-            return known.clone();
+        if let Some(known) = self.state.workload(&self.info.uid) {
+            return known;
         }
         Workload {
             uid: self.info.uid.clone(),

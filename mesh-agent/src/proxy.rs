@@ -9,7 +9,14 @@ pub mod local;
 pub mod outbound;
 pub mod tunnel_inbound;
 
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::pods::PodContext;
 
 use crate::metrics::{ConnectionLabels, Metrics};
 
@@ -37,5 +44,26 @@ pub async fn relay_and_record<D, U>(
     tracing::debug!(sent, received, "connection closed");
     for labels in labels {
         metrics.record_relay(labels, sent, received);
+    }
+}
+
+/// Accepts connections on one of a pod's listeners until the task is aborted, handling each in
+/// its own task. Accept errors (e.g. out of file descriptors) are logged and retried after a
+/// pause instead of ending the listener.
+pub async fn accept_loop<F, Fut>(listener: TcpListener, pod: Arc<PodContext>, handle: F)
+where
+    F: Fn(TcpStream, SocketAddr, Arc<PodContext>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                tokio::spawn(handle(stream, peer, pod.clone()));
+            }
+            Err(e) => {
+                tracing::warn!(pod = %pod.info.uid, error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
     }
 }

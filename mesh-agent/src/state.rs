@@ -1,6 +1,7 @@
 //! The agent's view of the mesh: workloads and services, and where a destination really goes.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -47,10 +48,66 @@ impl Resolved {
     }
 }
 
+/// A snapshot with the address indexes the per-connection lookups use, built once per update so
+/// no connection scans every workload or service.
+#[derive(Debug, Default)]
+struct Indexed {
+    snapshot: Arc<Snapshot>,
+    /// Address -> index of the meshed workload with that address.
+    meshed_by_address: HashMap<IpAddr, usize>,
+    /// Workload uid -> index.
+    workloads_by_uid: HashMap<String, usize>,
+    /// Virtual IP -> indexes of the services with that VIP, in snapshot order.
+    services_by_vip: HashMap<IpAddr, Vec<usize>>,
+}
+
+impl Indexed {
+    fn new(snapshot: Arc<Snapshot>) -> Indexed {
+        let mut meshed_by_address = HashMap::new();
+        for (i, w) in snapshot
+            .workloads
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| w.meshed)
+        {
+            for ip in &w.addresses {
+                meshed_by_address.entry(*ip).or_insert(i);
+            }
+        }
+        let workloads_by_uid = snapshot
+            .workloads
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (w.uid.clone(), i))
+            .collect();
+        let mut services_by_vip: HashMap<IpAddr, Vec<usize>> = HashMap::new();
+        for (i, service) in snapshot.services.iter().enumerate() {
+            for vip in &service.vips {
+                services_by_vip.entry(*vip).or_default().push(i);
+            }
+        }
+        Indexed {
+            snapshot,
+            meshed_by_address,
+            workloads_by_uid,
+            services_by_vip,
+        }
+    }
+
+    /// The service whose VIP and port match `dst`, with the endpoint port to use.
+    fn service(&self, dst: SocketAddr) -> Option<(&Service, u16)> {
+        self.services_by_vip.get(&dst.ip())?.iter().find_map(|&i| {
+            let service = &self.snapshot.services[i];
+            let port = service.ports.iter().find(|p| p.port == dst.port())?;
+            Some((service, port.target_port.unwrap_or(port.port)))
+        })
+    }
+}
+
 /// The current snapshot, swapped whole on update.
 #[derive(Debug, Default)]
 pub struct State {
-    snapshot: RwLock<Arc<Snapshot>>,
+    current: RwLock<Arc<Indexed>>,
     next_endpoint: AtomicUsize,
 }
 
@@ -58,7 +115,7 @@ impl State {
     /// A state holding `snapshot`.
     pub fn new(snapshot: Snapshot) -> State {
         State {
-            snapshot: RwLock::new(Arc::new(snapshot)),
+            current: RwLock::new(Arc::new(Indexed::new(Arc::new(snapshot)))),
             next_endpoint: AtomicUsize::new(0),
         }
     }
@@ -81,7 +138,7 @@ impl State {
         loop {
             let snapshot = updates.borrow_and_update().clone();
             tracing::info!(version = %snapshot.version, workloads = snapshot.workloads.len(), services = snapshot.services.len(), "config applied");
-            *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = snapshot;
+            self.install(snapshot);
             if updates.changed().await.is_err() {
                 return;
             }
@@ -90,32 +147,45 @@ impl State {
 
     /// Replaces the snapshot.
     pub fn replace(&self, snapshot: Snapshot) {
-        let mut guard = self.snapshot.write().unwrap_or_else(|p| p.into_inner());
-        *guard = Arc::new(snapshot);
+        self.install(Arc::new(snapshot));
     }
 
-    /// The current snapshot.
-    pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.snapshot
+    fn install(&self, snapshot: Arc<Snapshot>) {
+        let indexed = Arc::new(Indexed::new(snapshot));
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = indexed;
+    }
+
+    fn current(&self) -> Arc<Indexed> {
+        self.current
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
 
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current().snapshot.clone()
+    }
+
+    /// The workload with this uid, if the model has it.
+    pub fn workload(&self, uid: &str) -> Option<Workload> {
+        let current = self.current();
+        let index = *current.workloads_by_uid.get(uid)?;
+        current.snapshot.workloads.get(index).cloned()
+    }
+
     /// The meshed workload with this address, if any (its traffic goes over HBONE).
-    pub fn meshed_workload(&self, ip: std::net::IpAddr) -> Option<Workload> {
-        self.snapshot()
-            .workloads
-            .iter()
-            .find(|w| w.meshed && w.addresses.contains(&ip))
-            .cloned()
+    pub fn meshed_workload(&self, ip: IpAddr) -> Option<Workload> {
+        let current = self.current();
+        let index = *current.meshed_by_address.get(&ip)?;
+        current.snapshot.workloads.get(index).cloned()
     }
 
     /// Resolves a captured destination: a service VIP and port pick an endpoint (round robin);
     /// anything else is used as it is.
     pub fn resolve(&self, dst: SocketAddr) -> Result<Resolved, StateError> {
-        let snapshot = self.snapshot();
-        let Some((service, port)) = find_service(&snapshot.services, dst) else {
+        let current = self.current();
+        let Some((service, port)) = current.service(dst) else {
             return Ok(Resolved::Direct(dst));
         };
         if service.endpoints.is_empty() {
@@ -144,17 +214,6 @@ impl State {
             endpoint: SocketAddr::new(endpoint.address, port),
         })
     }
-}
-
-/// The service whose VIP and port match `dst`, with the endpoint port to use.
-fn find_service(services: &[Service], dst: SocketAddr) -> Option<(&Service, u16)> {
-    services.iter().find_map(|service| {
-        if !service.vips.contains(&dst.ip()) {
-            return None;
-        }
-        let port = service.ports.iter().find(|p| p.port == dst.port())?;
-        Some((service, port.target_port.unwrap_or(port.port)))
-    })
 }
 
 #[cfg(test)]

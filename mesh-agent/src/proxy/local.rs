@@ -8,7 +8,7 @@ use tokio::net::TcpStream;
 use tracing::{info, warn};
 
 use crate::authz::{self, Decision};
-use crate::metrics::{ConnectionLabels, DenyLabels, Direction, Transport};
+use crate::metrics::{ConnectionLabels, Direction, Transport};
 use crate::pods::PodContext;
 use crate::proxy::relay_and_record;
 
@@ -36,13 +36,7 @@ pub async fn deliver(
     };
     if let Decision::Deny(reason) = authz::authorize(&dst.state.snapshot(), &workload, conn) {
         warn!(src.identity = %src.identity, dst.workload = %dst.info.uid, dst.original = %target, %reason, "same-node connection denied");
-        dst.metrics
-            .denied
-            .get_or_create(&DenyLabels {
-                workload: dst.info.uid.clone(),
-                reason: "policy".into(),
-            })
-            .inc();
+        dst.metrics.record_denied(&dst.info.uid, "policy");
         dst.metrics.record_relay(&outbound, 0, 0);
         return;
     }

@@ -10,29 +10,20 @@ use tracing::{info, warn};
 
 use crate::metrics::{ConnectionLabels, Direction, Transport};
 use crate::pods::PodContext;
-use crate::proxy::{local, relay_and_record};
+use crate::proxy::{accept_loop, local, relay_and_record};
 use crate::state::Resolved;
 use crate::tunnel::Tunnel;
 use mesh_common::identity::Identity;
 
 /// Accepts captured connections until the task is aborted.
 pub async fn serve(listener: TcpListener, pod: Arc<PodContext>) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                let pod = pod.clone();
-                tokio::spawn(async move { handle(stream, &pod).await });
-            }
-            Err(e) => {
-                warn!(pod = %pod.info.uid, error = %e, "outbound accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-        }
-    }
+    accept_loop(listener, pod, |stream, peer, pod| async move {
+        handle(stream, peer, &pod).await
+    })
+    .await;
 }
 
-async fn handle(stream: TcpStream, pod: &PodContext) {
-    let Ok(peer) = stream.peer_addr() else { return };
+async fn handle(stream: TcpStream, peer: SocketAddr, pod: &PodContext) {
     let _ = stream.set_nodelay(true);
     let Some(orig_dst) = pod.programs.take_original_dst(pod.netns.cookie(), peer) else {
         warn!(pod = %pod.info.uid, %peer, "outbound connection without a recorded original destination; closing");

@@ -9,7 +9,7 @@ use tokio::net::TcpStream;
 use tracing::{info, warn};
 
 use crate::authz::{self, Decision};
-use crate::metrics::{ConnectionLabels, DenyLabels, Direction, Transport};
+use crate::metrics::{ConnectionLabels, Transport};
 use crate::pods::PodContext;
 use crate::proxy::relay_and_record;
 
@@ -26,12 +26,7 @@ impl InboundTunnel {
     }
 
     fn labels(&self) -> ConnectionLabels {
-        ConnectionLabels {
-            direction: Direction::Inbound,
-            transport: Transport::Hbone,
-            workload: self.pod.info.uid.clone(),
-            destination_service: "unknown".into(),
-        }
+        ConnectionLabels::inbound(&self.pod.info.uid, Transport::Hbone)
     }
 }
 
@@ -61,13 +56,7 @@ impl ConnectHandler for InboundTunnel {
         );
         if let Decision::Deny(reason) = decision {
             warn!(pod = %pod.info.uid, peer = %request.peer, target = %request.target, %reason, "inbound HBONE connection denied");
-            pod.metrics
-                .denied
-                .get_or_create(&DenyLabels {
-                    workload: pod.info.uid.clone(),
-                    reason: "policy".into(),
-                })
-                .inc();
+            pod.metrics.record_denied(&pod.info.uid, "policy");
             return Err(ConnectError::Forbidden(reason));
         }
         pod.netns.connect(request.target).await.map_err(|e| {

@@ -54,7 +54,7 @@ fn main() {
 }
 
 fn serve(port: &str, name: &str) -> Result<(), String> {
-    let port: u16 = port.parse().map_err(|e| format!("bad port {port}: {e}"))?;
+    let port: u16 = parse("port", port)?;
     let listener = TcpListener::bind(("::", port)).map_err(|e| format!("bind [::]:{port}: {e}"))?;
     let udp =
         std::net::UdpSocket::bind(("::", port)).map_err(|e| format!("bind udp {port}: {e}"))?;
@@ -93,6 +93,16 @@ fn answer(stream: TcpStream, name: &str) {
     }
 }
 
+/// Parses a command-line value, naming it in the error.
+fn parse<T: std::str::FromStr>(what: &str, value: &str) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    value
+        .parse()
+        .map_err(|e| format!("bad {what} {value}: {e}"))
+}
+
 fn unmap(addr: SocketAddr) -> SocketAddr {
     match addr {
         SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
@@ -122,10 +132,8 @@ fn exchange(addr: SocketAddr, message: &str) -> Result<(TcpStream, String), Stri
 }
 
 fn burst(addr: &str, n: &str) -> Result<(), String> {
-    let addr: SocketAddr = addr
-        .parse()
-        .map_err(|e| format!("bad address {addr}: {e}"))?;
-    let n: usize = n.parse().map_err(|e| format!("bad count {n}: {e}"))?;
+    let addr: SocketAddr = parse("address", addr)?;
+    let n: usize = parse("count", n)?;
     let barrier = std::sync::Arc::new(std::sync::Barrier::new(n));
     let handles: Vec<_> = (0..n)
         .map(|i| {
@@ -157,12 +165,8 @@ fn burst(addr: &str, n: &str) -> Result<(), String> {
 }
 
 fn repeat(addr: &str, seconds: &str) -> Result<(), String> {
-    let addr: SocketAddr = addr
-        .parse()
-        .map_err(|e| format!("bad address {addr}: {e}"))?;
-    let seconds: u64 = seconds
-        .parse()
-        .map_err(|e| format!("bad duration {seconds}: {e}"))?;
+    let addr: SocketAddr = parse("address", addr)?;
+    let seconds: u64 = parse("duration", seconds)?;
     let end = std::time::Instant::now() + Duration::from_secs(seconds);
     let (mut ok, mut failed) = (0u64, 0u64);
     while std::time::Instant::now() < end {
@@ -183,32 +187,14 @@ fn repeat(addr: &str, seconds: &str) -> Result<(), String> {
 }
 
 fn connect(addr: &str, message: &str) -> Result<(), String> {
-    let addr: SocketAddr = addr
-        .parse()
-        .map_err(|e| format!("bad address {addr}: {e}"))?;
-    let stream =
-        TcpStream::connect_timeout(&addr, TIMEOUT).map_err(|e| format!("connect {addr}: {e}"))?;
-    stream
-        .set_read_timeout(Some(TIMEOUT))
-        .map_err(|e| e.to_string())?;
-    let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
-    writeln!(writer, "{message}").map_err(|e| format!("send: {e}"))?;
-    let mut reply = String::new();
-    BufReader::new(stream)
-        .read_line(&mut reply)
-        .map_err(|e| format!("receive: {e}"))?;
-    if reply.is_empty() {
-        return Err(format!("{addr} closed the connection without answering"));
-    }
+    let (_, reply) = exchange(parse("address", addr)?, message)?;
     print!("{reply}");
     Ok(())
 }
 
 fn get(addr: &str, path: &str) -> Result<(), String> {
     use std::io::Read;
-    let addr: SocketAddr = addr
-        .parse()
-        .map_err(|e| format!("bad address {addr}: {e}"))?;
+    let addr: SocketAddr = parse("address", addr)?;
     let mut stream =
         TcpStream::connect_timeout(&addr, TIMEOUT).map_err(|e| format!("connect {addr}: {e}"))?;
     stream
@@ -242,9 +228,7 @@ fn udp_echo(socket: &std::net::UdpSocket, name: &str) {
 }
 
 fn udp(addr: &str, message: &str) -> Result<(), String> {
-    let addr: SocketAddr = addr
-        .parse()
-        .map_err(|e| format!("bad address {addr}: {e}"))?;
+    let addr: SocketAddr = parse("address", addr)?;
     let bind: SocketAddr = if addr.is_ipv4() {
         "0.0.0.0:0"
     } else {
@@ -274,16 +258,7 @@ mod bench {
     use std::net::{SocketAddr, TcpListener, TcpStream};
     use std::time::{Duration, Instant};
 
-    use super::TIMEOUT;
-
-    fn parse<T: std::str::FromStr>(what: &str, value: &str) -> Result<T, String>
-    where
-        T::Err: std::fmt::Display,
-    {
-        value
-            .parse()
-            .map_err(|e| format!("bad {what} {value}: {e}"))
-    }
+    use super::{parse, TIMEOUT};
 
     fn listen(port: &str) -> Result<TcpListener, String> {
         let port: u16 = parse("port", port)?;
