@@ -32,6 +32,8 @@ pub struct Admin {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The tunnel, whose pool counters the metrics report.
     pub tunnel: Option<Arc<crate::tunnel::Tunnel>>,
+    /// The same-node fast path: its verdicts, counters and switch.
+    pub fastpath: Arc<crate::fastpath::FastPath>,
 }
 
 /// Serves the admin endpoint on `listener` until the task is aborted.
@@ -62,10 +64,20 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
 }
 
 async fn route(req: Request<Incoming>, admin: &Admin) -> Response<Full<Bytes>> {
+    if req.uri().path() == "/fastpath" && req.method() == Method::POST {
+        return switch_fastpath(req.uri().query(), admin);
+    }
     if req.method() != Method::GET {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET is supported\n");
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "only GET is supported (and POST /fastpath?enabled=true|false)\n",
+        );
     }
     match req.uri().path() {
+        "/fastpath" => json(&serde_json::json!({
+            "enabled": admin.fastpath.enabled(),
+            "verdicts": admin.fastpath.list(),
+        })),
         "/pods" => json(&admin.registry.list().await),
         "/config_dump" => json(&serde_json::json!({
             "config": admin.config,
@@ -78,7 +90,7 @@ async fn route(req: Request<Incoming>, admin: &Admin) -> Response<Full<Bytes>> {
         },
         "/" => text(
             StatusCode::OK,
-            "endpoints: /pods /config_dump /healthz/ready /metrics\n",
+            "endpoints: /pods /config_dump /fastpath /healthz/ready /metrics\n",
         ),
         other => text(
             StatusCode::NOT_FOUND,
@@ -87,10 +99,32 @@ async fn route(req: Request<Incoming>, admin: &Admin) -> Response<Full<Bytes>> {
     }
 }
 
+/// `POST /fastpath?enabled=true|false`: switches the same-node fast path (off withdraws every
+/// verdict; connections already spliced stay spliced).
+fn switch_fastpath(query: Option<&str>, admin: &Admin) -> Response<Full<Bytes>> {
+    let enabled = match query {
+        Some("enabled=true") => true,
+        Some("enabled=false") => false,
+        _ => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "expected the query enabled=true or enabled=false\n",
+            )
+        }
+    };
+    admin.fastpath.set_enabled(enabled);
+    tracing::info!(
+        enabled,
+        "same-node fast path switched from the admin endpoint"
+    );
+    text(StatusCode::OK, &format!("fast path enabled: {enabled}\n"))
+}
+
 fn metrics_text(admin: &Admin) -> Result<String, std::fmt::Error> {
     if let Some(tunnel) = &admin.tunnel {
         admin.metrics.sync_pool(&tunnel.pool.stats());
     }
+    admin.fastpath.sync_metrics(&admin.metrics);
     render(&admin.registry_metrics)
 }
 

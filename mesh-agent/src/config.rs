@@ -47,4 +47,9 @@ pub struct Config {
     /// SPIFFE trust domain.
     #[arg(long, env = "MESH_TRUST_DOMAIN", default_value = DEFAULT_TRUST_DOMAIN)]
     pub trust_domain: String,
+    /// Same-node fast path: reuse the agent's decisions about same-node connections in the
+    /// kernel (splice allowed ones socket to socket, refuse denied ones at connect). Can also be
+    /// switched at run time on the admin endpoint (`POST /fastpath?enabled=false`).
+    #[arg(long, env = "MESH_KERNEL_FAST_PATH", default_value_t = true, action = clap::ArgAction::Set)]
+    pub kernel_fast_path: bool,
 }

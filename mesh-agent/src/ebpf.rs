@@ -10,13 +10,15 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::Mutex;
 
-use aya::maps::{HashMap as BpfHashMap, MapData, SockHash};
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuHashMap, PerCpuValues, SockHash};
 use aya::programs::{
     cgroup_sock_addr::CgroupSockAddrLinkId, sk_lookup::SkLookupLinkId, sock_ops::SockOpsLinkId,
-    CgroupAttachMode, CgroupSockAddr, SkLookup, SockOps,
+    CgroupAttachMode, CgroupSockAddr, SkLookup, SkMsg, SockOps,
 };
 use aya::{Ebpf, EbpfLoader};
-use mesh_common::kernel::{names, ListenerKey, OrigDstKey, SockAddr};
+use mesh_common::kernel::{
+    names, FastKey, FastStats, FastVerdict, FlowKey, ListenerKey, OrigDstKey, SockAddr,
+};
 use serde::Serialize;
 
 /// The object file built from `mesh-ebpf` by this crate's build script.
@@ -43,6 +45,9 @@ pub enum EbpfError {
         map: &'static str,
         source: aya::maps::MapError,
     },
+    /// The number of possible CPUs (per-CPU map values) cannot be read.
+    #[error("cannot count the possible CPUs for per-CPU maps: {0}")]
+    Cpus(std::io::Error),
     /// The cgroup directory cannot be opened.
     #[error("cannot open cgroup {path}: {source}")]
     Cgroup {
@@ -82,6 +87,11 @@ struct Loaded {
     ebpf: Ebpf,
     orig_dst: BpfHashMap<MapData, OrigDstKey, SockAddr>,
     listeners: SockHash<MapData, ListenerKey>,
+    fast_verdicts: BpfHashMap<MapData, FastKey, FastVerdict>,
+    fast_stats: PerCpuHashMap<MapData, FastKey, FastStats>,
+    /// Held so the `sk_msg` program attached to it stays attached for the agent's life.
+    _splice_socks: SockHash<MapData, FlowKey>,
+    cpus: usize,
 }
 
 /// The loaded kernel programs and maps.
@@ -119,27 +129,100 @@ impl Programs {
             source,
         })?;
 
-        let orig_dst = ebpf
-            .take_map(names::ORIG_DST)
-            .ok_or(EbpfError::Missing(names::ORIG_DST))?;
-        let orig_dst = BpfHashMap::try_from(orig_dst).map_err(|source| EbpfError::Map {
-            map: names::ORIG_DST,
+        let orig_dst = BpfHashMap::try_from(take_map(&mut ebpf, names::ORIG_DST)?)
+            .map_err(map_error(names::ORIG_DST))?;
+        let listeners = SockHash::try_from(take_map(&mut ebpf, names::INBOUND_LISTENERS)?)
+            .map_err(map_error(names::INBOUND_LISTENERS))?;
+        let fast_verdicts = BpfHashMap::try_from(take_map(&mut ebpf, names::FAST_VERDICT)?)
+            .map_err(map_error(names::FAST_VERDICT))?;
+        let fast_stats = PerCpuHashMap::try_from(take_map(&mut ebpf, names::FAST_STATS)?)
+            .map_err(map_error(names::FAST_STATS))?;
+        let splice_socks: SockHash<MapData, FlowKey> =
+            SockHash::try_from(take_map(&mut ebpf, names::SPLICE_SOCKS)?)
+                .map_err(map_error(names::SPLICE_SOCKS))?;
+        let failed = |source| EbpfError::Program {
+            program: names::SK_MSG,
             source,
-        })?;
-        let listeners = ebpf
-            .take_map(names::INBOUND_LISTENERS)
-            .ok_or(EbpfError::Missing(names::INBOUND_LISTENERS))?;
-        let listeners = SockHash::try_from(listeners).map_err(|source| EbpfError::Map {
-            map: names::INBOUND_LISTENERS,
-            source,
-        })?;
+        };
+        let sk_msg: &mut SkMsg = program(&mut ebpf, names::SK_MSG)?;
+        sk_msg.load().map_err(failed)?;
+        // Attached to the map, not to a pod: it runs only for sockets in the sockhash, and goes
+        // away with the map when the agent exits.
+        sk_msg.attach(splice_socks.fd()).map_err(failed)?;
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| EbpfError::Cpus(e))?;
         Ok(Programs {
             inner: Mutex::new(Loaded {
                 ebpf,
                 orig_dst,
                 listeners,
+                fast_verdicts,
+                fast_stats,
+                _splice_socks: splice_socks,
+                cpus,
             }),
         })
+    }
+
+    /// Installs a verdict for the same-node fast path, with a zeroed counter entry if the key has
+    /// none yet (existing counters are kept: the agent has already reported part of them).
+    pub fn set_fast_verdict(&self, key: FastKey, verdict: FastVerdict) -> Result<(), EbpfError> {
+        /// `BPF_NOEXIST`: create only.
+        const NOEXIST: u64 = 1;
+        let mut guard = self.lock();
+        let loaded = &mut *guard;
+        if loaded.fast_stats.get(&key, 0).is_err() {
+            let zeros = PerCpuValues::try_from(vec![FastStats::default(); loaded.cpus])
+                .map_err(EbpfError::Cpus)?;
+            loaded
+                .fast_stats
+                .insert(key, zeros, NOEXIST)
+                .map_err(map_error(names::FAST_STATS))?;
+        }
+        loaded
+            .fast_verdicts
+            .insert(key, verdict, 0)
+            .map_err(map_error(names::FAST_VERDICT))
+    }
+
+    /// Removes every fast-path verdict (connections already spliced stay spliced, as relays
+    /// already running stay running); returns how many there were.
+    pub fn clear_fast_verdicts(&self) -> usize {
+        let mut guard = self.lock();
+        let keys: Vec<FastKey> = guard.fast_verdicts.keys().filter_map(Result::ok).collect();
+        for key in &keys {
+            if let Err(e) = guard.fast_verdicts.remove(key) {
+                tracing::warn!(error = %e, "removing a fast-path verdict");
+            }
+        }
+        keys.len()
+    }
+
+    /// The fast-path counters, summed over CPUs.
+    pub fn fast_stats(&self) -> Vec<(FastKey, FastStats)> {
+        let guard = self.lock();
+        guard
+            .fast_stats
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(key, per_cpu)| {
+                let sum = per_cpu.iter().fold(FastStats::default(), |a, b| FastStats {
+                    spliced: a.spliced.wrapping_add(b.spliced),
+                    denied: a.denied.wrapping_add(b.denied),
+                    bytes_sent: a.bytes_sent.wrapping_add(b.bytes_sent),
+                    bytes_received: a.bytes_received.wrapping_add(b.bytes_received),
+                    closed: a.closed.wrapping_add(b.closed),
+                    tcp_fallbacks: a.tcp_fallbacks.wrapping_add(b.tcp_fallbacks),
+                });
+                (key, sum)
+            })
+            .collect()
+    }
+
+    /// Forgets the counters of `key` (its source pod is gone).
+    pub fn remove_fast_stats(&self, key: &FastKey) {
+        let mut guard = self.lock();
+        let _ = guard.fast_verdicts.remove(key);
+        let _ = guard.fast_stats.remove(key);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Loaded> {
@@ -313,6 +396,14 @@ fn detach_all(ebpf: &mut Ebpf, links: Vec<Link>) {
             Err(e) => tracing::warn!(error = %e, "detaching {name}"),
         }
     }
+}
+
+fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, EbpfError> {
+    ebpf.take_map(name).ok_or(EbpfError::Missing(name))
+}
+
+fn map_error(map: &'static str) -> impl Fn(aya::maps::MapError) -> EbpfError {
+    move |source| EbpfError::Map { map, source }
 }
 
 fn remove_keys(listeners: &mut SockHash<MapData, ListenerKey>, keys: &[ListenerKey]) {

@@ -8,6 +8,7 @@ pub mod authz;
 pub mod config;
 pub mod ebpf;
 pub mod enrol;
+pub mod fastpath;
 pub mod local;
 pub mod metrics;
 pub mod netns;

@@ -8,6 +8,7 @@ use mesh_agent::admin::{self, Admin};
 use mesh_agent::config::Config;
 use mesh_agent::ebpf::Programs;
 use mesh_agent::enrol;
+use mesh_agent::fastpath::FastPath;
 use mesh_agent::metrics::Metrics;
 use mesh_agent::pods::Registry;
 use mesh_agent::state::State;
@@ -48,6 +49,11 @@ async fn main() -> anyhow::Result<()> {
         tokio::spawn(async move { state.follow(updates).await });
     }
     let programs = Arc::new(Programs::load()?);
+    let fastpath = Arc::new(FastPath::new(programs.clone(), config.kernel_fast_path));
+    {
+        let fastpath = fastpath.clone();
+        state.set_on_change(move || fastpath.invalidate("model updated"));
+    }
     let metrics = Arc::new(Metrics::default());
     let mut registry_metrics = prometheus_client::registry::Registry::default();
     metrics.register(&mut registry_metrics);
@@ -70,6 +76,7 @@ async fn main() -> anyhow::Result<()> {
         config.trust_domain.clone(),
         metrics.clone(),
         tunnel.clone(),
+        fastpath.clone(),
     ));
 
     let enrol_listener = enrol::bind(&config.enrol_socket).with_context(|| {
@@ -94,6 +101,7 @@ async fn main() -> anyhow::Result<()> {
         registry_metrics,
         metrics,
         tunnel,
+        fastpath,
     });
     let admin_task = tokio::spawn(admin::serve(admin_listener, admin.clone()));
     let metrics_task = tokio::spawn(admin::serve(metrics_listener, admin));

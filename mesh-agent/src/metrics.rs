@@ -29,6 +29,9 @@ pub enum Transport {
     Hbone,
     /// Between two captured pods of the same node, delivered by the agent without a tunnel.
     Local,
+    /// Between two captured pods of the same node, decided in the kernel from an earlier verdict
+    /// of the agent and spliced socket to socket (or refused at connect).
+    Kernel,
 }
 
 /// Labels of the connection metrics.
@@ -151,11 +154,16 @@ impl Metrics {
 
     /// Counts a connection to `workload` refused for `reason` (`policy`, `peer_authentication`).
     pub fn record_denied(&self, workload: &str, reason: &str) {
+        self.record_denied_n(workload, reason, 1);
+    }
+
+    /// Counts `n` connections to `workload` refused for `reason`.
+    pub fn record_denied_n(&self, workload: &str, reason: &str, n: u64) {
         let labels = DenyLabels {
             workload: workload.to_owned(),
             reason: reason.to_owned(),
         };
-        self.denied.get_or_create(&labels).inc();
+        self.denied.get_or_create(&labels).inc_by(n);
     }
 
     /// Records a finished relay.

@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use tracing::info;
 
 use crate::ebpf::{AttachedProgram, PodAttachment, Programs};
+use crate::fastpath::FastPath;
 use crate::local::LocalPods;
 use crate::metrics::Metrics;
 use crate::netns::{Netns, NetnsError};
@@ -168,6 +169,8 @@ pub struct PodContext {
     pub tunnel: Option<Arc<Tunnel>>,
     /// The node's other captured pods, for same-node delivery.
     pub local: Arc<LocalPods>,
+    /// Same-node verdicts reused by the kernel.
+    pub fastpath: Arc<FastPath>,
 }
 
 impl PodContext {
@@ -200,6 +203,8 @@ struct Enrolled {
     shutdown: Option<watch::Sender<bool>>,
     /// The HBONE servers, which end once drained.
     servers: Vec<JoinHandle<()>>,
+    /// The pod's netns cookie, when captured (its fast-path verdicts are keyed by it).
+    netns_cookie: Option<u64>,
 }
 
 /// A pod as the admin endpoint shows it.
@@ -231,6 +236,7 @@ pub struct Registry {
     metrics: Arc<Metrics>,
     tunnel: Option<Arc<Tunnel>>,
     local: Arc<LocalPods>,
+    fastpath: Arc<FastPath>,
     pods: Mutex<HashMap<String, Enrolled>>,
 }
 
@@ -242,6 +248,7 @@ impl Registry {
         trust_domain: String,
         metrics: Arc<Metrics>,
         tunnel: Option<Arc<Tunnel>>,
+        fastpath: Arc<FastPath>,
     ) -> Registry {
         Registry {
             programs,
@@ -250,6 +257,7 @@ impl Registry {
             metrics,
             tunnel,
             local: Arc::default(),
+            fastpath,
             pods: Mutex::new(HashMap::new()),
         }
     }
@@ -276,6 +284,7 @@ impl Registry {
                 tasks: Vec::new(),
                 shutdown: None,
                 servers: Vec::new(),
+                netns_cookie: None,
             }
         };
         info!(pod = %info.uid, captured, "pod added");
@@ -333,8 +342,11 @@ impl Registry {
             metrics: self.metrics.clone(),
             tunnel: self.tunnel.clone(),
             local: self.local.clone(),
+            fastpath: self.fastpath.clone(),
         });
         self.local.insert(&ctx);
+        // A new same-node destination can change what earlier decisions would be now.
+        self.fastpath.invalidate("pod added");
         let mut tasks = vec![
             tokio::spawn(proxy::outbound::serve(outbound_v4, ctx.clone())),
             tokio::spawn(proxy::inbound::serve(inbound_v4, ctx.clone())),
@@ -351,6 +363,7 @@ impl Registry {
             tasks,
             shutdown: None,
             servers: Vec::new(),
+            netns_cookie: Some(ctx.netns.cookie()),
         };
         if let Err(e) = self.start_tunnel_servers(&ctx, &mut enrolled).await {
             self.teardown(enrolled);
@@ -435,6 +448,10 @@ impl Registry {
     fn teardown(&self, enrolled: Enrolled) -> Vec<JoinHandle<()>> {
         if enrolled.attachment.is_some() {
             self.local.remove(&enrolled.info.addresses);
+            self.fastpath.invalidate("pod removed");
+        }
+        if let Some(cookie) = enrolled.netns_cookie {
+            self.fastpath.forget_source(cookie, &self.metrics);
         }
         for task in &enrolled.tasks {
             task.abort();

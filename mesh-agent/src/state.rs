@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use mesh_common::model::{Endpoint, Service, Snapshot, Workload};
 
@@ -33,12 +33,23 @@ pub enum Resolved {
         namespace: String,
         name: String,
         endpoint: SocketAddr,
+        /// How many endpoints it was chosen from (1: the choice is always the same).
+        choices: usize,
     },
     /// Not a service address: connect to it as it is.
     Direct(SocketAddr),
 }
 
 impl Resolved {
+    /// Whether every resolution of this destination gives the same target (a pod address, or
+    /// a service with one endpoint), so a decision about it can be reused.
+    pub fn is_fixed(&self) -> bool {
+        match self {
+            Resolved::Service { choices, .. } => *choices == 1,
+            Resolved::Direct(_) => true,
+        }
+    }
+
     /// The address to connect to.
     pub fn target(&self) -> SocketAddr {
         match self {
@@ -104,11 +115,23 @@ impl Indexed {
     }
 }
 
+/// Called after every model update.
+type OnChange = Box<dyn Fn() + Send + Sync>;
+
 /// The current snapshot, swapped whole on update.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct State {
     current: RwLock<Arc<Indexed>>,
     next_endpoint: AtomicUsize,
+    on_change: OnceLock<OnChange>,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("current", &self.current)
+            .finish_non_exhaustive()
+    }
 }
 
 impl State {
@@ -117,7 +140,14 @@ impl State {
         State {
             current: RwLock::new(Arc::new(Indexed::new(Arc::new(snapshot)))),
             next_endpoint: AtomicUsize::new(0),
+            on_change: OnceLock::new(),
         }
+    }
+
+    /// Sets what runs after each update, once the new snapshot is in place (the fast path
+    /// withdraws its verdicts there). Only the first call takes effect.
+    pub fn set_on_change(&self, f: impl Fn() + Send + Sync + 'static) {
+        let _ = self.on_change.set(Box::new(f));
     }
 
     /// Reads a YAML model file (unknown fields are errors, reported with their path).
@@ -153,6 +183,9 @@ impl State {
     fn install(&self, snapshot: Arc<Snapshot>) {
         let indexed = Arc::new(Indexed::new(snapshot));
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = indexed;
+        if let Some(f) = self.on_change.get() {
+            f();
+        }
     }
 
     fn current(&self) -> Arc<Indexed> {
@@ -212,6 +245,7 @@ impl State {
             namespace: service.namespace.clone(),
             name: service.name.clone(),
             endpoint: SocketAddr::new(endpoint.address, port),
+            choices: candidates.len(),
         })
     }
 }

@@ -12,7 +12,7 @@ pub const AF_INET6: u32 = 10;
 
 /// A socket address as the kernel programs see it.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
 pub struct SockAddr {
     /// Address words in network byte order; IPv4 uses word 0 only.
     pub addr: [u32; 4],
@@ -48,6 +48,117 @@ pub struct ListenerKey {
 }
 const _: () = assert!(core::mem::size_of::<ListenerKey>() == 20);
 
+/// [`FastVerdict::action`]: connect the pod straight to the target and splice both sockets.
+pub const VERDICT_SPLICE: u32 = 1;
+/// [`FastVerdict::action`]: refuse the connect in the kernel (`EPERM`).
+pub const VERDICT_DENY: u32 = 2;
+
+/// A decision the agent already took, keyed by what `connect4`/`connect6` see: the connecting
+/// pod (its netns cookie) and the destination it asked for.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+pub struct FastKey {
+    /// netns cookie of the source pod.
+    pub netns_cookie: u64,
+    /// The destination the application connected to.
+    pub dst: SockAddr,
+}
+const _: () = assert!(core::mem::size_of::<FastKey>() == 32);
+
+/// What `connect4`/`connect6` do for a [`FastKey`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FastVerdict {
+    /// [`VERDICT_SPLICE`] or [`VERDICT_DENY`]; anything else is captured as usual.
+    pub action: u32,
+    /// Padding (zero).
+    pub _pad: u32,
+    /// Where a spliced connection goes (the pod address the agent resolved).
+    pub target: SockAddr,
+}
+const _: () = assert!(core::mem::size_of::<FastVerdict>() == 32);
+
+/// Counters of the connections decided in the kernel for one [`FastKey`] (one copy per CPU,
+/// summed by the agent for its metrics).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FastStats {
+    /// Connections spliced.
+    pub spliced: u64,
+    /// Connections refused in `connect4`/`connect6`.
+    pub denied: u64,
+    /// Bytes from the client to the server (redirected, or through TCP for a connection that
+    /// could not be redirected).
+    pub bytes_sent: u64,
+    /// Bytes from the server to the client.
+    pub bytes_received: u64,
+    /// Spliced connections closed (counted when the client end closes).
+    pub closed: u64,
+    /// Directions of spliced connections that sent their first bytes before the peer socket was
+    /// in the sockhash, and so stayed on TCP (correct, only slower).
+    pub tcp_fallbacks: u64,
+}
+const _: () = assert!(core::mem::size_of::<FastStats>() == 48);
+
+/// One end of a TCP connection as seen from its own socket: addresses in network byte order,
+/// ports in host byte order, IPv4-mapped IPv6 addresses folded to IPv4.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+pub struct FlowKey {
+    /// Local address words.
+    pub local: [u32; 4],
+    /// Remote address words.
+    pub remote: [u32; 4],
+    /// Local port.
+    pub local_port: u32,
+    /// Remote port.
+    pub remote_port: u32,
+    /// [`AF_INET`] or [`AF_INET6`].
+    pub family: u32,
+    /// Padding (zero).
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 48);
+
+impl FlowKey {
+    /// The same connection as its peer socket sees it.
+    pub const fn reversed(&self) -> FlowKey {
+        FlowKey {
+            local: self.remote,
+            remote: self.local,
+            local_port: self.remote_port,
+            remote_port: self.local_port,
+            family: self.family,
+            _pad: 0,
+        }
+    }
+}
+
+/// [`FlowState::mode`]: nothing sent yet.
+pub const MODE_UNDECIDED: u32 = 0;
+/// [`FlowState::mode`]: this socket's data goes straight into the peer socket.
+pub const MODE_REDIRECT: u32 = 1;
+/// [`FlowState::mode`]: this socket sent through TCP once (its peer was not registered yet), so
+/// it stays on TCP: mixing the two would reorder bytes.
+pub const MODE_TCP: u32 = 2;
+/// [`FlowState::role`]: the connecting socket.
+pub const ROLE_CLIENT: u32 = 0;
+/// [`FlowState::role`]: the accepted socket.
+pub const ROLE_SERVER: u32 = 1;
+
+/// A spliced connection's socket: which verdict it came from and how its data travels.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowState {
+    /// The verdict (and counters) this connection belongs to.
+    pub fast_key: FastKey,
+    /// [`ROLE_CLIENT`] or [`ROLE_SERVER`].
+    pub role: u32,
+    /// [`MODE_UNDECIDED`], [`MODE_REDIRECT`] or [`MODE_TCP`].
+    pub mode: u32,
+}
+const _: () = assert!(core::mem::size_of::<FlowState>() == 40);
+
 /// Names of the programs and maps in the object file, shared so the loader cannot misspell them.
 pub mod names {
     /// `cgroup/connect4` outbound capture.
@@ -64,6 +175,15 @@ pub mod names {
     pub const ORIG_DST: &str = "ORIG_DST";
     /// Sockhash: [`super::ListenerKey`] -> the agent's inbound plaintext listener.
     pub const INBOUND_LISTENERS: &str = "INBOUND_LISTENERS";
+    /// `sk_msg`: redirects a spliced socket's data into its peer socket.
+    pub const SK_MSG: &str = "mesh_sk_msg";
+    /// Map: [`super::FastKey`] -> [`super::FastVerdict`], written by the agent.
+    pub const FAST_VERDICT: &str = "FAST_VERDICT";
+    /// Per-CPU map: [`super::FastKey`] -> [`super::FastStats`], created by the agent, counted by
+    /// the kernel.
+    pub const FAST_STATS: &str = "FAST_STATS";
+    /// Sockhash: [`super::FlowKey`] -> spliced sockets, the `sk_msg` program's map.
+    pub const SPLICE_SOCKS: &str = "SPLICE_SOCKS";
 }
 
 #[cfg(feature = "user")]
@@ -74,6 +194,14 @@ mod pod_impls {
     unsafe impl aya::Pod for super::OrigDstKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ListenerKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FastKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FastVerdict {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FastStats {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FlowKey {}
 }
 
 #[cfg(feature = "std")]

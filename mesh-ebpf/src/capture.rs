@@ -4,8 +4,12 @@
 //! The programs are attached only to the cgroups of enrolled pods, so the agent's own sockets
 //! (created from the agent's cgroup) are never captured.
 
+use crate::splice::{self, Fast};
 use aya_ebpf::{
-    bindings::{bpf_sock_addr, BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB},
+    bindings::{
+        bpf_sock_addr, BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB,
+        BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_TCP_CONNECT_CB,
+    },
     helpers::{bpf_get_netns_cookie, bpf_get_socket_cookie},
     macros::{cgroup_sock_addr, map, sock_ops},
     maps::LruHashMap,
@@ -14,12 +18,14 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use mesh_common::{
-    kernel::{OrigDstKey, SockAddr, AF_INET, AF_INET6},
+    kernel::{FastKey, OrigDstKey, SockAddr, AF_INET, AF_INET6},
     ports::{AGENT_POD_PORTS, OUTBOUND_CAPTURE},
 };
 
 /// Allow the connect (cgroup sock_addr programs return 1 to allow, 0 to refuse).
 const ALLOW: i32 = 1;
+/// Refuse the connect: the application gets `EPERM` at once.
+const REFUSE: i32 = 0;
 const SOCK_STREAM: u32 = 1;
 const LOOPBACK_V4: u32 = 0x7f00_0001;
 
@@ -48,8 +54,28 @@ pub fn mesh_connect4(ctx: SockAddrContext) -> i32 {
         port: u32::from(dst_port),
         family: AF_INET,
     };
-    // SAFETY: the helper only reads the context.
-    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    // SAFETY: the helpers only read the context.
+    let (cookie, netns_cookie) = unsafe {
+        (
+            bpf_get_socket_cookie(ctx.as_ptr()),
+            bpf_get_netns_cookie(ctx.as_ptr()),
+        )
+    };
+    match splice::decide(
+        cookie,
+        &FastKey {
+            netns_cookie,
+            dst: orig,
+        },
+    ) {
+        Fast::Deny => return REFUSE,
+        Fast::Splice(target) => {
+            sa.user_ip4 = target.addr[0];
+            sa.user_port = u32::from((target.port as u16).to_be());
+            return ALLOW;
+        }
+        Fast::Capture => {}
+    }
     if ORIG_DST_BY_COOKIE.insert(&cookie, &orig, 0).is_err() {
         return ALLOW; // cannot remember the destination: better uncaptured than unroutable
     }
@@ -76,8 +102,31 @@ pub fn mesh_connect6(ctx: SockAddrContext) -> i32 {
         port: u32::from(dst_port),
         family: AF_INET6,
     };
-    // SAFETY: the helper only reads the context.
-    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    // SAFETY: the helpers only read the context.
+    let (cookie, netns_cookie) = unsafe {
+        (
+            bpf_get_socket_cookie(ctx.as_ptr()),
+            bpf_get_netns_cookie(ctx.as_ptr()),
+        )
+    };
+    // v4-mapped destinations are left to the agent: the fast path keys flows by native family.
+    if !is_v4_mapped(ip) {
+        match splice::decide(
+            cookie,
+            &FastKey {
+                netns_cookie,
+                dst: orig,
+            },
+        ) {
+            Fast::Deny => return REFUSE,
+            Fast::Splice(target) => {
+                crate::steer::write_ip6(&mut sa.user_ip6, target.addr);
+                sa.user_port = u32::from((target.port as u16).to_be());
+                return ALLOW;
+            }
+            Fast::Capture => {}
+        }
+    }
     if ORIG_DST_BY_COOKIE.insert(&cookie, &orig, 0).is_err() {
         return ALLOW;
     }
@@ -90,8 +139,19 @@ pub fn mesh_connect6(ctx: SockAddrContext) -> i32 {
 
 #[sock_ops]
 pub fn mesh_sockops(ctx: SockOpsContext) -> u32 {
-    if ctx.op() == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB {
-        rekey_established(&ctx);
+    match ctx.op() {
+        BPF_SOCK_OPS_TCP_CONNECT_CB => {
+            // SAFETY: the helper only reads the context.
+            let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+            splice::on_connect(&ctx, cookie);
+        }
+        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB => {
+            rekey_established(&ctx);
+            splice::on_active_established(&ctx);
+        }
+        BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB => splice::on_passive_established(&ctx),
+        BPF_SOCK_OPS_STATE_CB => splice::on_state_change(&ctx),
+        _ => {}
     }
     0
 }
@@ -116,6 +176,11 @@ fn rekey_established(ctx: &SockOpsContext) {
 
 fn is_agent_port(port: u16) -> bool {
     AGENT_POD_PORTS.iter().any(|p| *p == port)
+}
+
+/// `::ffff:a.b.c.d`.
+fn is_v4_mapped(ip: [u32; 4]) -> bool {
+    ip[0] == 0 && ip[1] == 0 && u32::from_be(ip[2]) == 0xffff
 }
 
 /// `::1`, or a v4-mapped `::ffff:127.x.y.z`.

@@ -5,10 +5,14 @@
 //! - `sockops`: when a captured connection is established, re-key its original destination by
 //!   (pod netns cookie, client port) so the agent can find it from the accepted socket.
 //! - `sk_lookup`: steer inbound TCP for a pod's address to the agent's plaintext listener.
+//! - `sk_msg` (+ `connect4`/`connect6`/`sockops`): the same-node fast path: verdicts the agent
+//!   already took are applied at connect time, and authorized pod-to-pod connections are spliced
+//!   socket to socket.
 #![no_std]
 #![no_main]
 
 mod capture;
+mod splice;
 mod steer;
 
 #[cfg(not(test))]

@@ -1,10 +1,12 @@
 //! Inbound steering: `sk_lookup`, attached to each enrolled pod's network namespace, hands new TCP
 //! connections for the pod's address to the agent's plaintext listener (15006) in that pod.
 //!
-//! Not steered: the agent's own ports, loopback, and connections whose source is the pod itself
+//! Not steered: the agent's own ports, loopback, spliced same-node connections (the agent already
+//! authorized them: see `splice`), and connections whose source is the pod itself
 //! (the agent delivers to the application from inside the pod, so its delivery connections have
 //! remote address == local address and must reach the application).
 
+use crate::splice;
 use aya_ebpf::{
     bindings::{bpf_sk_lookup, sk_action::SK_PASS},
     macros::{map, sk_lookup},
@@ -38,6 +40,16 @@ pub fn mesh_sk_lookup(ctx: SkLookupContext) -> u32 {
             if u32::from_be(l.local_ip4) >> 24 == 127 || l.remote_ip4 == l.local_ip4 {
                 return SK_PASS;
             }
+            let arrival = splice::flow_key(
+                AF_INET,
+                [l.local_ip4, 0, 0, 0],
+                [l.remote_ip4, 0, 0, 0],
+                l.local_port,
+                u32::from(l.remote_port),
+            );
+            if arrival.is_some_and(|key| splice::is_spliced_arrival(&key)) {
+                return SK_PASS;
+            }
             ListenerKey {
                 addr: [l.local_ip4, 0, 0, 0],
                 family: AF_INET,
@@ -45,7 +57,18 @@ pub fn mesh_sk_lookup(ctx: SkLookupContext) -> u32 {
         }
         AF_INET6 => {
             let local = read_ip6(&l.local_ip6);
-            if local == [0, 0, 0, 1u32.to_be()] || read_ip6(&l.remote_ip6) == local {
+            let remote = read_ip6(&l.remote_ip6);
+            if local == [0, 0, 0, 1u32.to_be()] || remote == local {
+                return SK_PASS;
+            }
+            let arrival = splice::flow_key(
+                AF_INET6,
+                local,
+                remote,
+                l.local_port,
+                u32::from(l.remote_port),
+            );
+            if arrival.is_some_and(|key| splice::is_spliced_arrival(&key)) {
                 return SK_PASS;
             }
             ListenerKey {
@@ -72,5 +95,17 @@ pub(crate) fn read_ip6(field: &[u32; 4]) -> [u32; 4] {
             core::ptr::read_volatile(&field[2]),
             core::ptr::read_volatile(&field[3]),
         ]
+    }
+}
+
+/// Writes an address word by word, for the same reason as [`read_ip6`].
+#[inline(always)]
+pub(crate) fn write_ip6(field: &mut [u32; 4], ip: [u32; 4]) {
+    // SAFETY: `field` points into the live context; each write is an aligned u32 store.
+    unsafe {
+        core::ptr::write_volatile(&mut field[0], ip[0]);
+        core::ptr::write_volatile(&mut field[1], ip[1]);
+        core::ptr::write_volatile(&mut field[2], ip[2]);
+        core::ptr::write_volatile(&mut field[3], ip[3]);
     }
 }

@@ -162,15 +162,24 @@ impl Agent {
 
     /// GETs an admin endpoint path (the admin listens on the node's loopback).
     pub fn admin_get(&self, path: &str) -> anyhow::Result<String> {
+        self.admin("get", path)
+    }
+
+    /// POSTs to the agent's admin endpoint (from the node's netns); fails unless 200.
+    pub fn admin_post(&self, path: &str) -> anyhow::Result<String> {
+        self.admin("post", path)
+    }
+
+    fn admin(&self, method: &str, path: &str) -> anyhow::Result<String> {
         let output = self
             .node
             .command(&binary("mesh-testapp")?.display().to_string())
-            .args(["get", "127.0.0.1:15000", path])
+            .args([method, "127.0.0.1:15000", path])
             .output()
-            .context("running mesh-testapp get")?;
+            .context("running mesh-testapp")?;
         if !output.status.success() {
             bail!(
-                "admin GET {path}: {}",
+                "admin {method} {path}: {}",
                 String::from_utf8_lossy(&output.stderr)
             );
         }

@@ -12,6 +12,7 @@ pub mod command;
 pub mod config;
 pub mod controller;
 pub mod mesh;
+pub mod pcap;
 
 pub use agent::Agent;
 pub use cluster::{Cluster, Node, Pod};

@@ -4,8 +4,8 @@
 //!
 //! Needs root: each test fails loudly without it. Traffic stays inside the cluster's namespaces.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -16,6 +16,7 @@ use mesh_tests::command::run;
 use mesh_tests::config::{namespace_yaml, pod_yaml, service_yaml};
 use mesh_tests::controller::Controller;
 use mesh_tests::mesh::ControlledMesh;
+use mesh_tests::pcap::Capture;
 use mesh_tests::{Agent, Cluster, Pod};
 use serde_json::json;
 
@@ -101,72 +102,6 @@ fn start_mesh(cert_lifetime: Duration) -> anyhow::Result<Mesh> {
     })
 }
 
-/// A tcpdump on node 2's link to the inter-node bridge.
-struct Capture {
-    child: Child,
-    file: PathBuf,
-}
-
-impl Capture {
-    fn start(cluster: &Cluster, index: u8, file: &Path) -> anyhow::Result<Capture> {
-        let (netns, link) = cluster.node_link(index);
-        let mut child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &netns,
-                "tcpdump",
-                "--immediate-mode",
-                "-i",
-                &link,
-                "-U",
-                "-s",
-                "0",
-                "-w",
-            ])
-            .arg(file)
-            .arg("tcp")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("starting tcpdump")?;
-        // tcpdump says "listening on <link>" once it captures.
-        let stderr = child.stderr.take().context("tcpdump stderr")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if line.contains("listening on") {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        rx.recv_timeout(Duration::from_secs(5))
-            .context("tcpdump did not start capturing")?;
-        Ok(Capture {
-            child,
-            file: file.to_owned(),
-        })
-    }
-
-    fn stop(mut self) -> anyhow::Result<Vec<u8>> {
-        sleep(Duration::from_millis(300));
-        run("kill", &["-INT", &self.child.id().to_string()])?;
-        let _ = self.child.wait();
-        Ok(std::fs::read(&self.file)?)
-    }
-}
-
-impl Drop for Capture {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A TLS handshake record (type 22, version 3.x) whose first message is a ClientHello (type 1).
 fn has_client_hello(pcap: &[u8]) -> bool {
     pcap.windows(6)
@@ -180,7 +115,10 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 #[test]
 fn traffic_between_nodes_is_mutual_tls_1_3() -> anyhow::Result<()> {
     let mesh = start_mesh(DAY)?;
-    let capture = Capture::start(&mesh.cluster, 2, &mesh.dir.path().join("node2.pcap"))?;
+    let (netns, link) = mesh.cluster.node_link(2);
+    let mut tcpdump = Command::new("ip");
+    tcpdump.args(["netns", "exec", &netns, "tcpdump"]);
+    let capture = Capture::start(tcpdump, &link, "tcp", &mesh.dir.path().join("node2.pcap"))?;
     let marker = "PLAINTEXT-MARKER-7f3a9c";
     let got = reply(&mesh.client, SERVICE, marker).map_err(|e| {
         anyhow::anyhow!(
@@ -473,5 +411,204 @@ fn same_node_pods_skip_the_tunnel_but_not_the_policy() -> anyhow::Result<()> {
         let series = format!("mesh_agent_tcp_connections_opened_total{{direction=\"{direction}\",transport=\"Local\"");
         assert!(metrics.contains(&series), "no {series} in\n{metrics}");
     }
+    Ok(())
+}
+
+const ECHO_PORT: u16 = 9000;
+
+/// The same-node fast path's entry for `src` -> `requested` on the admin endpoint.
+fn fastpath_entry(agent: &Agent, src: &str, requested: &str) -> anyhow::Result<serde_json::Value> {
+    let listing: serde_json::Value = serde_json::from_str(&agent.admin_get("/fastpath")?)?;
+    listing["verdicts"]
+        .as_array()
+        .and_then(|all| {
+            all.iter()
+                .find(|v| v["src_workload"] == src && v["requested"] == requested)
+        })
+        .cloned()
+        .with_context(|| format!("no fast-path verdict {src} -> {requested} in {listing}"))
+}
+
+fn count_lines(agent: &Agent, needles: &[&str]) -> usize {
+    agent
+        .logs()
+        .lines()
+        .filter(|line| needles.iter().all(|n| line.contains(n)))
+        .count()
+}
+
+/// Waits (bounded) until `metric` (a full series name) reaches at least `at_least`.
+fn wait_metric(agent: &Agent, series: &str, at_least: u64) -> anyhow::Result<u64> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let value = metric(agent, series).unwrap_or(0);
+        if value >= at_least {
+            return Ok(value);
+        }
+        if Instant::now() > deadline {
+            bail!("{series} is {value}, expected at least {at_least}");
+        }
+        sleep(Duration::from_millis(100));
+    }
+}
+
+/// The same-node fast path: the agent decides the first connection from a pod to a same-node
+/// destination; the kernel reuses that verdict for the next ones (spliced socket to socket, or
+/// refused at connect), with the same metrics, until the model changes or it is switched off.
+#[test]
+fn same_node_decisions_are_reused_in_the_kernel() -> anyhow::Result<()> {
+    let mut mesh = start_mesh(DAY)?;
+    let echo_cmd = {
+        let mut cmd = mesh.neighbour.command(
+            &mesh_tests::agent::binary("mesh-testapp")?
+                .display()
+                .to_string(),
+        );
+        cmd.args(["echo", &ECHO_PORT.to_string()]);
+        cmd
+    };
+    mesh.cluster.spawn(echo_cmd)?;
+    mesh_tests::command::wait_listening(&mesh.neighbour, ECHO_PORT)?;
+    std::fs::write(
+        mesh.config_dir.join("policy.yaml"),
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: only-client, namespace: prod}\nspec:\n  action: ALLOW\n  rules:\n  - from: [{source: {principals: [cluster.local/ns/apps/sa/client]}}]\n",
+    )?;
+    wait_config(&mesh.agent1, "only-client")?;
+    let neighbour = format!("{}:{APP_PORT}", mesh.neighbour.ip4);
+    let captured = ["outbound connection captured", "src.workload=apps/client"];
+
+    // First connection: the agent decides (and delivers from inside the destination pod).
+    let first = reply(&mesh.client, &neighbour, "first")?;
+    assert!(
+        first.contains(&format!("peer={}:", mesh.neighbour.ip4)),
+        "{first}"
+    );
+    assert_eq!(count_lines(&mesh.agent1, &captured), 1);
+    let entry = fastpath_entry(&mesh.agent1, "apps/client", &neighbour)?;
+    assert_eq!(entry["verdict"], "splice", "{entry}");
+    assert_eq!(entry["active"], true, "{entry}");
+
+    // Next connections: decided in the kernel, straight to the application (it sees the
+    // client's own address) and never through the agent.
+    for i in 0..3 {
+        let got = reply(&mesh.client, &neighbour, &format!("again-{i}"))?;
+        assert!(
+            got.contains(&format!("peer={}:", mesh.client.ip4))
+                && got.contains(&format!("again-{i}")),
+            "{got}"
+        );
+    }
+    assert_eq!(
+        count_lines(&mesh.agent1, &captured),
+        1,
+        "the agent saw a spliced connection"
+    );
+    let entry = fastpath_entry(&mesh.agent1, "apps/client", &neighbour)?;
+    assert_eq!(entry["spliced"], 3, "{entry}");
+
+    // Bulk data both ways, byte-exact, moved socket to socket: no payload crosses the pod's
+    // link unless the kernel counted a TCP fallback (first bytes sent before the peer joined).
+    let echo = format!("{}:{ECHO_PORT}", mesh.neighbour.ip4);
+    let warm = app(&mesh.client, &["stream", &echo, "1000"])?; // decided by the agent
+    assert!(
+        warm.status.success(),
+        "{}",
+        String::from_utf8_lossy(&warm.stderr)
+    );
+    let mut tcpdump = mesh.neighbour.command("tcpdump");
+    tcpdump.env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    let capture = Capture::start(
+        tcpdump,
+        "any",
+        &format!("tcp port {ECHO_PORT}"),
+        &mesh.dir.path().join("neighbour.pcap"),
+    )?;
+    const BULK: u64 = 16 << 20;
+    for _ in 0..3 {
+        let out = app(&mesh.client, &["stream", &echo, &BULK.to_string()])?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains(&format!("ok bytes={BULK}")),
+            "{stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let segments = mesh_tests::pcap::tcp_segments(&capture.stop()?)?;
+    let entry = fastpath_entry(&mesh.agent1, "apps/client", &echo)?;
+    let fallbacks = entry["tcp_fallbacks"].as_u64().unwrap_or(u64::MAX);
+    let with_payload = segments.iter().filter(|s| s.payload > 0).count();
+    assert!(segments.len() >= 9, "handshakes not captured: {segments:?}");
+    assert!(fallbacks < 6, "no direction was spliced: {entry}");
+    if fallbacks == 0 {
+        assert_eq!(
+            with_payload, 0,
+            "payload crossed TCP with no fallback counted: {entry}"
+        );
+    } else {
+        eprintln!("{fallbacks} direction(s) stayed on TCP: {entry}");
+    }
+    assert_eq!(entry["spliced"], 3, "{entry}");
+    assert!(entry["bytes_sent"].as_u64() >= Some(3 * BULK), "{entry}");
+    assert!(
+        entry["bytes_received"].as_u64() >= Some(3 * BULK),
+        "{entry}"
+    );
+    assert_eq!(
+        count_lines(&mesh.agent1, &captured),
+        2,
+        "only the warm-up went through the agent"
+    );
+
+    // The same metrics as connections relayed by the agent, with transport "Kernel".
+    let outbound = "mesh_agent_tcp_connections_opened_total{direction=\"Outbound\",transport=\"Kernel\",workload=\"apps/client\",destination_service=\"unknown\"}";
+    assert_eq!(wait_metric(&mesh.agent1, outbound, 6)?, 6);
+    let inbound = "mesh_agent_tcp_sent_bytes_total{direction=\"Inbound\",transport=\"Kernel\",workload=\"prod/neighbour\",destination_service=\"unknown\"}";
+    assert!(wait_metric(&mesh.agent1, inbound, 3 * BULK)? >= 3 * BULK);
+
+    // A refused identity: the agent refuses the first connection, the kernel the next ones at
+    // connect (EPERM) — counted as denied by the same policy.
+    assert!(!app(&mesh.intruder, &["connect", &neighbour, "x"])?
+        .status
+        .success());
+    let denied_in_agent = ["same-node connection denied", "sa/intruder"];
+    mesh.agent1
+        .wait_for_log(&denied_in_agent, Duration::from_secs(5))?;
+    let refused = app(&mesh.intruder, &["connect", &neighbour, "y"])?;
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && stderr.contains("Operation not permitted"),
+        "{stderr}"
+    );
+    assert_eq!(count_lines(&mesh.agent1, &denied_in_agent), 1);
+    let denied =
+        "mesh_agent_connections_denied_total{workload=\"prod/neighbour\",reason=\"policy\"}";
+    assert_eq!(wait_metric(&mesh.agent1, denied, 2)?, 2);
+
+    // A policy change withdraws every verdict: with the policy gone the intruder gets in.
+    std::fs::write(mesh.config_dir.join("policy.yaml"), "")?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !reply(&mesh.intruder, &neighbour, "now-allowed").is_ok_and(|r| r.contains("now-allowed"))
+    {
+        if Instant::now() > deadline {
+            bail!("the intruder is still refused after the policy was removed");
+        }
+        sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        fastpath_entry(&mesh.agent1, "apps/client", &neighbour)?["active"],
+        false
+    );
+
+    // Switched off at run time: every connection goes through the agent again.
+    mesh.agent1.admin_post("/fastpath?enabled=false")?;
+    let before = count_lines(&mesh.agent1, &captured);
+    for i in 0..2 {
+        let got = reply(&mesh.client, &neighbour, &format!("slow-{i}"))?;
+        assert!(
+            got.contains(&format!("peer={}:", mesh.neighbour.ip4)),
+            "{got}"
+        );
+    }
+    assert_eq!(count_lines(&mesh.agent1, &captured), before + 2);
     Ok(())
 }

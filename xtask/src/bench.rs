@@ -281,27 +281,51 @@ fn measure(bench: &mesh::BenchMesh, plan: Plan) -> anyhow::Result<Vec<Case>> {
     );
     let mut local_thr = Case::new(
         "same_node_throughput_1_stream",
-        "same node: throughput, 1 stream",
+        "same node, agent relay (fast path off): throughput, 1 stream",
         "Gbit/s",
         Target::None,
     );
     let mut local_p50 = Case::new(
         "same_node_latency_p50",
-        "same node: 64 B ping-pong round trip p50",
+        "same node, agent relay (fast path off): 64 B ping-pong p50",
         "µs",
         Target::None,
     );
     let mut local_p99 = Case::new(
         "same_node_latency_p99",
-        "same node: 64 B ping-pong round trip p99",
+        "same node, agent relay (fast path off): 64 B ping-pong p99",
         "µs",
         Target::None,
     );
-    let mut splice = Case::new(
-        "same_node_latency_p50_splice",
-        "same node: ping-pong p50, mesh with sockmap splice",
+    let mut splice_thr = Case::new(
+        "same_node_splice_throughput_1_stream",
+        "same node, kernel splice: throughput, 1 stream",
+        "Gbit/s",
+        Target::None,
+    );
+    let mut splice_p50 = Case::new(
+        "same_node_splice_latency_p50",
+        "same node, kernel splice: 64 B ping-pong p50",
         "µs",
-        Target::NotImplemented(1.0),
+        Target::None,
+    );
+    let mut splice_p99 = Case::new(
+        "same_node_splice_latency_p99",
+        "same node, kernel splice: 64 B ping-pong p99",
+        "µs",
+        Target::None,
+    );
+    let mut splice_crr = Case::new(
+        "same_node_splice_new_connections_per_second",
+        "same node, kernel splice: new connections/s, 1 client",
+        "conn/s",
+        Target::None,
+    );
+    let mut splice_vs_loopback = Case::new(
+        "same_node_splice_latency_p50_vs_loopback",
+        "same node, kernel splice: ping-pong p50 vs direct loopback TCP",
+        "µs",
+        Target::RatioAtMost(1.0),
     );
 
     let secs = plan.seconds;
@@ -357,23 +381,78 @@ fn measure(bench: &mesh::BenchMesh, plan: Plan) -> anyhow::Result<Vec<Case>> {
             let c = tools::crr(&side.client, &side.remote, secs)?;
             push(&mut crr, c);
 
+            // Same node. The direct side is measured once and is the baseline of both mesh
+            // variants: the agent's relay (fast path switched off) and the kernel splice.
+            if via == Via::Mesh {
+                bench.set_fast_path(false)?;
+            }
             let lt = tools::iperf(&side.client, &side.local, secs, 1)?;
             push(&mut local_thr, lt.gbits);
             let ll = tools::pingpong(&side.client, &side.local, plan.pings, 64)?;
             push(&mut local_p50, ll.p50);
             push(&mut local_p99, ll.p99);
-            if via == Via::Direct {
-                splice.direct.push(ll.p50);
-            }
+            let (st, sl, sc) = match via {
+                Via::Direct => {
+                    splice_thr.direct.push(lt.gbits);
+                    splice_p50.direct.push(ll.p50);
+                    splice_p99.direct.push(ll.p99);
+                    let sc = tools::crr(&side.client, &side.local, secs)?;
+                    splice_crr.direct.push(sc);
+                    let loopback = format!("127.0.0.1:{}", tools::LOOPBACK_ECHO_PORT);
+                    let lo = tools::pingpong_to(&side.client, &loopback, plan.pings, 64)?;
+                    splice_vs_loopback.direct.push(lo.p50);
+                    (lt.gbits, ll.p50, sc)
+                }
+                Via::Mesh => {
+                    bench.set_fast_path(true)?;
+                    // The agent decides the first connection to each port; the kernel the rest.
+                    tools::pingpong(&side.client, &side.local, 1, 64)?;
+                    let (spliced_before, _) = bench.fast_path_counts()?;
+                    let st = tools::iperf(&side.client, &side.local, secs, 1)?;
+                    let sl = tools::pingpong(&side.client, &side.local, plan.pings, 64)?;
+                    let sc = tools::crr(&side.client, &side.local, secs)?;
+                    let (spliced, fallbacks) = bench.fast_path_counts()?;
+                    if spliced <= spliced_before {
+                        bail!("no same-node connection was spliced: the fast path did not engage");
+                    }
+                    if fallbacks > 0 {
+                        eprintln!("  note: {fallbacks} spliced direction(s) so far stayed on TCP");
+                    }
+                    splice_thr.mesh.push(st.gbits);
+                    splice_p50.mesh.push(sl.p50);
+                    splice_p99.mesh.push(sl.p99);
+                    splice_crr.mesh.push(sc);
+                    splice_vs_loopback.mesh.push(sl.p50);
+                    (st.gbits, sl.p50, sc)
+                }
+            };
             eprintln!(
-                "  {tag:<6} 1-stream {:.2} Gbit/s, 4-stream {:.2} Gbit/s, p50 {:.1} µs p99 {:.1} µs, http {:.0}/{:.0} req/s, {:.0} conn/s; same node {:.2} Gbit/s p50 {:.1} µs",
+                "  {tag:<6} 1-stream {:.2} Gbit/s, 4-stream {:.2} Gbit/s, p50 {:.1} µs p99 {:.1} µs, http {:.0}/{:.0} req/s, {:.0} conn/s; same node relay {:.2} Gbit/s p50 {:.1} µs, splice {st:.2} Gbit/s p50 {sl:.1} µs {sc:.0} conn/s",
                 t.gbits, t4.gbits, lat.p50, lat.p99, h1.rps, h16.rps, c, lt.gbits, ll.p50
             );
         }
     }
 
     Ok(vec![
-        thr1, thr4, p50, p99, http1, http16, crr, cpu_gb, cpu_req, local_thr, local_p50, local_p99,
-        splice, rss_idle, per_pod, per_conn,
+        thr1,
+        thr4,
+        p50,
+        p99,
+        http1,
+        http16,
+        crr,
+        cpu_gb,
+        cpu_req,
+        local_thr,
+        local_p50,
+        local_p99,
+        splice_thr,
+        splice_p50,
+        splice_p99,
+        splice_crr,
+        splice_vs_loopback,
+        rss_idle,
+        per_pod,
+        per_conn,
     ])
 }

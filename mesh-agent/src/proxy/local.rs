@@ -1,6 +1,7 @@
 //! Same-node delivery: a captured pod calling another captured pod of this node. The agent knows
 //! both identities, so it applies the destination's L4 authorization with the source's identity
-//! and delivers from inside the destination pod, with no TLS: nothing crosses a wire.
+//! and delivers from inside the destination pod, with no TLS: nothing crosses a wire. The decision
+//! is handed to the kernel fast path (`crate::fastpath`) for the next connections.
 
 use std::net::SocketAddr;
 
@@ -8,18 +9,24 @@ use tokio::net::TcpStream;
 use tracing::{info, warn};
 
 use crate::authz::{self, Decision};
+use crate::fastpath::Decided;
 use crate::metrics::{ConnectionLabels, Direction, Transport};
 use crate::pods::PodContext;
 use crate::proxy::relay_and_record;
 
 /// Delivers `stream` from `src` to `target` in `dst`, if `dst`'s policies allow `src`.
+/// `requested` is what the application connected to, when it always resolves to `target`: the
+/// decision is then installed for the kernel.
 pub async fn deliver(
     stream: TcpStream,
     src: &PodContext,
     dst: &PodContext,
     target: SocketAddr,
+    requested: Option<SocketAddr>,
     outbound: ConnectionLabels,
 ) {
+    // Read before the model: a change after this point makes the decision stale, not reused.
+    let epoch = src.fastpath.epoch();
     // The source address the destination would see over the wire: the pod's own, same family.
     let src_ip = src
         .info
@@ -34,7 +41,22 @@ pub async fn deliver(
         src: src_ip,
         dst_port: target.port(),
     };
-    if let Decision::Deny(reason) = authz::authorize(&dst.state.snapshot(), &workload, conn) {
+    let decision = authz::authorize(&dst.state.snapshot(), &workload, conn);
+    if let Some(requested) = requested {
+        src.fastpath.learn(
+            epoch,
+            Decided {
+                src_netns_cookie: src.netns.cookie(),
+                src_workload: src.info.uid.clone(),
+                dst_workload: dst.info.uid.clone(),
+                requested,
+                target,
+                destination_service: outbound.destination_service.clone(),
+                allowed: matches!(decision, Decision::Allow),
+            },
+        );
+    }
+    if let Decision::Deny(reason) = decision {
         warn!(src.identity = %src.identity, dst.workload = %dst.info.uid, dst.original = %target, %reason, "same-node connection denied");
         dst.metrics.record_denied(&dst.info.uid, "policy");
         dst.metrics.record_relay(&outbound, 0, 0);

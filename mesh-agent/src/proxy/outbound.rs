@@ -75,7 +75,11 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: &PodContext) {
     );
     pod.metrics.connections_opened.get_or_create(&labels).inc();
     match route {
-        Route::Local(dst) => local::deliver(stream, pod, &dst, target, labels).await,
+        Route::Local(dst) => {
+            // The kernel may reuse the decision only if this destination always resolves here.
+            let requested = resolved.is_fixed().then_some(orig_dst);
+            local::deliver(stream, pod, &dst, target, requested, labels).await
+        }
         Route::Hbone(tunnel, dst_identity) => {
             let peer = SocketAddr::new(target.ip(), HBONE);
             match tunnel

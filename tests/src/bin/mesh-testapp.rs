@@ -11,6 +11,10 @@
 //! - `mesh-testapp loop <addr> <seconds>`: one connection after another for that long; prints
 //!   `ok <count> failed <count>`, exits 1 if any failed.
 //! - `mesh-testapp get <addr> <path>`: HTTP/1.0 GET, prints the body; exits 1 unless status 200.
+//! - `mesh-testapp post <addr> <path>`: the same with POST (no body).
+//! - `mesh-testapp stream <addr> <bytes>`: sends `bytes` of a pseudo-random pattern to an echo
+//!   server on one connection while reading the echo back, checks every byte, prints
+//!   `ok bytes=<n>`; exits 1 on any difference or error.
 //!
 //! For the benchmarks (`cargo xtask bench`):
 //! - `mesh-testapp echo <port>`: dual-stack raw echo server (whatever arrives goes back), no delay.
@@ -36,7 +40,9 @@ fn main() {
     let result = match args.get(1).map(String::as_str) {
         Some("serve") if args.len() == 4 => serve(&args[2], &args[3]),
         Some("connect") if args.len() == 4 => connect(&args[2], &args[3]),
-        Some("get") if args.len() == 4 => get(&args[2], &args[3]),
+        Some("get") if args.len() == 4 => http_request("GET", &args[2], &args[3]),
+        Some("post") if args.len() == 4 => http_request("POST", &args[2], &args[3]),
+        Some("stream") if args.len() == 4 => bench::stream(&args[2], &args[3]),
         Some("udp") if args.len() == 4 => udp(&args[2], &args[3]),
         Some("burst") if args.len() == 4 => burst(&args[2], &args[3]),
         Some("loop") if args.len() == 4 => repeat(&args[2], &args[3]),
@@ -192,7 +198,7 @@ fn connect(addr: &str, message: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn get(addr: &str, path: &str) -> Result<(), String> {
+fn http_request(method: &str, addr: &str, path: &str) -> Result<(), String> {
     use std::io::Read;
     let addr: SocketAddr = parse("address", addr)?;
     let mut stream =
@@ -200,7 +206,11 @@ fn get(addr: &str, path: &str) -> Result<(), String> {
     stream
         .set_read_timeout(Some(TIMEOUT))
         .map_err(|e| e.to_string())?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(|e| e.to_string())?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
     let mut response = String::new();
     stream
         .read_to_string(&mut response)
@@ -210,7 +220,7 @@ fn get(addr: &str, path: &str) -> Result<(), String> {
         .ok_or("no HTTP header end")?;
     if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
         return Err(format!(
-            "GET {path}: {}",
+            "{method} {path}: {}",
             head.lines().next().unwrap_or_default()
         ));
     }
@@ -381,6 +391,59 @@ mod bench {
     }
 
     /// Request/response latency on one connection against the echo server.
+    /// The byte at `offset` of the `stream` pattern (xorshift of the offset: no short period, so
+    /// a reordered or repeated chunk shows).
+    fn pattern(offset: u64) -> u8 {
+        let mut x = offset / 8 + 0x9e37_79b9_7f4a_7c15;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x >> ((offset % 8) * 8)) as u8
+    }
+
+    pub fn stream(addr: &str, bytes: &str) -> Result<(), String> {
+        let addr: SocketAddr = parse("address", addr)?;
+        let total: u64 = parse("bytes", bytes)?;
+        let stream = dial(addr)?;
+        let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
+        let sender = std::thread::spawn(move || -> Result<(), String> {
+            let mut chunk = vec![0u8; 64 * 1024];
+            let mut sent = 0u64;
+            while sent < total {
+                let n = chunk.len().min((total - sent) as usize);
+                for (i, byte) in chunk[..n].iter_mut().enumerate() {
+                    *byte = pattern(sent + i as u64);
+                }
+                writer
+                    .write_all(&chunk[..n])
+                    .map_err(|e| format!("send: {e}"))?;
+                sent += n as u64;
+            }
+            writer
+                .shutdown(std::net::Shutdown::Write)
+                .map_err(|e| format!("shutdown: {e}"))
+        });
+        let mut reader = stream;
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut received = 0u64;
+        loop {
+            let n = reader.read(&mut buf).map_err(|e| format!("receive: {e}"))?;
+            if n == 0 {
+                break;
+            }
+            if let Some(i) = (0..n).find(|&i| buf[i] != pattern(received + i as u64)) {
+                return Err(format!("echo differs at byte {}", received + i as u64));
+            }
+            received += n as u64;
+        }
+        sender.join().map_err(|_| "sender panicked")??;
+        if received != total {
+            return Err(format!("sent {total} bytes, {received} came back"));
+        }
+        println!("ok bytes={received}");
+        Ok(())
+    }
+
     pub fn pingpong(addr: &str, count: &str, size: &str) -> Result<(), String> {
         let addr: SocketAddr = parse("address", addr)?;
         let count: usize = parse("count", count)?;

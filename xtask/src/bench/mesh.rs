@@ -12,7 +12,7 @@ use mesh_tests::controller::Controller;
 use mesh_tests::{Agent, Cluster, Pod};
 use serde_json::json;
 
-use super::tools::{ECHO_PORT, HTTP_PORT, IPERF_PORT};
+use super::tools::{ECHO_PORT, HTTP_PORT, IPERF_PORT, LOOPBACK_ECHO_PORT};
 
 /// Namespace of the meshed pods.
 const MESHED: &str = "bench";
@@ -100,6 +100,16 @@ fn side(cluster: &mut Cluster, ns: &str) -> anyhow::Result<Side> {
     Ok(side)
 }
 
+/// An echo server in `pod` for clients of the same pod (over loopback).
+fn start_loopback_echo(cluster: &mut Cluster, pod: &Pod) -> anyhow::Result<()> {
+    let mut echo = pod.command(&binary("mesh-testapp")?.display().to_string());
+    echo.args(["echo", &LOOPBACK_ECHO_PORT.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    cluster.spawn(echo)?;
+    wait_listening(pod, LOOPBACK_ECHO_PORT)
+}
+
 impl BenchMesh {
     /// Builds the cluster and starts everything; pods are created but only the agents' idle
     /// state exists until [`BenchMesh::enrol`].
@@ -108,6 +118,7 @@ impl BenchMesh {
         let mut cluster = Cluster::new(2)?;
         let mesh = side(&mut cluster, MESHED)?;
         let direct = side(&mut cluster, DIRECT)?;
+        start_loopback_echo(&mut cluster, &direct.client)?;
         let idle = (0..idle_pods)
             .map(|i| cluster.add_pod(1, MESHED, &format!("idle{i:02}")))
             .collect::<anyhow::Result<Vec<_>>>()?;
@@ -180,6 +191,22 @@ impl BenchMesh {
             }
         }
         Ok(())
+    }
+
+    /// Switches node 1's same-node fast path (admin endpoint); off withdraws its verdicts.
+    pub fn set_fast_path(&self, enabled: bool) -> anyhow::Result<()> {
+        self.agents[0].admin_post(&format!("/fastpath?enabled={enabled}"))?;
+        Ok(())
+    }
+
+    /// Node 1's fast-path counters summed over its verdicts: (connections spliced, directions
+    /// that stayed on TCP).
+    pub fn fast_path_counts(&self) -> anyhow::Result<(u64, u64)> {
+        let listing: serde_json::Value =
+            serde_json::from_str(&self.agents[0].admin_get("/fastpath")?)?;
+        let verdicts = listing["verdicts"].as_array().cloned().unwrap_or_default();
+        let sum = |field: &str| verdicts.iter().filter_map(|v| v[field].as_u64()).sum();
+        Ok((sum("spliced"), sum("tcp_fallbacks")))
     }
 
     /// Enrols the idle pods on node 1.

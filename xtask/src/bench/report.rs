@@ -13,8 +13,8 @@ pub enum Target {
     AddedAtMost(f64),
     /// mesh at most this (same unit as the case).
     AtMost(f64),
-    /// mesh / direct at most this, for a path that does not exist yet.
-    NotImplemented(f64),
+    /// mesh / direct at most this.
+    RatioAtMost(f64),
 }
 
 /// One row of the table.
@@ -55,8 +55,9 @@ impl Case {
     /// Whether the target is met: `None` when there is no target or nothing to judge.
     pub fn met(&self) -> Option<bool> {
         match self.target {
-            Target::None | Target::NotImplemented(_) => None,
+            Target::None => None,
             Target::RatioAtLeast(r) => self.ratio().map(|x| x >= r),
+            Target::RatioAtMost(r) => self.ratio().map(|x| x <= r),
             Target::AddedAtMost(a) => Some(median(&self.mesh)? - median(&self.direct)? <= a),
             Target::AtMost(a) => median(&self.mesh).map(|m| m <= a),
         }
@@ -68,14 +69,11 @@ impl Case {
             Target::RatioAtLeast(r) => format!("≥ {r}× direct"),
             Target::AddedAtMost(a) => format!("added ≤ {a} {}", self.unit),
             Target::AtMost(a) => format!("≤ {a} {}", self.unit),
-            Target::NotImplemented(r) => format!("≤ {r}× direct"),
+            Target::RatioAtMost(r) => format!("≤ {r}× direct"),
         }
     }
 
     fn mesh_text(&self) -> String {
-        if let Target::NotImplemented(_) = self.target {
-            return "not implemented yet".into();
-        }
         median(&self.mesh).map_or("—".into(), fmt)
     }
 
@@ -131,7 +129,6 @@ pub fn table(cases: &[Case]) -> String {
         let met = match case.met() {
             Some(true) => "yes",
             Some(false) => "**no**",
-            None if matches!(case.target, Target::NotImplemented(_)) => "not yet",
             None => "—",
         };
         out.push_str(&format!(
@@ -157,7 +154,7 @@ pub fn json(cases: &[Case], machine: &Value, mode: &str, seconds: f64) -> Value 
                 "label": c.label,
                 "unit": c.unit,
                 "direct": median(&c.direct),
-                "mesh": if matches!(c.target, Target::NotImplemented(_)) { None } else { median(&c.mesh) },
+                "mesh": median(&c.mesh),
                 "ratio": c.ratio(),
                 "target": c.target_text(),
                 "met": c.met(),

@@ -15,6 +15,9 @@ pub const IPERF_PORT: u16 = 5201;
 pub const ECHO_PORT: u16 = 7000;
 /// The tiny HTTP/1.1 server (wrk).
 pub const HTTP_PORT: u16 = 8080;
+/// An echo server in the direct client pod, reached over its own loopback: the "direct loopback
+/// TCP" baseline of the same-node splice.
+pub const LOOPBACK_ECHO_PORT: u16 = 7100;
 
 /// Runs `program args` in `pod` under coreutils `timeout` (killed after `limit`); its stdout, or
 /// an error with its stderr.
@@ -104,11 +107,15 @@ pub struct Latency {
 
 /// `mesh-testapp pingpong` from `client` to `server`'s echo port.
 pub fn pingpong(client: &Pod, server: &Pod, count: u32, size: u32) -> anyhow::Result<Latency> {
-    let addr = format!("{}:{ECHO_PORT}", server.ip4);
+    pingpong_to(client, &format!("{}:{ECHO_PORT}", server.ip4), count, size)
+}
+
+/// Ping-pong from `client` to an echo server at `addr`.
+pub fn pingpong_to(client: &Pod, addr: &str, count: u32, size: u32) -> anyhow::Result<Latency> {
     let out = run_in(
         client,
         &testapp()?,
-        &["pingpong", &addr, &count.to_string(), &size.to_string()],
+        &["pingpong", addr, &count.to_string(), &size.to_string()],
         Duration::from_secs(150),
     )?;
     Ok(Latency {

@@ -1,0 +1,299 @@
+//! Same-node fast path. Once the agent has authorized (or refused) a pod's connection to another
+//! pod of this node, it writes the verdict into `FAST_VERDICT`; the next connects with the same
+//! source pod and destination are decided here instead of in the agent:
+//!
+//! - refused: `connect4`/`connect6` fail at once (`EPERM`);
+//! - allowed: the connect goes straight to the destination pod (not to the agent), both sockets
+//!   join `SPLICE_SOCKS` as they are established, and `sk_msg` moves each `sendmsg` into the peer
+//!   socket's receive queue: the bytes never cross TCP, veths or the agent.
+//!
+//! Ordering: a socket whose first `sendmsg` finds no peer in the sockhash (the server end not yet
+//! established) sends through TCP and stays on TCP for its whole life, so bytes of one direction
+//! never take two paths. The counters in `FAST_STATS` keep the agent's metrics whole.
+
+use aya_ebpf::{
+    bindings::{sk_action::SK_PASS, BPF_F_INGRESS},
+    macros::{map, sk_msg},
+    maps::{HashMap, LruHashMap, PerCpuHashMap, SockHash},
+    programs::{SkMsgContext, SockOpsContext},
+};
+use mesh_common::kernel::{
+    FastKey, FastStats, FastVerdict, FlowKey, FlowState, SockAddr, AF_INET, AF_INET6,
+    MODE_REDIRECT, MODE_TCP, MODE_UNDECIDED, ROLE_CLIENT, ROLE_SERVER, VERDICT_DENY,
+    VERDICT_SPLICE,
+};
+
+/// `BPF_ANY` for map updates.
+const BPF_ANY: u64 = 0;
+
+/// Verdicts the agent took, by (source pod, requested destination).
+#[map]
+static FAST_VERDICT: HashMap<FastKey, FastVerdict> = HashMap::with_max_entries(16_384, 0);
+
+/// Counters per verdict and CPU (no atomics needed); entries are created by the agent, only
+/// added to here, and summed over CPUs by the agent.
+#[map]
+static FAST_STATS: PerCpuHashMap<FastKey, FastStats> = PerCpuHashMap::with_max_entries(16_384, 0);
+
+/// Socket cookie of a connect decided "splice" -> its verdict key, until the SYN is sent.
+#[map]
+static SPLICE_PENDING: LruHashMap<u64, FastKey> = LruHashMap::with_max_entries(16_384, 0);
+
+/// Both ends of every spliced connection (each under its own view of the 4-tuple).
+#[map]
+static SPLICE_FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(65_536, 0);
+
+/// The spliced sockets; `mesh_sk_msg` is attached to this map.
+#[map]
+static SPLICE_SOCKS: SockHash<FlowKey> = SockHash::with_max_entries(65_536, 0);
+
+/// What a connect does, decided from an earlier verdict of the agent.
+pub enum Fast {
+    /// No verdict: capture as usual.
+    Capture,
+    /// Refuse the connect.
+    Deny,
+    /// Connect straight to this destination pod.
+    Splice(SockAddr),
+}
+
+/// The verdict for `key`; a splice is remembered under the connecting socket's `cookie`.
+pub fn decide(cookie: u64, key: &FastKey) -> Fast {
+    // SAFETY: the value is copied out at once.
+    let Some(verdict) = (unsafe { FAST_VERDICT.get(key) }).copied() else {
+        return Fast::Capture;
+    };
+    match verdict.action {
+        VERDICT_DENY => {
+            count(key, Counter::Denied, 1);
+            Fast::Deny
+        }
+        VERDICT_SPLICE => {
+            if SPLICE_PENDING.insert(&cookie, key, 0).is_err() {
+                return Fast::Capture; // cannot follow it: let the agent handle it
+            }
+            count(key, Counter::Spliced, 1);
+            Fast::Splice(verdict.target)
+        }
+        _ => Fast::Capture,
+    }
+}
+
+enum Counter {
+    Spliced,
+    Denied,
+    Sent,
+    Received,
+    Closed,
+    TcpFallback,
+}
+
+fn count(key: &FastKey, counter: Counter, n: u64) {
+    let Some(stats) = FAST_STATS.get_ptr_mut(key) else {
+        return;
+    };
+    // SAFETY: `stats` points at this CPU's copy of a live map value; programs do not migrate
+    // between CPUs while they run.
+    let stats = unsafe { &mut *stats };
+    let field = match counter {
+        Counter::Spliced => &mut stats.spliced,
+        Counter::Denied => &mut stats.denied,
+        Counter::Sent => &mut stats.bytes_sent,
+        Counter::Received => &mut stats.bytes_received,
+        Counter::Closed => &mut stats.closed,
+        Counter::TcpFallback => &mut stats.tcp_fallbacks,
+    };
+    *field = field.wrapping_add(n);
+}
+
+/// `BPF_SOCK_OPS_TCP_CONNECT_CB`: a spliced connect's 4-tuple is now known; remember it so
+/// `sk_lookup` lets the SYN reach the application and the server end can find its client.
+pub fn on_connect(ctx: &SockOpsContext, cookie: u64) {
+    // SAFETY: copied out at once.
+    let Some(fast_key) = (unsafe { SPLICE_PENDING.get(&cookie) }).copied() else {
+        return;
+    };
+    let _ = SPLICE_PENDING.remove(&cookie);
+    let Some(own) = flow_key_of_ops(ctx) else {
+        return;
+    };
+    let state = FlowState {
+        fast_key,
+        role: ROLE_CLIENT,
+        mode: MODE_UNDECIDED,
+    };
+    let _ = SPLICE_FLOWS.insert(&own, &state, 0);
+}
+
+/// `BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB`: the client end of a spliced connection joins the map.
+pub fn on_active_established(ctx: &SockOpsContext) {
+    let Some(mut own) = flow_key_of_ops(ctx) else {
+        return;
+    };
+    // SAFETY: only tested for presence.
+    if unsafe { SPLICE_FLOWS.get(&own) }.is_none() {
+        return;
+    }
+    join(ctx, &mut own);
+}
+
+/// `BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB`: the server end of a spliced connection joins the map.
+pub fn on_passive_established(ctx: &SockOpsContext) {
+    let Some(mut own) = flow_key_of_ops(ctx) else {
+        return;
+    };
+    // SAFETY: copied out at once.
+    let Some(client) = (unsafe { SPLICE_FLOWS.get(&own.reversed()) }).copied() else {
+        return;
+    };
+    if client.role != ROLE_CLIENT {
+        return;
+    }
+    let state = FlowState {
+        fast_key: client.fast_key,
+        role: ROLE_SERVER,
+        mode: MODE_UNDECIDED,
+    };
+    if SPLICE_FLOWS.insert(&own, &state, 0).is_err() {
+        return;
+    }
+    join(ctx, &mut own);
+}
+
+fn join(ctx: &SockOpsContext, own: &mut FlowKey) {
+    // SAFETY: the kernel hands sock_ops programs a valid context.
+    let ops = unsafe { &mut *ctx.ops };
+    if SPLICE_SOCKS.update(own, ops, BPF_ANY).is_ok() {
+        // Ask for state changes so the flow's entry goes when the socket closes.
+        let flags = ctx.cb_flags() | aya_ebpf::bindings::BPF_SOCK_OPS_STATE_CB_FLAG;
+        let _ = ctx.set_cb_flags(flags as i32);
+    }
+}
+
+/// `BPF_SOCK_OPS_STATE_CB`: forget a spliced socket once it is closed (the sockhash drops closed
+/// sockets by itself).
+pub fn on_state_change(ctx: &SockOpsContext) {
+    const TCP_CLOSE: u32 = 7;
+    if ctx.arg(1) != TCP_CLOSE {
+        return;
+    }
+    let Some(own) = flow_key_of_ops(ctx) else {
+        return;
+    };
+    // SAFETY: copied out at once.
+    if let Some(state) = (unsafe { SPLICE_FLOWS.get(&own) }).copied() {
+        if state.role == ROLE_CLIENT {
+            count(&state.fast_key, Counter::Closed, 1);
+        }
+        let _ = SPLICE_FLOWS.remove(&own);
+    }
+}
+
+/// `sk_lookup`: is this incoming connection (seen from the server: local = the pod) the far end
+/// of a spliced connect? Then it must reach the application, not the agent's listener.
+pub fn is_spliced_arrival(server_view: &FlowKey) -> bool {
+    // SAFETY: only tested for presence.
+    unsafe { SPLICE_FLOWS.get(&server_view.reversed()) }.is_some()
+}
+
+#[sk_msg]
+pub fn mesh_sk_msg(ctx: SkMsgContext) -> u32 {
+    // SAFETY: the kernel hands sk_msg programs a valid context.
+    let msg = unsafe { &*ctx.msg };
+    let (local, remote) = match msg.family {
+        AF_INET => ([msg.local_ip4, 0, 0, 0], [msg.remote_ip4, 0, 0, 0]),
+        AF_INET6 => (
+            crate::steer::read_ip6(&msg.local_ip6),
+            crate::steer::read_ip6(&msg.remote_ip6),
+        ),
+        _ => return SK_PASS,
+    };
+    let Some(own) = flow_key(msg.family, local, remote, msg.local_port, msg.remote_port) else {
+        return SK_PASS;
+    };
+    let size = u64::from(msg.size);
+    let Some(state) = SPLICE_FLOWS.get_ptr_mut(&own) else {
+        return SK_PASS;
+    };
+    // SAFETY: `state` points at a live map value; only this socket's sends touch its mode.
+    let (mode, role, fast_key) = unsafe { ((*state).mode, (*state).role, (*state).fast_key) };
+    let counter = if role == ROLE_CLIENT {
+        Counter::Sent
+    } else {
+        Counter::Received
+    };
+    count(&fast_key, counter, size);
+    if mode == MODE_TCP {
+        return SK_PASS;
+    }
+    let mut peer = own.reversed();
+    let verdict = SPLICE_SOCKS.redirect_msg(&ctx, &mut peer, u64::from(BPF_F_INGRESS));
+    if verdict == i64::from(SK_PASS) {
+        if mode == MODE_UNDECIDED {
+            // SAFETY: as above.
+            unsafe { (*state).mode = MODE_REDIRECT };
+        }
+        return SK_PASS;
+    }
+    if mode == MODE_UNDECIDED {
+        // The peer is not in the map yet: this direction stays on TCP from now on.
+        // SAFETY: as above.
+        unsafe { (*state).mode = MODE_TCP };
+        count(&fast_key, Counter::TcpFallback, 1);
+    }
+    SK_PASS
+}
+
+fn flow_key_of_ops(ctx: &SockOpsContext) -> Option<FlowKey> {
+    // SAFETY: the kernel hands sock_ops programs a valid context.
+    let ops = unsafe { &*ctx.ops };
+    let family = ops.family;
+    let (local, remote) = match family {
+        AF_INET => ([ops.local_ip4, 0, 0, 0], [ops.remote_ip4, 0, 0, 0]),
+        AF_INET6 => (
+            crate::steer::read_ip6(&ops.local_ip6),
+            crate::steer::read_ip6(&ops.remote_ip6),
+        ),
+        _ => return None,
+    };
+    flow_key(family, local, remote, ops.local_port, ops.remote_port)
+}
+
+/// Builds a socket's view of its connection. `local_port` is in host order; `remote_port` is
+/// the kernel's `__u32` holding the port in network order (in the upper half on little-endian
+/// for sock_ops and sk_msg; the lower half is accepted too, so one decoder fits every context).
+pub fn flow_key(
+    family: u32,
+    local: [u32; 4],
+    remote: [u32; 4],
+    local_port: u32,
+    remote_port: u32,
+) -> Option<FlowKey> {
+    let remote_port = if remote_port >> 16 != 0 {
+        remote_port >> 16
+    } else {
+        remote_port
+    };
+    let remote_port = u32::from(u16::from_be(remote_port as u16));
+    let (family, local, remote) = if family == AF_INET6 {
+        match (fold_v4_mapped(local), fold_v4_mapped(remote)) {
+            (Some(l), Some(r)) => (AF_INET, [l, 0, 0, 0], [r, 0, 0, 0]),
+            _ => (AF_INET6, local, remote),
+        }
+    } else {
+        (family, local, remote)
+    };
+    Some(FlowKey {
+        local,
+        remote,
+        local_port,
+        remote_port,
+        family,
+        _pad: 0,
+    })
+}
+
+/// The IPv4 address inside `::ffff:a.b.c.d` (words in network order).
+fn fold_v4_mapped(ip: [u32; 4]) -> Option<u32> {
+    (ip[0] == 0 && ip[1] == 0 && u32::from_be(ip[2]) == 0xffff).then_some(ip[3])
+}
