@@ -76,6 +76,8 @@ async fn route(req: Request<Incoming>, admin: &Admin) -> Response<Full<Bytes>> {
     match req.uri().path() {
         "/fastpath" => json(&serde_json::json!({
             "enabled": admin.fastpath.enabled(),
+            "splice": admin.fastpath.splicing(),
+            "loopback_splice": admin.fastpath.loopback_splice(),
             "verdicts": admin.fastpath.list(),
         })),
         "/pods" => json(&admin.registry.list().await),
@@ -99,25 +101,33 @@ async fn route(req: Request<Incoming>, admin: &Admin) -> Response<Full<Bytes>> {
     }
 }
 
-/// `POST /fastpath?enabled=true|false`: switches the same-node fast path (off withdraws every
-/// verdict; connections already spliced stay spliced).
+/// `POST /fastpath?enabled=true|false` switches the kernel fast path (off withdraws every
+/// verdict); `POST /fastpath?splice=true|false` the splice. Connections already decided or
+/// spliced stay as they are.
 fn switch_fastpath(query: Option<&str>, admin: &Admin) -> Response<Full<Bytes>> {
-    let enabled = match query {
-        Some("enabled=true") => true,
-        Some("enabled=false") => false,
+    let fastpath = &admin.fastpath;
+    match query {
+        Some("enabled=true") => fastpath.set_enabled(true),
+        Some("enabled=false") => fastpath.set_enabled(false),
+        Some("splice=true") => fastpath.set_splice(true),
+        Some("splice=false") => fastpath.set_splice(false),
         _ => {
             return text(
                 StatusCode::BAD_REQUEST,
-                "expected the query enabled=true or enabled=false\n",
+                "expected one query of enabled=true|false or splice=true|false\n",
             )
         }
-    };
-    admin.fastpath.set_enabled(enabled);
+    }
+    let (enabled, splice) = (fastpath.enabled(), fastpath.splicing());
     tracing::info!(
         enabled,
-        "same-node fast path switched from the admin endpoint"
+        splice,
+        "kernel fast path switched from the admin endpoint"
     );
-    text(StatusCode::OK, &format!("fast path enabled: {enabled}\n"))
+    text(
+        StatusCode::OK,
+        &format!("fast path enabled: {enabled}, splice: {splice}\n"),
+    )
 }
 
 fn metrics_text(admin: &Admin) -> Result<String, std::fmt::Error> {

@@ -52,4 +52,11 @@ pub struct Config {
     /// switched at run time on the admin endpoint (`POST /fastpath?enabled=false`).
     #[arg(long, env = "MESH_KERNEL_FAST_PATH", default_value_t = true, action = clap::ArgAction::Set)]
     pub kernel_fast_path: bool,
+    /// Splice in the kernel, socket to socket, the connections the fast path allows and the
+    /// loopback legs of the connections the agent relays (sockhash + `sk_msg`). Off by default:
+    /// applications doing blocking reads can get a spurious `EAGAIN` from the kernel's receive
+    /// path of spliced sockets (see ARCHITECTURE.md). Switchable at run time
+    /// (`POST /fastpath?splice=true`).
+    #[arg(long, env = "MESH_KERNEL_SPLICE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub kernel_splice: bool,
 }

@@ -10,14 +10,14 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::Mutex;
 
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuHashMap, PerCpuValues, SockHash};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuHashMap, PerCpuValues, SockHash};
 use aya::programs::{
     cgroup_sock_addr::CgroupSockAddrLinkId, sk_lookup::SkLookupLinkId, sock_ops::SockOpsLinkId,
     CgroupAttachMode, CgroupSockAddr, SkLookup, SkMsg, SockOps,
 };
 use aya::{Ebpf, EbpfLoader};
 use mesh_common::kernel::{
-    names, FastKey, FastStats, FastVerdict, FlowKey, ListenerKey, OrigDstKey, SockAddr,
+    names, FastKey, FastStats, FastVerdict, ListenerKey, OrigDstKey, SockAddr, SpliceKey,
 };
 use serde::Serialize;
 
@@ -90,7 +90,10 @@ struct Loaded {
     fast_verdicts: BpfHashMap<MapData, FastKey, FastVerdict>,
     fast_stats: PerCpuHashMap<MapData, FastKey, FastStats>,
     /// Held so the `sk_msg` program attached to it stays attached for the agent's life.
-    _splice_socks: SockHash<MapData, FlowKey>,
+    _splice_socks: SockHash<MapData, SpliceKey>,
+    splice: Array<MapData, u32>,
+    /// `sockops` on the agent's own cgroup (loopback legs), for the agent's life.
+    agent_links: Vec<Link>,
     cpus: usize,
 }
 
@@ -137,9 +140,11 @@ impl Programs {
             .map_err(map_error(names::FAST_VERDICT))?;
         let fast_stats = PerCpuHashMap::try_from(take_map(&mut ebpf, names::FAST_STATS)?)
             .map_err(map_error(names::FAST_STATS))?;
-        let splice_socks: SockHash<MapData, FlowKey> =
+        let splice_socks: SockHash<MapData, SpliceKey> =
             SockHash::try_from(take_map(&mut ebpf, names::SPLICE_SOCKS)?)
                 .map_err(map_error(names::SPLICE_SOCKS))?;
+        let splice = Array::try_from(take_map(&mut ebpf, names::SPLICE)?)
+            .map_err(map_error(names::SPLICE))?;
         let failed = |source| EbpfError::Program {
             program: names::SK_MSG,
             source,
@@ -158,9 +163,39 @@ impl Programs {
                 fast_verdicts,
                 fast_stats,
                 _splice_socks: splice_socks,
+                splice,
+                agent_links: Vec::new(),
                 cpus,
             }),
         })
+    }
+
+    /// Attaches `sockops` to the agent's own cgroup, so the agent's ends of loopback legs (its
+    /// accepted capture sockets, its delivery sockets) can be spliced.
+    pub fn attach_agent_cgroup(&self, cgroup: &Path) -> Result<(), EbpfError> {
+        let file = File::open(cgroup).map_err(|source| EbpfError::Cgroup {
+            path: cgroup.display().to_string(),
+            source,
+        })?;
+        let mut guard = self.lock();
+        let loaded = &mut *guard;
+        let prog = program::<SockOps>(&mut loaded.ebpf, names::SOCKOPS)?;
+        let link = prog
+            .attach(&file, CgroupAttachMode::Single)
+            .map_err(|source| EbpfError::Program {
+                program: names::SOCKOPS,
+                source,
+            })?;
+        loaded.agent_links.push(Link::SockOps(link));
+        Ok(())
+    }
+
+    /// Turns the splice of new connections on or off (connections already spliced stay so).
+    pub fn set_splice(&self, enabled: bool) -> Result<(), EbpfError> {
+        self.lock()
+            .splice
+            .set(0, u32::from(enabled), 0)
+            .map_err(map_error(names::SPLICE))
     }
 
     /// Installs a verdict for the same-node fast path, with a zeroed counter entry if the key has

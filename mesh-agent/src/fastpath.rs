@@ -83,22 +83,60 @@ struct Inner {
     entries: HashMap<FastKey, Entry>,
 }
 
-/// The fast path's verdicts and counters.
+/// The fast path's verdicts and counters, and its two switches: the kernel fast path itself
+/// (same-node verdicts applied at connect) and the splice (socket to socket, opt-in: see
+/// `mesh-ebpf/src/splice.rs` for why).
 #[derive(Debug)]
 pub struct FastPath {
     programs: Arc<Programs>,
     enabled: AtomicBool,
+    splice: AtomicBool,
+    /// Whether `sockops` is attached to the agent's own cgroup (loopback legs can be spliced).
+    loopback_attached: bool,
     inner: Mutex<Inner>,
 }
 
 impl FastPath {
-    /// A fast path over the loaded programs; `enabled` false keeps every connection in the agent.
-    pub fn new(programs: Arc<Programs>, enabled: bool) -> FastPath {
-        FastPath {
+    /// A fast path over the loaded programs; `enabled` false keeps every connection in the agent;
+    /// `splice` splices what the fast path allows, and the loopback legs of relayed connections
+    /// when `loopback_attached` (see [`Programs::attach_agent_cgroup`]).
+    pub fn new(
+        programs: Arc<Programs>,
+        enabled: bool,
+        splice: bool,
+        loopback_attached: bool,
+    ) -> FastPath {
+        let fastpath = FastPath {
             programs,
             enabled: AtomicBool::new(enabled),
+            splice: AtomicBool::new(splice),
+            loopback_attached,
             inner: Mutex::new(Inner::default()),
+        };
+        fastpath.apply_splice_switch();
+        fastpath
+    }
+
+    fn apply_splice_switch(&self) {
+        if let Err(e) = self.programs.set_splice(self.splicing()) {
+            tracing::warn!(error = %e, "cannot switch the splice");
         }
+    }
+
+    /// Whether new allowed connections (and loopback legs) are spliced.
+    pub fn splicing(&self) -> bool {
+        self.enabled() && self.splice.load(Ordering::Relaxed)
+    }
+
+    /// Whether loopback legs of relayed connections are being spliced.
+    pub fn loopback_splice(&self) -> bool {
+        self.splicing() && self.loopback_attached
+    }
+
+    /// Turns the splice on or off (connections already spliced stay spliced).
+    pub fn set_splice(&self, splice: bool) {
+        self.splice.store(splice, Ordering::Relaxed);
+        self.apply_splice_switch();
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -113,6 +151,7 @@ impl FastPath {
     /// Turns the fast path on or off; off withdraws every verdict at once.
     pub fn set_enabled(&self, enabled: bool) {
         self.enabled.store(enabled, Ordering::Relaxed);
+        self.apply_splice_switch();
         if !enabled {
             self.invalidate("fast path disabled");
         }

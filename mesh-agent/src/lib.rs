@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod authz;
+pub mod cgroup;
 pub mod config;
 pub mod ebpf;
 pub mod enrol;

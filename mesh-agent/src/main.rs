@@ -49,7 +49,13 @@ async fn main() -> anyhow::Result<()> {
         tokio::spawn(async move { state.follow(updates).await });
     }
     let programs = Arc::new(Programs::load()?);
-    let fastpath = Arc::new(FastPath::new(programs.clone(), config.kernel_fast_path));
+    let loopback_attached = config.kernel_fast_path && attach_to_own_cgroup(&programs);
+    let fastpath = Arc::new(FastPath::new(
+        programs.clone(),
+        config.kernel_fast_path,
+        config.kernel_splice,
+        loopback_attached,
+    ));
     {
         let fastpath = fastpath.clone();
         state.set_on_change(move || fastpath.invalidate("model updated"));
@@ -119,4 +125,29 @@ async fn main() -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&config.enrol_socket);
     info!("all pods detached; agent stopped");
     Ok(())
+}
+
+/// Attaches `sockops` to the agent's own cgroup for the loopback splice; false (with the reason
+/// logged) when the agent is in the root cgroup or the attach fails: loopback legs then stay TCP.
+fn attach_to_own_cgroup(programs: &Programs) -> bool {
+    match mesh_agent::cgroup::own_cgroup() {
+        Ok(Some(cgroup)) => match programs.attach_agent_cgroup(&cgroup) {
+            Ok(()) => {
+                info!(cgroup = %cgroup.display(), "sockops attached to the agent's cgroup: loopback legs can be spliced");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "loopback legs stay on TCP");
+                false
+            }
+        },
+        Ok(None) => {
+            tracing::warn!("the agent runs in the root cgroup: loopback legs stay on TCP (run it in its own cgroup, as a pod does)");
+            false
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "loopback legs stay on TCP");
+            false
+        }
+    }
 }

@@ -87,8 +87,8 @@ pub struct FastStats {
     pub spliced: u64,
     /// Connections refused in `connect4`/`connect6`.
     pub denied: u64,
-    /// Bytes from the client to the server (redirected, or through TCP for a connection that
-    /// could not be redirected).
+    /// Bytes from the client to the server (counted by `sk_msg` when spliced, from the client's
+    /// TCP counters at close when not).
     pub bytes_sent: u64,
     /// Bytes from the server to the client.
     pub bytes_received: u64,
@@ -134,6 +134,29 @@ impl FlowKey {
     }
 }
 
+/// A key of the splice maps: a socket's view of its connection, qualified by the network
+/// namespace where addresses are not unique (loopback legs, and connections from a pod to its own
+/// address); 0 for same-node pod-to-pod connections (pod addresses are unique in the cluster).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+pub struct SpliceKey {
+    /// netns cookie, or 0.
+    pub netns_cookie: u64,
+    /// The socket's view of its connection.
+    pub flow: FlowKey,
+}
+const _: () = assert!(core::mem::size_of::<SpliceKey>() == 56);
+
+impl SpliceKey {
+    /// The key of the peer socket (same namespace qualifier, reversed 4-tuple).
+    pub const fn peer(&self) -> SpliceKey {
+        SpliceKey {
+            netns_cookie: self.netns_cookie,
+            flow: self.flow.reversed(),
+        }
+    }
+}
+
 /// [`FlowState::mode`]: nothing sent yet.
 pub const MODE_UNDECIDED: u32 = 0;
 /// [`FlowState::mode`]: this socket's data goes straight into the peer socket.
@@ -141,12 +164,16 @@ pub const MODE_REDIRECT: u32 = 1;
 /// [`FlowState::mode`]: this socket sent through TCP once (its peer was not registered yet), so
 /// it stays on TCP: mixing the two would reorder bytes.
 pub const MODE_TCP: u32 = 2;
+/// [`FlowState::mode`]: a pod-to-pod connection decided in the kernel but not spliced (the splice
+/// is off): plain TCP, counted from the client's TCP counters when it closes.
+pub const MODE_NOT_SPLICED: u32 = 3;
 /// [`FlowState::role`]: the connecting socket.
 pub const ROLE_CLIENT: u32 = 0;
 /// [`FlowState::role`]: the accepted socket.
 pub const ROLE_SERVER: u32 = 1;
 
-/// A spliced connection's socket: which verdict it came from and how its data travels.
+/// A spliced connection's socket: which verdict it came from (zero for the loopback legs of
+/// connections the agent relays) and how its data travels.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct FlowState {
@@ -179,10 +206,13 @@ pub mod names {
     pub const SK_MSG: &str = "mesh_sk_msg";
     /// Map: [`super::FastKey`] -> [`super::FastVerdict`], written by the agent.
     pub const FAST_VERDICT: &str = "FAST_VERDICT";
+    /// Array (one `u32`): whether allowed pod-to-pod connections and the loopback legs of relayed
+    /// connections are spliced.
+    pub const SPLICE: &str = "SPLICE";
     /// Per-CPU map: [`super::FastKey`] -> [`super::FastStats`], created by the agent, counted by
     /// the kernel.
     pub const FAST_STATS: &str = "FAST_STATS";
-    /// Sockhash: [`super::FlowKey`] -> spliced sockets, the `sk_msg` program's map.
+    /// Sockhash: [`super::SpliceKey`] -> spliced sockets, the `sk_msg` program's map.
     pub const SPLICE_SOCKS: &str = "SPLICE_SOCKS";
 }
 
@@ -202,6 +232,8 @@ mod pod_impls {
     unsafe impl aya::Pod for super::FastStats {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::FlowKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SpliceKey {}
 }
 
 #[cfg(feature = "std")]

@@ -3,25 +3,42 @@
 //! source pod and destination are decided here instead of in the agent:
 //!
 //! - refused: `connect4`/`connect6` fail at once (`EPERM`);
-//! - allowed: the connect goes straight to the destination pod (not to the agent), both sockets
-//!   join `SPLICE_SOCKS` as they are established, and `sk_msg` moves each `sendmsg` into the peer
-//!   socket's receive queue: the bytes never cross TCP, veths or the agent.
+//! - allowed: the connect goes straight to the destination pod (not to the agent); its bytes are
+//!   counted from the client socket's TCP counters when it closes.
 //!
-//! Ordering: a socket whose first `sendmsg` finds no peer in the sockhash (the server end not yet
+//! With the splice switched on (`SPLICE`, opt-in) allowed connections also join `SPLICE_SOCKS` as
+//! they are established, and `sk_msg` moves each `sendmsg` into the peer socket's receive queue:
+//! the bytes never cross TCP or veths. The loopback legs of the connections the agent relays
+//! itself are spliced the same way: the application's captured socket with the agent's accepted
+//! socket on 15001, and the agent's delivery socket (connecting from inside the pod to the pod's
+//! own address) with the application's accepted socket. The agent still reads and writes every
+//! byte of those, so policy, identity and metrics are untouched; only the loopback TCP hop
+//! disappears. This needs `sockops` on the agent's own cgroup too (its sockets are created there).
+//!
+//! Why the splice is opt-in: a socket in a sockhash is read through the kernel's `tcp_bpf`
+//! receive path, which answers a *spurious* wake-up of a blocking reader (for example the
+//! state change when its own FIN is acknowledged, after a half-close) with `EAGAIN` instead of
+//! waiting again. Non-blocking applications (epoll, async runtimes) never notice; a blocking
+//! reader can, so the splice is not applied to applications unless the operator says so.
+//!
+//! Ordering: a socket whose first `sendmsg` finds no peer in the sockhash (the other end not yet
 //! established) sends through TCP and stays on TCP for its whole life, so bytes of one direction
 //! never take two paths. The counters in `FAST_STATS` keep the agent's metrics whole.
 
 use aya_ebpf::{
     bindings::{sk_action::SK_PASS, BPF_F_INGRESS},
+    helpers::bpf_get_netns_cookie,
     macros::{map, sk_msg},
-    maps::{HashMap, LruHashMap, PerCpuHashMap, SockHash},
+    maps::{Array, HashMap, LruHashMap, PerCpuHashMap, SockHash},
     programs::{SkMsgContext, SockOpsContext},
+    EbpfContext,
 };
 use mesh_common::kernel::{
-    FastKey, FastStats, FastVerdict, FlowKey, FlowState, SockAddr, AF_INET, AF_INET6,
-    MODE_REDIRECT, MODE_TCP, MODE_UNDECIDED, ROLE_CLIENT, ROLE_SERVER, VERDICT_DENY,
-    VERDICT_SPLICE,
+    FastKey, FastStats, FastVerdict, FlowKey, FlowState, SockAddr, SpliceKey, AF_INET, AF_INET6,
+    MODE_NOT_SPLICED, MODE_REDIRECT, MODE_TCP, MODE_UNDECIDED, ROLE_CLIENT, ROLE_SERVER,
+    VERDICT_DENY, VERDICT_SPLICE,
 };
+use mesh_common::ports::OUTBOUND_CAPTURE;
 
 /// `BPF_ANY` for map updates.
 const BPF_ANY: u64 = 0;
@@ -41,11 +58,20 @@ static SPLICE_PENDING: LruHashMap<u64, FastKey> = LruHashMap::with_max_entries(1
 
 /// Both ends of every spliced connection (each under its own view of the 4-tuple).
 #[map]
-static SPLICE_FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(65_536, 0);
+static SPLICE_FLOWS: LruHashMap<SpliceKey, FlowState> = LruHashMap::with_max_entries(131_072, 0);
 
 /// The spliced sockets; `mesh_sk_msg` is attached to this map.
 #[map]
-static SPLICE_SOCKS: SockHash<FlowKey> = SockHash::with_max_entries(65_536, 0);
+static SPLICE_SOCKS: SockHash<SpliceKey> = SockHash::with_max_entries(131_072, 0);
+
+/// Index 0: non-zero to splice (allowed pod-to-pod connections, and the loopback legs of relayed
+/// connections); set by the agent.
+#[map]
+static SPLICE: Array<u32> = Array::with_max_entries(1, 0);
+
+fn splice_on() -> bool {
+    matches!(SPLICE.get(0), Some(on) if *on != 0)
+}
 
 /// What a connect does, decided from an earlier verdict of the agent.
 pub enum Fast {
@@ -122,52 +148,112 @@ pub fn on_connect(ctx: &SockOpsContext, cookie: u64) {
         role: ROLE_CLIENT,
         mode: MODE_UNDECIDED,
     };
-    let _ = SPLICE_FLOWS.insert(&own, &state, 0);
+    let _ = SPLICE_FLOWS.insert(&pod_to_pod(own), &state, 0);
+}
+
+/// Key of a same-node pod-to-pod connection's end.
+fn pod_to_pod(flow: FlowKey) -> SpliceKey {
+    SpliceKey {
+        netns_cookie: 0,
+        flow,
+    }
 }
 
 /// `BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB`: the client end of a spliced connection joins the map.
 pub fn on_active_established(ctx: &SockOpsContext) {
-    let Some(mut own) = flow_key_of_ops(ctx) else {
+    let Some(own) = flow_key_of_ops(ctx) else {
         return;
     };
-    // SAFETY: only tested for presence.
-    if unsafe { SPLICE_FLOWS.get(&own) }.is_none() {
+    let mut key = pod_to_pod(own);
+    let Some(state) = SPLICE_FLOWS.get_ptr_mut(&key) else {
+        join_loopback_leg(ctx, own, ROLE_CLIENT);
         return;
+    };
+    if splice_on() {
+        join(ctx, &mut key);
+    } else {
+        // Not spliced: its bytes are counted from its TCP counters when it closes.
+        // SAFETY: `state` points at a live map value.
+        unsafe { (*state).mode = MODE_NOT_SPLICED };
+        follow_state(ctx);
     }
-    join(ctx, &mut own);
 }
 
 /// `BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB`: the server end of a spliced connection joins the map.
 pub fn on_passive_established(ctx: &SockOpsContext) {
-    let Some(mut own) = flow_key_of_ops(ctx) else {
+    let Some(own) = flow_key_of_ops(ctx) else {
         return;
     };
+    let mut key = pod_to_pod(own);
     // SAFETY: copied out at once.
-    let Some(client) = (unsafe { SPLICE_FLOWS.get(&own.reversed()) }).copied() else {
-        return;
-    };
-    if client.role != ROLE_CLIENT {
-        return;
+    let client = (unsafe { SPLICE_FLOWS.get(&key.peer()) }).copied();
+    match client {
+        Some(client) if client.role == ROLE_CLIENT && client.mode == MODE_NOT_SPLICED => {}
+        Some(client) if client.role == ROLE_CLIENT => {
+            let state = FlowState {
+                fast_key: client.fast_key,
+                role: ROLE_SERVER,
+                mode: MODE_UNDECIDED,
+            };
+            if SPLICE_FLOWS.insert(&key, &state, 0).is_ok() {
+                join(ctx, &mut key);
+            }
+        }
+        _ => join_loopback_leg(ctx, own, ROLE_SERVER),
     }
-    let state = FlowState {
-        fast_key: client.fast_key,
-        role: ROLE_SERVER,
-        mode: MODE_UNDECIDED,
-    };
-    if SPLICE_FLOWS.insert(&own, &state, 0).is_err() {
-        return;
-    }
-    join(ctx, &mut own);
 }
 
-fn join(ctx: &SockOpsContext, own: &mut FlowKey) {
+/// Registers one end of a loopback leg of a relayed connection, if `own` is one and loopback
+/// splicing is on.
+fn join_loopback_leg(ctx: &SockOpsContext, own: FlowKey, role: u32) {
+    if !is_loopback_leg(&own) || !splice_on() {
+        return;
+    }
+    // SAFETY: the helper only reads the context.
+    let netns_cookie = unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };
+    let mut key = SpliceKey {
+        netns_cookie,
+        flow: own,
+    };
+    let state = FlowState {
+        fast_key: FastKey::default(),
+        role,
+        mode: MODE_UNDECIDED,
+    };
+    if SPLICE_FLOWS.insert(&key, &state, 0).is_ok() {
+        join(ctx, &mut key);
+    }
+}
+
+/// A loopback leg: the application's socket to the agent's capture port on loopback (either
+/// end), or a connection from a pod's address to itself (the agent's delivery into the pod).
+fn is_loopback_leg(flow: &FlowKey) -> bool {
+    let capture = u32::from(OUTBOUND_CAPTURE);
+    (is_loopback(flow.family, &flow.remote) && flow.remote_port == capture)
+        || (is_loopback(flow.family, &flow.local) && flow.local_port == capture)
+        || (flow.local == flow.remote && !is_loopback(flow.family, &flow.local))
+}
+
+fn is_loopback(family: u32, ip: &[u32; 4]) -> bool {
+    if family == AF_INET {
+        u32::from_be(ip[0]) >> 24 == 127
+    } else {
+        ip[0] == 0 && ip[1] == 0 && ip[2] == 0 && u32::from_be(ip[3]) == 1
+    }
+}
+
+fn join(ctx: &SockOpsContext, own: &mut SpliceKey) {
     // SAFETY: the kernel hands sock_ops programs a valid context.
     let ops = unsafe { &mut *ctx.ops };
     if SPLICE_SOCKS.update(own, ops, BPF_ANY).is_ok() {
-        // Ask for state changes so the flow's entry goes when the socket closes.
-        let flags = ctx.cb_flags() | aya_ebpf::bindings::BPF_SOCK_OPS_STATE_CB_FLAG;
-        let _ = ctx.set_cb_flags(flags as i32);
+        follow_state(ctx);
     }
+}
+
+/// Asks for state changes, so the flow's entry goes (and is counted) when the socket closes.
+fn follow_state(ctx: &SockOpsContext) {
+    let flags = ctx.cb_flags() | aya_ebpf::bindings::BPF_SOCK_OPS_STATE_CB_FLAG;
+    let _ = ctx.set_cb_flags(flags as i32);
 }
 
 /// `BPF_SOCK_OPS_STATE_CB`: forget a spliced socket once it is closed (the sockhash drops closed
@@ -180,12 +266,28 @@ pub fn on_state_change(ctx: &SockOpsContext) {
     let Some(own) = flow_key_of_ops(ctx) else {
         return;
     };
+    let key = pod_to_pod(own);
     // SAFETY: copied out at once.
-    if let Some(state) = (unsafe { SPLICE_FLOWS.get(&own) }).copied() {
+    if let Some(state) = (unsafe { SPLICE_FLOWS.get(&key) }).copied() {
         if state.role == ROLE_CLIENT {
             count(&state.fast_key, Counter::Closed, 1);
         }
-        let _ = SPLICE_FLOWS.remove(&own);
+        if state.mode == MODE_NOT_SPLICED {
+            // SAFETY: state callbacks run with a full socket, whose byte counters are readable.
+            let (acked, received) = unsafe { ((*ctx.ops).bytes_acked, (*ctx.ops).bytes_received) };
+            count(&state.fast_key, Counter::Sent, acked);
+            count(&state.fast_key, Counter::Received, received);
+        }
+        let _ = SPLICE_FLOWS.remove(&key);
+        return;
+    }
+    if is_loopback_leg(&own) {
+        // SAFETY: the helper only reads the context.
+        let netns_cookie = unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };
+        let _ = SPLICE_FLOWS.remove(&SpliceKey {
+            netns_cookie,
+            flow: own,
+        });
     }
 }
 
@@ -193,7 +295,7 @@ pub fn on_state_change(ctx: &SockOpsContext) {
 /// of a spliced connect? Then it must reach the application, not the agent's listener.
 pub fn is_spliced_arrival(server_view: &FlowKey) -> bool {
     // SAFETY: only tested for presence.
-    unsafe { SPLICE_FLOWS.get(&server_view.reversed()) }.is_some()
+    unsafe { SPLICE_FLOWS.get(&pod_to_pod(server_view.reversed())) }.is_some()
 }
 
 #[sk_msg]
@@ -212,7 +314,17 @@ pub fn mesh_sk_msg(ctx: SkMsgContext) -> u32 {
         return SK_PASS;
     };
     let size = u64::from(msg.size);
-    let Some(state) = SPLICE_FLOWS.get_ptr_mut(&own) else {
+    let netns_cookie = if is_loopback_leg(&own) {
+        // SAFETY: the helper only reads the context.
+        unsafe { bpf_get_netns_cookie(ctx.as_ptr()) }
+    } else {
+        0
+    };
+    let key = SpliceKey {
+        netns_cookie,
+        flow: own,
+    };
+    let Some(state) = SPLICE_FLOWS.get_ptr_mut(&key) else {
         return SK_PASS;
     };
     // SAFETY: `state` points at a live map value; only this socket's sends touch its mode.
@@ -222,11 +334,15 @@ pub fn mesh_sk_msg(ctx: SkMsgContext) -> u32 {
     } else {
         Counter::Received
     };
-    count(&fast_key, counter, size);
+    // Only pod-to-pod splices have counters: the agent counts the bytes of the legs it relays.
+    let counted = netns_cookie == 0;
+    if counted {
+        count(&fast_key, counter, size);
+    }
     if mode == MODE_TCP {
         return SK_PASS;
     }
-    let mut peer = own.reversed();
+    let mut peer = key.peer();
     let verdict = SPLICE_SOCKS.redirect_msg(&ctx, &mut peer, u64::from(BPF_F_INGRESS));
     if verdict == i64::from(SK_PASS) {
         if mode == MODE_UNDECIDED {
@@ -239,7 +355,9 @@ pub fn mesh_sk_msg(ctx: SkMsgContext) -> u32 {
         // The peer is not in the map yet: this direction stays on TCP from now on.
         // SAFETY: as above.
         unsafe { (*state).mode = MODE_TCP };
-        count(&fast_key, Counter::TcpFallback, 1);
+        if counted {
+            count(&fast_key, Counter::TcpFallback, 1);
+        }
     }
     SK_PASS
 }

@@ -65,7 +65,7 @@ impl Agent {
         let log = workdir.join(format!("{}-agent.log", node.name));
         let log_file =
             std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        let mut cmd = node.command(&binary("mesh-agent")?.display().to_string());
+        let mut cmd = node.agent_command(&binary("mesh-agent")?.display().to_string())?;
         cmd.arg("--node")
             .arg(&node.name)
             .arg("--enrol-socket")

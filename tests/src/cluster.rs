@@ -37,6 +37,8 @@ pub struct Node {
     pub ip4: Ipv4Addr,
     /// Node IPv6 address.
     pub ip6: Ipv6Addr,
+    /// cgroup v2 directory for the node's agent (as the agent's pod would have one).
+    pub agent_cgroup: PathBuf,
     pods: u8,
 }
 
@@ -54,6 +56,31 @@ impl Node {
             .arg(program);
         cmd
     }
+
+    /// A command that runs `program` (the agent) inside the node's network namespace and in
+    /// [`Node::agent_cgroup`], created if needed.
+    pub fn agent_command(&self, program: &str) -> anyhow::Result<Command> {
+        std::fs::create_dir_all(&self.agent_cgroup)
+            .with_context(|| format!("creating cgroup {}", self.agent_cgroup.display()))?;
+        Ok(in_cgroup_and_netns(
+            &self.agent_cgroup,
+            &self.netns_path(),
+            program,
+        ))
+    }
+}
+
+/// A command that joins `cgroup` (before the program starts, so every socket it makes belongs
+/// there) and execs `program` in the network namespace `netns`.
+fn in_cgroup_and_netns(cgroup: &Path, netns: &Path, program: &str) -> Command {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(r#"cg="$1"; ns="$2"; shift 2; echo $$ > "$cg/cgroup.procs" && exec nsenter --net="$ns" -- "$@""#)
+        .arg("sh")
+        .arg(cgroup)
+        .arg(netns)
+        .arg(program);
+    cmd
 }
 
 /// A pod: a network namespace with its own addresses plus a cgroup v2 directory.
@@ -89,14 +116,7 @@ impl Pod {
     /// A command that runs `program` as a process of the pod: in its cgroup (joined before the
     /// program starts, so every socket it makes belongs to the pod) and its network namespace.
     pub fn command(&self, program: &str) -> Command {
-        let mut cmd = Command::new("sh");
-        cmd.arg("-c")
-            .arg(r#"cg="$1"; ns="$2"; shift 2; echo $$ > "$cg/cgroup.procs" && exec nsenter --net="$ns" -- "$@""#)
-            .arg("sh")
-            .arg(&self.cgroup)
-            .arg(self.netns_path())
-            .arg(program);
-        cmd
+        in_cgroup_and_netns(&self.cgroup, &self.netns_path(), program)
     }
 
     /// Both addresses.
@@ -161,6 +181,7 @@ impl Cluster {
                 ip6: format!("fd18::{index}")
                     .parse()
                     .context("node v6 address")?,
+                agent_cgroup: self.cgroup_root.join(format!("agent-node{index}")),
                 pods: 0,
             };
             add_netns(&node.netns)?;

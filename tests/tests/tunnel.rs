@@ -453,22 +453,13 @@ fn wait_metric(agent: &Agent, series: &str, at_least: u64) -> anyhow::Result<u64
 }
 
 /// The same-node fast path: the agent decides the first connection from a pod to a same-node
-/// destination; the kernel reuses that verdict for the next ones (spliced socket to socket, or
-/// refused at connect), with the same metrics, until the model changes or it is switched off.
+/// destination; the kernel reuses that verdict for the next ones (straight to the destination
+/// pod, or refused at connect), with the same metrics, until the model changes or it is switched
+/// off. With the splice switched on, allowed connections move their bytes socket to socket.
 #[test]
 fn same_node_decisions_are_reused_in_the_kernel() -> anyhow::Result<()> {
     let mut mesh = start_mesh(DAY)?;
-    let echo_cmd = {
-        let mut cmd = mesh.neighbour.command(
-            &mesh_tests::agent::binary("mesh-testapp")?
-                .display()
-                .to_string(),
-        );
-        cmd.args(["echo", &ECHO_PORT.to_string()]);
-        cmd
-    };
-    mesh.cluster.spawn(echo_cmd)?;
-    mesh_tests::command::wait_listening(&mesh.neighbour, ECHO_PORT)?;
+    start_echo(&mut mesh.cluster, &mesh.neighbour)?;
     std::fs::write(
         mesh.config_dir.join("policy.yaml"),
         "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: only-client, namespace: prod}\nspec:\n  action: ALLOW\n  rules:\n  - from: [{source: {principals: [cluster.local/ns/apps/sa/client]}}]\n",
@@ -501,20 +492,29 @@ fn same_node_decisions_are_reused_in_the_kernel() -> anyhow::Result<()> {
     assert_eq!(
         count_lines(&mesh.agent1, &captured),
         1,
-        "the agent saw a spliced connection"
+        "the agent saw a connection the kernel decided"
     );
     let entry = fastpath_entry(&mesh.agent1, "apps/client", &neighbour)?;
     assert_eq!(entry["spliced"], 3, "{entry}");
 
-    // Bulk data both ways, byte-exact, moved socket to socket: no payload crosses the pod's
-    // link unless the kernel counted a TCP fallback (first bytes sent before the peer joined).
+    // Bytes are counted from the client's TCP counters when it closes, under the same metrics
+    // as connections the agent relays, with transport "Kernel".
     let echo = format!("{}:{ECHO_PORT}", mesh.neighbour.ip4);
-    let warm = app(&mesh.client, &["stream", &echo, "1000"])?; // decided by the agent
-    assert!(
-        warm.status.success(),
-        "{}",
-        String::from_utf8_lossy(&warm.stderr)
-    );
+    stream(&mesh.client, &echo, 1000)?; // decided by the agent
+    const MIB: u64 = 1 << 20;
+    stream(&mesh.client, &echo, MIB)?; // decided in the kernel
+    assert_eq!(count_lines(&mesh.agent1, &captured), 2);
+    let outbound = "mesh_agent_tcp_connections_opened_total{direction=\"Outbound\",transport=\"Kernel\",workload=\"apps/client\",destination_service=\"unknown\"}";
+    assert_eq!(wait_metric(&mesh.agent1, outbound, 4)?, 4);
+    let inbound = "mesh_agent_tcp_sent_bytes_total{direction=\"Inbound\",transport=\"Kernel\",workload=\"prod/neighbour\",destination_service=\"unknown\"}";
+    assert!(wait_metric(&mesh.agent1, inbound, MIB)? >= MIB);
+    let received = "mesh_agent_tcp_received_bytes_total{direction=\"Outbound\",transport=\"Kernel\",workload=\"apps/client\",destination_service=\"unknown\"}";
+    assert!(wait_metric(&mesh.agent1, received, MIB)? >= MIB);
+
+    // The splice: bulk data both ways, byte-exact, moved socket to socket. No payload crosses
+    // the pod's link unless the kernel counted a TCP fallback (first bytes sent before the peer
+    // socket joined).
+    mesh.agent1.admin_post("/fastpath?splice=true")?;
     let mut tcpdump = mesh.neighbour.command("tcpdump");
     tcpdump.env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
     let capture = Capture::start(
@@ -524,49 +524,43 @@ fn same_node_decisions_are_reused_in_the_kernel() -> anyhow::Result<()> {
         &mesh.dir.path().join("neighbour.pcap"),
     )?;
     const BULK: u64 = 16 << 20;
+    let before = fastpath_entry(&mesh.agent1, "apps/client", &echo)?;
     for _ in 0..3 {
-        let out = app(&mesh.client, &["stream", &echo, &BULK.to_string()])?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success() && stdout.contains(&format!("ok bytes={BULK}")),
-            "{stdout} {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        stream(&mesh.client, &echo, BULK)?;
     }
     let segments = mesh_tests::pcap::tcp_segments(&capture.stop()?)?;
     let entry = fastpath_entry(&mesh.agent1, "apps/client", &echo)?;
-    let fallbacks = entry["tcp_fallbacks"].as_u64().unwrap_or(u64::MAX);
+    let grew =
+        |field: &str| entry[field].as_u64().unwrap_or(0) - before[field].as_u64().unwrap_or(0);
     let with_payload = segments.iter().filter(|s| s.payload > 0).count();
     assert!(segments.len() >= 9, "handshakes not captured: {segments:?}");
-    assert!(fallbacks < 6, "no direction was spliced: {entry}");
-    if fallbacks == 0 {
+    assert!(
+        grew("tcp_fallbacks") < 6,
+        "no direction was spliced: {entry}"
+    );
+    if grew("tcp_fallbacks") == 0 {
         assert_eq!(
             with_payload, 0,
             "payload crossed TCP with no fallback counted: {entry}"
         );
     } else {
-        eprintln!("{fallbacks} direction(s) stayed on TCP: {entry}");
+        eprintln!(
+            "{} direction(s) stayed on TCP: {entry}",
+            grew("tcp_fallbacks")
+        );
     }
-    assert_eq!(entry["spliced"], 3, "{entry}");
-    assert!(entry["bytes_sent"].as_u64() >= Some(3 * BULK), "{entry}");
-    assert!(
-        entry["bytes_received"].as_u64() >= Some(3 * BULK),
-        "{entry}"
-    );
+    assert_eq!(grew("spliced"), 3, "{entry}");
+    assert!(grew("bytes_sent") >= 3 * BULK, "{entry}");
+    assert!(grew("bytes_received") >= 3 * BULK, "{entry}");
     assert_eq!(
         count_lines(&mesh.agent1, &captured),
         2,
-        "only the warm-up went through the agent"
+        "a spliced connection went through the agent"
     );
-
-    // The same metrics as connections relayed by the agent, with transport "Kernel".
-    let outbound = "mesh_agent_tcp_connections_opened_total{direction=\"Outbound\",transport=\"Kernel\",workload=\"apps/client\",destination_service=\"unknown\"}";
-    assert_eq!(wait_metric(&mesh.agent1, outbound, 6)?, 6);
-    let inbound = "mesh_agent_tcp_sent_bytes_total{direction=\"Inbound\",transport=\"Kernel\",workload=\"prod/neighbour\",destination_service=\"unknown\"}";
     assert!(wait_metric(&mesh.agent1, inbound, 3 * BULK)? >= 3 * BULK);
 
     // A refused identity: the agent refuses the first connection, the kernel the next ones at
-    // connect (EPERM) — counted as denied by the same policy.
+    // connect (EPERM), counted as denied by the same policy.
     assert!(!app(&mesh.intruder, &["connect", &neighbour, "x"])?
         .status
         .success());
@@ -610,5 +604,110 @@ fn same_node_decisions_are_reused_in_the_kernel() -> anyhow::Result<()> {
         );
     }
     assert_eq!(count_lines(&mesh.agent1, &captured), before + 2);
+    Ok(())
+}
+
+/// `mesh-testapp stream` of `bytes` from `pod` to the echo server at `addr`; fails unless every
+/// byte came back in order.
+fn stream(pod: &Pod, addr: &str, bytes: u64) -> anyhow::Result<()> {
+    let out = app(pod, &["stream", addr, &bytes.to_string()])?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() || !stdout.contains(&format!("ok bytes={bytes}")) {
+        bail!(
+            "stream of {bytes} bytes to {addr}: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// Starts the echo server on `ECHO_PORT` in `pod`.
+fn start_echo(cluster: &mut Cluster, pod: &Pod) -> anyhow::Result<()> {
+    let mut cmd = pod.command(
+        &mesh_tests::agent::binary("mesh-testapp")?
+            .display()
+            .to_string(),
+    );
+    cmd.args(["echo", &ECHO_PORT.to_string()]);
+    cluster.spawn(cmd)?;
+    mesh_tests::command::wait_listening(pod, ECHO_PORT)
+}
+
+/// Captures `filter` on the loopback interface of `pod`.
+fn capture_loopback(pod: &Pod, filter: &str, file: PathBuf) -> anyhow::Result<Capture> {
+    let mut tcpdump = pod.command("tcpdump");
+    tcpdump.env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    Capture::start(tcpdump, "lo", filter, &file)
+}
+
+/// Streams `bytes` from the client to the server's echo port through the tunnel while capturing
+/// both loopback legs; returns the TCP segments with payload seen on (client's 15001 leg,
+/// server's delivery leg).
+fn stream_and_count_loopback_payload(
+    mesh: &Mesh,
+    bytes: u64,
+    run: &str,
+) -> anyhow::Result<(usize, usize)> {
+    let dir = mesh.dir.path();
+    let outbound = capture_loopback(
+        &mesh.client,
+        "tcp port 15001",
+        dir.join(format!("{run}-client-lo.pcap")),
+    )?;
+    let delivery = capture_loopback(
+        &mesh.server,
+        &format!("tcp port {ECHO_PORT}"),
+        dir.join(format!("{run}-server-lo.pcap")),
+    )?;
+    stream(
+        &mesh.client,
+        &format!("{}:{ECHO_PORT}", mesh.server.ip4),
+        bytes,
+    )?;
+    let payload = |segments: Vec<mesh_tests::pcap::Segment>| -> anyhow::Result<usize> {
+        if segments.len() < 3 {
+            bail!("the capture missed the handshake: {segments:?}");
+        }
+        Ok(segments.iter().filter(|s| s.payload > 0).count())
+    };
+    let outbound = payload(mesh_tests::pcap::tcp_segments(&outbound.stop()?)?)?;
+    let delivery = payload(mesh_tests::pcap::tcp_segments(&delivery.stop()?)?)?;
+    Ok((outbound, delivery))
+}
+
+/// With the splice on, the loopback legs of a tunnelled connection (application -> agent in the
+/// client pod, agent -> application in the server pod) are spliced socket to socket: the bytes
+/// still go through both agents and the mTLS tunnel, but never as TCP over loopback. Switched
+/// off, they do.
+#[test]
+fn loopback_legs_of_tunnelled_connections_are_spliced() -> anyhow::Result<()> {
+    let mut mesh = start_mesh(DAY)?;
+    start_echo(&mut mesh.cluster, &mesh.server)?;
+    for agent in [&mesh.agent1, &mesh.agent2] {
+        agent.wait_for_log(
+            &["sockops attached to the agent's cgroup"],
+            Duration::from_secs(5),
+        )?;
+        agent.admin_post("/fastpath?splice=true")?;
+    }
+    const BULK: u64 = 8 << 20;
+    let (outbound, delivery) = stream_and_count_loopback_payload(&mesh, BULK, "spliced")?;
+    assert_eq!(
+        (outbound, delivery),
+        (0, 0),
+        "payload crossed a loopback leg as TCP"
+    );
+    // The agents still carried every byte: the tunnel's metrics count them.
+    let sent = "mesh_agent_tcp_sent_bytes_total{direction=\"Outbound\",transport=\"Hbone\",workload=\"apps/client\",destination_service=\"unknown\"}";
+    assert!(wait_metric(&mesh.agent1, sent, BULK)? >= BULK);
+
+    for agent in [&mesh.agent1, &mesh.agent2] {
+        agent.admin_post("/fastpath?splice=false")?;
+    }
+    let (outbound, delivery) = stream_and_count_loopback_payload(&mesh, BULK, "tcp")?;
+    assert!(
+        outbound > 0 && delivery > 0,
+        "with the splice off the loopback legs must be TCP: {outbound} {delivery}"
+    );
     Ok(())
 }
