@@ -279,53 +279,65 @@ fn measure(bench: &mesh::BenchMesh, plan: Plan) -> anyhow::Result<Vec<Case>> {
         "CPU s/10k",
         Target::None,
     );
-    let mut local_thr = Case::new(
-        "same_node_throughput_1_stream",
-        "same node, agent relay (fast path off): throughput, 1 stream",
-        "Gbit/s",
-        Target::None,
+    let mut relay = SameNodeRows::new(
+        [
+            "same_node_relay_throughput_1_stream",
+            "same_node_relay_latency_p50",
+            "same_node_relay_latency_p99",
+            "same_node_relay_new_connections_per_second",
+        ],
+        [
+            "same node, agent relay (fast path off): throughput, 1 stream",
+            "same node, agent relay (fast path off): 64 B ping-pong p50",
+            "same node, agent relay (fast path off): 64 B ping-pong p99",
+            "same node, agent relay (fast path off): new connections/s",
+        ],
     );
-    let mut local_p50 = Case::new(
-        "same_node_latency_p50",
-        "same node, agent relay (fast path off): 64 B ping-pong p50",
-        "µs",
-        Target::None,
+    let mut kernel = SameNodeRows::new(
+        [
+            "same_node_kernel_throughput_1_stream",
+            "same_node_kernel_latency_p50",
+            "same_node_kernel_latency_p99",
+            "same_node_kernel_new_connections_per_second",
+        ],
+        [
+            "same node, kernel fast path (default): throughput, 1 stream",
+            "same node, kernel fast path (default): 64 B ping-pong p50",
+            "same node, kernel fast path (default): 64 B ping-pong p99",
+            "same node, kernel fast path (default): new connections/s",
+        ],
     );
-    let mut local_p99 = Case::new(
-        "same_node_latency_p99",
-        "same node, agent relay (fast path off): 64 B ping-pong p99",
-        "µs",
-        Target::None,
-    );
-    let mut splice_thr = Case::new(
-        "same_node_splice_throughput_1_stream",
-        "same node, kernel splice: throughput, 1 stream",
-        "Gbit/s",
-        Target::None,
-    );
-    let mut splice_p50 = Case::new(
-        "same_node_splice_latency_p50",
-        "same node, kernel splice: 64 B ping-pong p50",
-        "µs",
-        Target::None,
-    );
-    let mut splice_p99 = Case::new(
-        "same_node_splice_latency_p99",
-        "same node, kernel splice: 64 B ping-pong p99",
-        "µs",
-        Target::None,
-    );
-    let mut splice_crr = Case::new(
-        "same_node_splice_new_connections_per_second",
-        "same node, kernel splice: new connections/s, 1 client",
-        "conn/s",
-        Target::None,
+    let mut splice = SameNodeRows::new(
+        [
+            "same_node_splice_throughput_1_stream",
+            "same_node_splice_latency_p50",
+            "same_node_splice_latency_p99",
+            "same_node_splice_new_connections_per_second",
+        ],
+        [
+            "same node, kernel splice (opt-in): throughput, 1 stream",
+            "same node, kernel splice (opt-in): 64 B ping-pong p50",
+            "same node, kernel splice (opt-in): 64 B ping-pong p99",
+            "same node, kernel splice (opt-in): new connections/s",
+        ],
     );
     let mut splice_vs_loopback = Case::new(
         "same_node_splice_latency_p50_vs_loopback",
-        "same node, kernel splice: ping-pong p50 vs direct loopback TCP",
+        "same node, kernel splice (opt-in): ping-pong p50 vs direct loopback TCP",
         "µs",
         Target::RatioAtMost(1.0),
+    );
+    let mut legs_p50 = Case::new(
+        "latency_p50_loopback_legs_spliced",
+        "2 nodes, loopback legs spliced (opt-in): 64 B ping-pong p50",
+        "µs",
+        Target::None,
+    );
+    let mut legs_http1 = Case::new(
+        "http_rps_1_connection_loopback_legs_spliced",
+        "2 nodes, loopback legs spliced (opt-in): HTTP/1.1 keep-alive req/s, 1 connection",
+        "req/s",
+        Target::None,
     );
 
     let secs = plan.seconds;
@@ -381,78 +393,140 @@ fn measure(bench: &mesh::BenchMesh, plan: Plan) -> anyhow::Result<Vec<Case>> {
             let c = tools::crr(&side.client, &side.remote, secs)?;
             push(&mut crr, c);
 
-            // Same node. The direct side is measured once and is the baseline of both mesh
-            // variants: the agent's relay (fast path switched off) and the kernel splice.
-            if via == Via::Mesh {
-                bench.set_fast_path(false)?;
-            }
-            let lt = tools::iperf(&side.client, &side.local, secs, 1)?;
-            push(&mut local_thr, lt.gbits);
-            let ll = tools::pingpong(&side.client, &side.local, plan.pings, 64)?;
-            push(&mut local_p50, ll.p50);
-            push(&mut local_p99, ll.p99);
-            let (st, sl, sc) = match via {
+            // Same node. The direct side is measured once and is the baseline of the three mesh
+            // variants: the agent's relay (fast path off), the kernel fast path (the default:
+            // decided at connect, straight to the destination pod) and the kernel splice.
+            let same_node = match via {
                 Via::Direct => {
-                    splice_thr.direct.push(lt.gbits);
-                    splice_p50.direct.push(ll.p50);
-                    splice_p99.direct.push(ll.p99);
-                    let sc = tools::crr(&side.client, &side.local, secs)?;
-                    splice_crr.direct.push(sc);
+                    let m = SameNode::measure(&side.client, &side.local, secs, plan.pings)?;
+                    for rows in [&mut relay, &mut kernel, &mut splice] {
+                        rows.push_direct(&m);
+                    }
                     let loopback = format!("127.0.0.1:{}", tools::LOOPBACK_ECHO_PORT);
                     let lo = tools::pingpong_to(&side.client, &loopback, plan.pings, 64)?;
                     splice_vs_loopback.direct.push(lo.p50);
-                    (lt.gbits, ll.p50, sc)
+                    legs_p50.direct.push(lat.p50);
+                    legs_http1.direct.push(h1.rps);
+                    [m.clone(), m.clone(), m]
                 }
                 Via::Mesh => {
-                    bench.set_fast_path(true)?;
+                    bench.fast_path("enabled=false")?;
+                    let r = SameNode::measure(&side.client, &side.local, secs, plan.pings)?;
+                    relay.push_mesh(&r);
+                    bench.fast_path("enabled=true")?;
                     // The agent decides the first connection to each port; the kernel the rest.
                     tools::pingpong(&side.client, &side.local, 1, 64)?;
-                    let (spliced_before, _) = bench.fast_path_counts()?;
-                    let st = tools::iperf(&side.client, &side.local, secs, 1)?;
-                    let sl = tools::pingpong(&side.client, &side.local, plan.pings, 64)?;
-                    let sc = tools::crr(&side.client, &side.local, secs)?;
-                    let (spliced, fallbacks) = bench.fast_path_counts()?;
-                    if spliced <= spliced_before {
-                        bail!("no same-node connection was spliced: the fast path did not engage");
+                    let (decided, _) = bench.fast_path_counts()?;
+                    let k = SameNode::measure(&side.client, &side.local, secs, plan.pings)?;
+                    let (now, _) = bench.fast_path_counts()?;
+                    if now <= decided {
+                        bail!("no same-node connection was decided in the kernel: the fast path did not engage");
                     }
-                    if fallbacks > 0 {
-                        eprintln!("  note: {fallbacks} spliced direction(s) so far stayed on TCP");
+                    kernel.push_mesh(&k);
+                    bench.fast_path("splice=true")?;
+                    let (_, fallbacks_before) = bench.fast_path_counts()?;
+                    let sp = SameNode::measure(&side.client, &side.local, secs, plan.pings)?;
+                    splice.push_mesh(&sp);
+                    splice_vs_loopback.mesh.push(sp.latency.p50);
+                    let legs = tools::pingpong(&side.client, &side.remote, plan.pings, 64)?;
+                    legs_p50.mesh.push(legs.p50);
+                    legs_http1
+                        .mesh
+                        .push(tools::wrk(&side.client, &side.remote, secs, 1)?.rps);
+                    let (_, fallbacks) = bench.fast_path_counts()?;
+                    if fallbacks > fallbacks_before {
+                        eprintln!(
+                            "  note: {} spliced direction(s) stayed on TCP (first bytes before the peer joined)",
+                            fallbacks - fallbacks_before
+                        );
                     }
-                    splice_thr.mesh.push(st.gbits);
-                    splice_p50.mesh.push(sl.p50);
-                    splice_p99.mesh.push(sl.p99);
-                    splice_crr.mesh.push(sc);
-                    splice_vs_loopback.mesh.push(sl.p50);
-                    (st.gbits, sl.p50, sc)
+                    bench.fast_path("splice=false")?;
+                    [r, k, sp]
                 }
             };
+            let [r, k, sp] = &same_node;
             eprintln!(
-                "  {tag:<6} 1-stream {:.2} Gbit/s, 4-stream {:.2} Gbit/s, p50 {:.1} µs p99 {:.1} µs, http {:.0}/{:.0} req/s, {:.0} conn/s; same node relay {:.2} Gbit/s p50 {:.1} µs, splice {st:.2} Gbit/s p50 {sl:.1} µs {sc:.0} conn/s",
-                t.gbits, t4.gbits, lat.p50, lat.p99, h1.rps, h16.rps, c, lt.gbits, ll.p50
+                "  {tag:<6} 1-stream {:.2} Gbit/s, 4-stream {:.2} Gbit/s, p50 {:.1} µs p99 {:.1} µs, http {:.0}/{:.0} req/s, {:.0} conn/s; same node: relay {}, kernel {}, splice {}",
+                t.gbits, t4.gbits, lat.p50, lat.p99, h1.rps, h16.rps, c, r.summary(), k.summary(), sp.summary()
             );
         }
     }
 
     Ok(vec![
-        thr1,
-        thr4,
-        p50,
-        p99,
-        http1,
-        http16,
-        crr,
-        cpu_gb,
-        cpu_req,
-        local_thr,
-        local_p50,
-        local_p99,
-        splice_thr,
-        splice_p50,
-        splice_p99,
-        splice_crr,
-        splice_vs_loopback,
-        rss_idle,
-        per_pod,
-        per_conn,
-    ])
+        thr1, thr4, p50, p99, http1, http16, crr, cpu_gb, cpu_req, legs_p50, legs_http1,
+    ]
+    .into_iter()
+    .chain(relay.into_cases())
+    .chain(kernel.into_cases())
+    .chain(splice.into_cases())
+    .chain([splice_vs_loopback, rss_idle, per_pod, per_conn])
+    .collect())
+}
+
+/// One same-node measurement: throughput, ping-pong and connection rate from the client to the
+/// server on its node.
+#[derive(Debug, Clone)]
+struct SameNode {
+    throughput: tools::Throughput,
+    latency: tools::Latency,
+    connections_per_second: f64,
+}
+
+impl SameNode {
+    fn measure(
+        client: &mesh_tests::Pod,
+        server: &mesh_tests::Pod,
+        secs: u64,
+        pings: u32,
+    ) -> anyhow::Result<SameNode> {
+        Ok(SameNode {
+            throughput: tools::iperf(client, server, secs, 1)?,
+            latency: tools::pingpong(client, server, pings, 64)?,
+            connections_per_second: tools::crr(client, server, secs)?,
+        })
+    }
+
+    fn summary(&self) -> String {
+        format!(
+            "{:.2} Gbit/s p50 {:.1} µs {:.0} conn/s",
+            self.throughput.gbits, self.latency.p50, self.connections_per_second
+        )
+    }
+}
+
+/// The rows of one way of carrying same-node traffic.
+struct SameNodeRows {
+    throughput: Case,
+    p50: Case,
+    p99: Case,
+    connections: Case,
+}
+
+impl SameNodeRows {
+    fn new(keys: [&'static str; 4], labels: [&'static str; 4]) -> SameNodeRows {
+        SameNodeRows {
+            throughput: Case::new(keys[0], labels[0], "Gbit/s", Target::None),
+            p50: Case::new(keys[1], labels[1], "µs", Target::None),
+            p99: Case::new(keys[2], labels[2], "µs", Target::None),
+            connections: Case::new(keys[3], labels[3], "conn/s", Target::None),
+        }
+    }
+
+    fn push_direct(&mut self, m: &SameNode) {
+        self.throughput.direct.push(m.throughput.gbits);
+        self.p50.direct.push(m.latency.p50);
+        self.p99.direct.push(m.latency.p99);
+        self.connections.direct.push(m.connections_per_second);
+    }
+
+    fn push_mesh(&mut self, m: &SameNode) {
+        self.throughput.mesh.push(m.throughput.gbits);
+        self.p50.mesh.push(m.latency.p50);
+        self.p99.mesh.push(m.latency.p99);
+        self.connections.mesh.push(m.connections_per_second);
+    }
+
+    fn into_cases(self) -> [Case; 4] {
+        [self.throughput, self.p50, self.p99, self.connections]
+    }
 }

@@ -193,14 +193,17 @@ impl BenchMesh {
         Ok(())
     }
 
-    /// Switches node 1's same-node fast path (admin endpoint); off withdraws its verdicts.
-    pub fn set_fast_path(&self, enabled: bool) -> anyhow::Result<()> {
-        self.agents[0].admin_post(&format!("/fastpath?enabled={enabled}"))?;
+    /// Switches the kernel fast path of both agents (admin endpoint): `enabled=true|false` or
+    /// `splice=true|false`.
+    pub fn fast_path(&self, query: &str) -> anyhow::Result<()> {
+        for agent in &self.agents {
+            agent.admin_post(&format!("/fastpath?{query}"))?;
+        }
         Ok(())
     }
 
-    /// Node 1's fast-path counters summed over its verdicts: (connections spliced, directions
-    /// that stayed on TCP).
+    /// Node 1's fast-path counters summed over its verdicts: (connections decided in the kernel
+    /// and let through, spliced directions that stayed on TCP).
     pub fn fast_path_counts(&self) -> anyhow::Result<(u64, u64)> {
         let listing: serde_json::Value =
             serde_json::from_str(&self.agents[0].admin_get("/fastpath")?)?;
