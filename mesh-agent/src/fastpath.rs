@@ -221,13 +221,19 @@ impl FastPath {
         }
     }
 
-    /// Adds what the kernel counted since the last call to the agent's metrics.
+    /// Adds what the kernel counted since the last call to the agent's metrics, and forgets the
+    /// withdrawn verdicts whose connections have all closed (their counts are all reported).
     pub fn sync_metrics(&self, metrics: &Metrics) {
         let stats = self.programs.fast_stats();
         let mut inner = self.lock();
         for (key, now) in stats {
-            if let Some(entry) = inner.entries.get_mut(&key) {
-                report(metrics, entry, now);
+            let Some(entry) = inner.entries.get_mut(&key) else {
+                continue;
+            };
+            report(metrics, entry, now);
+            if !entry.active && now.closed >= now.spliced {
+                self.programs.remove_fast_stats(&key);
+                inner.entries.remove(&key);
             }
         }
     }
@@ -337,5 +343,72 @@ fn report(metrics: &Metrics, entry: &mut Entry, now: FastStats) {
             .get_or_create(&outbound)
             .inc_by(denied);
         metrics.record_denied_n(&entry.decided.dst_workload, "policy", denied);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> Entry {
+        Entry {
+            decided: Decided {
+                src_netns_cookie: 7,
+                src_workload: "apps/client".into(),
+                dst_workload: "prod/server".into(),
+                requested: "198.18.1.3:8080".parse().expect("literal"),
+                target: "198.18.1.3:8080".parse().expect("literal"),
+                destination_service: "unknown".into(),
+                allowed: true,
+            },
+            active: true,
+            reported: FastStats::default(),
+        }
+    }
+
+    fn labels(direction: Direction, workload: &str) -> ConnectionLabels {
+        ConnectionLabels {
+            direction,
+            transport: Transport::Kernel,
+            workload: workload.into(),
+            destination_service: "unknown".into(),
+        }
+    }
+
+    #[test]
+    fn reports_only_the_growth_since_the_last_report() {
+        let metrics = Metrics::default();
+        let mut entry = entry();
+        let first = FastStats {
+            spliced: 2,
+            closed: 1,
+            bytes_sent: 100,
+            bytes_received: 300,
+            ..FastStats::default()
+        };
+        report(&metrics, &mut entry, first);
+        let second = FastStats {
+            spliced: 3,
+            closed: 3,
+            bytes_sent: 150,
+            bytes_received: 300,
+            denied: 4,
+            ..FastStats::default()
+        };
+        report(&metrics, &mut entry, second);
+        let outbound = labels(Direction::Outbound, "apps/client");
+        let inbound = labels(Direction::Inbound, "prod/server");
+        // Opened: 3 allowed, plus the 4 refused on the outbound side.
+        assert_eq!(metrics.connections_opened.get_or_create(&outbound).get(), 7);
+        assert_eq!(metrics.connections_opened.get_or_create(&inbound).get(), 3);
+        assert_eq!(metrics.connections_closed.get_or_create(&outbound).get(), 7);
+        assert_eq!(metrics.sent_bytes.get_or_create(&inbound).get(), 150);
+        assert_eq!(metrics.received_bytes.get_or_create(&outbound).get(), 300);
+        let denied = crate::metrics::DenyLabels {
+            workload: "prod/server".into(),
+            reason: "policy".into(),
+        };
+        assert_eq!(metrics.denied.get_or_create(&denied).get(), 4);
+        assert_eq!(entry.reported, second);
     }
 }
