@@ -19,6 +19,8 @@ use serde::Serialize;
 
 use crate::ebpf::Programs;
 use crate::metrics::{ConnectionLabels, Direction, Metrics, Transport};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 
 /// A same-node decision the agent took, to be reused by the kernel.
 #[derive(Debug, Clone)]
@@ -308,40 +310,23 @@ fn report(metrics: &Metrics, entry: &mut Entry, now: FastStats) {
         workload: entry.decided.dst_workload.clone(),
         destination_service: entry.decided.destination_service.clone(),
     };
+    // Only the series that grew are touched, so no empty series appear.
+    let add = |family: &Family<ConnectionLabels, Counter>, labels: &ConnectionLabels, n: u64| {
+        if n > 0 {
+            family.get_or_create(labels).inc_by(n);
+        }
+    };
     for labels in [&outbound, &inbound] {
-        if spliced > 0 {
-            metrics
-                .connections_opened
-                .get_or_create(labels)
-                .inc_by(spliced);
-        }
-        if closed > 0 {
-            metrics
-                .connections_closed
-                .get_or_create(labels)
-                .inc_by(closed);
-        }
-        if sent > 0 {
-            metrics.sent_bytes.get_or_create(labels).inc_by(sent);
-        }
-        if received > 0 {
-            metrics
-                .received_bytes
-                .get_or_create(labels)
-                .inc_by(received);
-        }
+        add(&metrics.connections_opened, labels, spliced);
+        add(&metrics.connections_closed, labels, closed);
+        add(&metrics.sent_bytes, labels, sent);
+        add(&metrics.received_bytes, labels, received);
     }
+    // As the agent counts a refused same-node connection: opened and closed outbound, and
+    // denied by policy at the destination.
+    add(&metrics.connections_opened, &outbound, denied);
+    add(&metrics.connections_closed, &outbound, denied);
     if denied > 0 {
-        // As the agent counts a refused same-node connection: opened and closed outbound, and
-        // denied by policy at the destination.
-        metrics
-            .connections_opened
-            .get_or_create(&outbound)
-            .inc_by(denied);
-        metrics
-            .connections_closed
-            .get_or_create(&outbound)
-            .inc_by(denied);
         metrics.record_denied_n(&entry.decided.dst_workload, "policy", denied);
     }
 }

@@ -54,20 +54,8 @@ pub fn mesh_connect4(ctx: SockAddrContext) -> i32 {
         port: u32::from(dst_port),
         family: AF_INET,
     };
-    // SAFETY: the helpers only read the context.
-    let (cookie, netns_cookie) = unsafe {
-        (
-            bpf_get_socket_cookie(ctx.as_ptr()),
-            bpf_get_netns_cookie(ctx.as_ptr()),
-        )
-    };
-    match splice::decide(
-        cookie,
-        &FastKey {
-            netns_cookie,
-            dst: orig,
-        },
-    ) {
+    let (cookie, fast) = decide_fast(&ctx, orig);
+    match fast {
         Fast::Deny => return REFUSE,
         Fast::Splice(target) => {
             sa.user_ip4 = target.addr[0];
@@ -102,30 +90,24 @@ pub fn mesh_connect6(ctx: SockAddrContext) -> i32 {
         port: u32::from(dst_port),
         family: AF_INET6,
     };
-    // SAFETY: the helpers only read the context.
-    let (cookie, netns_cookie) = unsafe {
-        (
-            bpf_get_socket_cookie(ctx.as_ptr()),
-            bpf_get_netns_cookie(ctx.as_ptr()),
-        )
-    };
     // v4-mapped destinations are left to the agent: the fast path keys flows by native family.
-    if !is_v4_mapped(ip) {
-        match splice::decide(
-            cookie,
-            &FastKey {
-                netns_cookie,
-                dst: orig,
-            },
-        ) {
-            Fast::Deny => return REFUSE,
-            Fast::Splice(target) => {
-                crate::steer::write_ip6(&mut sa.user_ip6, target.addr);
-                sa.user_port = u32::from((target.port as u16).to_be());
-                return ALLOW;
-            }
-            Fast::Capture => {}
+    let (cookie, fast) = if is_v4_mapped(ip) {
+        // SAFETY: the helper only reads the context.
+        (
+            unsafe { bpf_get_socket_cookie(ctx.as_ptr()) },
+            Fast::Capture,
+        )
+    } else {
+        decide_fast(&ctx, orig)
+    };
+    match fast {
+        Fast::Deny => return REFUSE,
+        Fast::Splice(target) => {
+            crate::steer::write_ip6(&mut sa.user_ip6, target.addr);
+            sa.user_port = u32::from((target.port as u16).to_be());
+            return ALLOW;
         }
+        Fast::Capture => {}
     }
     if ORIG_DST_BY_COOKIE.insert(&cookie, &orig, 0).is_err() {
         return ALLOW;
@@ -135,6 +117,22 @@ pub fn mesh_connect6(ctx: SockAddrContext) -> i32 {
     sa.user_port = u32::from(OUTBOUND_CAPTURE.to_be());
     debug!(&ctx, "captured connect6 to port {}", dst_port);
     ALLOW
+}
+
+/// The connecting socket's cookie and what the fast path says about `orig` for this pod.
+fn decide_fast(ctx: &SockAddrContext, orig: SockAddr) -> (u64, Fast) {
+    // SAFETY: the helpers only read the context.
+    let (cookie, netns_cookie) = unsafe {
+        (
+            bpf_get_socket_cookie(ctx.as_ptr()),
+            bpf_get_netns_cookie(ctx.as_ptr()),
+        )
+    };
+    let key = FastKey {
+        netns_cookie,
+        dst: orig,
+    };
+    (cookie, splice::decide(cookie, &key))
 }
 
 #[sock_ops]

@@ -187,10 +187,7 @@ fn traffic_between_nodes_is_mutual_tls_1_3() -> anyhow::Result<()> {
 #[test]
 fn policy_and_peer_authentication_are_enforced() -> anyhow::Result<()> {
     let mesh = start_mesh(DAY)?;
-    std::fs::write(
-        mesh.config_dir.join("policy.yaml"),
-        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: only-client, namespace: prod}\nspec:\n  action: ALLOW\n  rules:\n  - from: [{source: {principals: [cluster.local/ns/apps/sa/client]}}]\n",
-    )?;
+    allow_only_client(&mesh)?;
     // Only node 2 runs a workload of `prod`: only its agent receives the policy.
     wait_config(&mesh.agent2, "only-client")?;
     // Allowed.
@@ -249,6 +246,16 @@ fn policy_and_peer_authentication_are_enforced() -> anyhow::Result<()> {
         Duration::from_secs(5),
     )?;
     assert!(reply(&mesh.intruder, SERVICE, "mtls-ok")?.contains("mtls-ok"));
+    Ok(())
+}
+
+/// Writes the policy `prod/only-client`: in namespace `prod`, ALLOW only the identity of
+/// `apps/client`.
+fn allow_only_client(mesh: &Mesh) -> anyhow::Result<()> {
+    std::fs::write(
+        mesh.config_dir.join("policy.yaml"),
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: only-client, namespace: prod}\nspec:\n  action: ALLOW\n  rules:\n  - from: [{source: {principals: [cluster.local/ns/apps/sa/client]}}]\n",
+    )?;
     Ok(())
 }
 
@@ -361,10 +368,7 @@ fn certificates_rotate_under_continuous_traffic() -> anyhow::Result<()> {
 #[test]
 fn same_node_pods_skip_the_tunnel_but_not_the_policy() -> anyhow::Result<()> {
     let mesh = start_mesh(DAY)?;
-    std::fs::write(
-        mesh.config_dir.join("policy.yaml"),
-        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: only-client, namespace: prod}\nspec:\n  action: ALLOW\n  rules:\n  - from: [{source: {principals: [cluster.local/ns/apps/sa/client]}}]\n",
-    )?;
+    allow_only_client(&mesh)?;
     wait_config(&mesh.agent1, "only-client")?;
     let neighbour = format!("{}:{APP_PORT}", mesh.neighbour.ip4);
     let got = reply(&mesh.client, &neighbour, "next-door")?;
@@ -460,10 +464,7 @@ fn wait_metric(agent: &Agent, series: &str, at_least: u64) -> anyhow::Result<u64
 fn same_node_decisions_are_reused_in_the_kernel() -> anyhow::Result<()> {
     let mut mesh = start_mesh(DAY)?;
     start_echo(&mut mesh.cluster, &mesh.neighbour)?;
-    std::fs::write(
-        mesh.config_dir.join("policy.yaml"),
-        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: only-client, namespace: prod}\nspec:\n  action: ALLOW\n  rules:\n  - from: [{source: {principals: [cluster.local/ns/apps/sa/client]}}]\n",
-    )?;
+    allow_only_client(&mesh)?;
     wait_config(&mesh.agent1, "only-client")?;
     let neighbour = format!("{}:{APP_PORT}", mesh.neighbour.ip4);
     let captured = ["outbound connection captured", "src.workload=apps/client"];
