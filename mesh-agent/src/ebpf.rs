@@ -112,7 +112,12 @@ impl Programs {
     /// Loads the embedded object and all programs into the kernel, and starts forwarding the
     /// programs' log lines into `tracing` (target `mesh_ebpf`).
     pub fn load() -> Result<Programs, EbpfError> {
-        let mut ebpf = EbpfLoader::new().load(OBJECT)?;
+        // The programs skip log statements above this level in the kernel: a filtered-out line
+        // would otherwise still cost a ring-buffer record per captured connect.
+        let log_level = kernel_log_level();
+        let mut ebpf = EbpfLoader::new()
+            .override_global(aya_log::LEVEL, &log_level, false)
+            .load(OBJECT)?;
         start_log_forwarding(&mut ebpf);
         for name in [names::CONNECT4, names::CONNECT6] {
             let prog: &mut CgroupSockAddr = program(&mut ebpf, name)?;
@@ -455,6 +460,25 @@ where
 {
     let prog = ebpf.program_mut(name).ok_or(EbpfError::Missing(name))?;
     prog.try_into().map_err(|_| EbpfError::Missing(name))
+}
+
+/// The most verbose aya-log level (`aya_log_common::Level` as u8; 0 = none) that the agent's
+/// `tracing` filter lets through for the programs' target, `mesh_ebpf`.
+fn kernel_log_level() -> u8 {
+    use tracing::Level;
+    if tracing::enabled!(target: "mesh_ebpf", Level::TRACE) {
+        5
+    } else if tracing::enabled!(target: "mesh_ebpf", Level::DEBUG) {
+        4
+    } else if tracing::enabled!(target: "mesh_ebpf", Level::INFO) {
+        3
+    } else if tracing::enabled!(target: "mesh_ebpf", Level::WARN) {
+        2
+    } else if tracing::enabled!(target: "mesh_ebpf", Level::ERROR) {
+        1
+    } else {
+        0
+    }
 }
 
 /// Forwards aya-log records from the kernel programs into `tracing` (through the `log` bridge

@@ -18,8 +18,7 @@ use mesh_common::api::{ClientOptions, ConfigClient};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::info;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -27,7 +26,20 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let config = Config::parse();
+    let runtime = match config.worker_threads {
+        0 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+    }
+    .context("starting the tokio runtime")?;
+    runtime.block_on(run(config))
+}
 
+async fn run(config: Config) -> anyhow::Result<()> {
     let snapshot = match &config.local_config {
         Some(path) => State::load_file(path)?,
         None => Default::default(),

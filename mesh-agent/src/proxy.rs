@@ -1,8 +1,9 @@
 //! The agent's proxies for captured connections: outbound (from a pod) and inbound (to a pod).
 //!
-//! Until the HBONE tunnel is wired in, both relay plaintext: outbound connects to the resolved
-//! destination from inside the source pod's netns; inbound delivers to the application from
-//! inside the destination pod's netns.
+//! Outbound goes over HBONE, same-node delivery or plaintext from inside the source pod's netns;
+//! inbound (HBONE or plaintext) delivers to the application from inside the destination pod's
+//! netns. Every path relays with `mesh_hbone::relay`, which holds no buffer while a connection
+//! is idle.
 
 pub mod inbound;
 pub mod local;
@@ -13,35 +14,30 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use mesh_hbone::relay::Relayed;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::pods::PodContext;
 
 use crate::metrics::{ConnectionLabels, Metrics};
 
-/// Copies bytes both ways until both sides are done, then records the connection's byte counts
-/// (client->server as sent, server->client as received) under each label set.
-pub async fn relay_and_record<D, U>(
-    mut downstream: D,
-    mut upstream: U,
+/// Runs a relay (see [`mesh_hbone::relay`]: no buffer is held while the connection is idle) to
+/// its end, then records its byte counts (client->server as sent, server->client as received)
+/// under each label set, whether it ended cleanly or not.
+pub async fn relay_and_record(
+    relay: impl Future<Output = Relayed>,
     labels: &[&ConnectionLabels],
     metrics: &Metrics,
-) where
-    D: AsyncRead + AsyncWrite + Unpin,
-    U: AsyncRead + AsyncWrite + Unpin,
-{
-    // tokio's 8 KiB per direction: larger buffers were not measured to help and each one is held
-    // for the life of the connection (see benches/README.md, memory per idle connection).
-    let copied = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await;
-    let (sent, received) = match copied {
-        Ok(counts) => counts,
-        Err(e) => {
-            tracing::debug!(error = %e, "relay ended with an error");
-            (0, 0)
-        }
-    };
-    tracing::debug!(sent, received, "connection closed");
+) {
+    let Relayed {
+        forward: sent,
+        backward: received,
+        result,
+    } = relay.await;
+    match result {
+        Ok(()) => tracing::debug!(sent, received, "connection closed"),
+        Err(e) => tracing::debug!(sent, received, error = %e, "relay ended with an error"),
+    }
     for labels in labels {
         metrics.record_relay(labels, sent, received);
     }

@@ -52,10 +52,10 @@ async fn relay(to: SocketAddr) -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
-        while let Ok((mut inbound, _)) = listener.accept().await {
+        while let Ok((inbound, _)) = listener.accept().await {
             tokio::spawn(async move {
-                if let Ok(mut outbound) = TcpStream::connect(to).await {
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                if let Ok(outbound) = TcpStream::connect(to).await {
+                    let _ = mesh_hbone::relay::tcp_tcp(inbound, outbound).await;
                 }
             });
         }

@@ -10,6 +10,7 @@
 //!   resolvers so renewed certificates are used without restarting anything;
 //! - [`hbone`]: HTTP/2 CONNECT over that mTLS on port 15008: a server that hands each CONNECT stream
 //!   to a [`hbone::ConnectHandler`], and a pooled client;
+//! - [`relay`]: TCP ↔ HBONE and TCP ↔ TCP relays that hold no buffer while a connection is idle;
 //! - `ca_service` (feature `ca-service`, on by default): the CA over gRPC, where node agents
 //!   authenticate through a pluggable `NodeAuthenticator` (per-node bootstrap tokens here; the
 //!   controller adds Kubernetes TokenReview) and get certificates only for workloads on their node.
@@ -21,6 +22,7 @@ pub mod ca;
 pub mod ca_service;
 pub mod certs;
 pub mod hbone;
+pub mod relay;
 pub mod tls;
 
 pub use mesh_common::identity::Identity;

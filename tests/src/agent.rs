@@ -31,6 +31,10 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// The agents' `RUST_LOG` in the tests: every connection logged by the agent (info) and every
+/// captured connect by the kernel programs (debug), which the tests' assertions read.
+pub const TEST_LOG: &str = "info,mesh_ebpf=debug";
+
 /// A running agent on one node.
 #[derive(Debug)]
 pub struct Agent {
@@ -61,6 +65,18 @@ impl Agent {
         local_config: Option<&Path>,
         extra_args: &[String],
     ) -> anyhow::Result<Agent> {
+        Agent::start_with_log(node, workdir, local_config, extra_args, TEST_LOG)
+    }
+
+    /// Like [`Agent::start_with`], with `rust_log` as the agent's `RUST_LOG` (the benchmarks
+    /// use a quieter one than the tests, whose assertions read info and debug lines).
+    pub fn start_with_log(
+        node: &Node,
+        workdir: &Path,
+        local_config: Option<&Path>,
+        extra_args: &[String],
+        rust_log: &str,
+    ) -> anyhow::Result<Agent> {
         let socket = workdir.join(format!("{}.sock", node.name));
         let log = workdir.join(format!("{}-agent.log", node.name));
         let log_file =
@@ -74,7 +90,7 @@ impl Agent {
             cmd.arg("--local-config").arg(path);
         }
         cmd.args(extra_args);
-        cmd.env("RUST_LOG", "info,mesh_ebpf=debug")
+        cmd.env("RUST_LOG", rust_log)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().context("log file")?)

@@ -13,6 +13,7 @@ use crate::authz::{self, Decision};
 use crate::metrics::{ConnectionLabels, Transport};
 use crate::pods::PodContext;
 use crate::proxy::{accept_loop, relay_and_record};
+use mesh_hbone::relay;
 
 /// Accepts steered connections until the task is aborted.
 pub async fn serve(listener: TcpListener, pod: Arc<PodContext>) {
@@ -48,8 +49,11 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: &PodContext) {
     let labels = ConnectionLabels::inbound(&pod.info.uid, Transport::Plaintext);
     pod.metrics.connections_opened.get_or_create(&labels).inc();
     // Delivered from inside the pod (source = the pod's own address), which `sk_lookup` skips.
-    match pod.netns.connect(dst).await {
-        Ok(upstream) => relay_and_record(stream, upstream, &[&labels], &pod.metrics).await,
+    // Boxed: a one-off future whose space would otherwise stay in the task for the relay.
+    match Box::pin(pod.netns.connect(dst)).await {
+        Ok(upstream) => {
+            relay_and_record(relay::tcp_tcp(stream, upstream), &[&labels], &pod.metrics).await
+        }
         Err(e) => {
             warn!(pod = %pod.info.uid, %dst, error = %e, "inbound delivery failed");
             pod.metrics.record_relay(&labels, 0, 0);

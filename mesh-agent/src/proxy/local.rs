@@ -13,6 +13,7 @@ use crate::fastpath::Decided;
 use crate::metrics::{ConnectionLabels, Direction, Transport};
 use crate::pods::PodContext;
 use crate::proxy::relay_and_record;
+use mesh_hbone::relay;
 
 /// Delivers `stream` from `src` to `target` in `dst`, if `dst`'s policies allow `src`.
 /// `requested` is what the application connected to, when it always resolves to `target`: the
@@ -70,9 +71,15 @@ pub async fn deliver(
     };
     dst.metrics.connections_opened.get_or_create(&inbound).inc();
     info!(dst.workload = %dst.info.uid, src.identity = %src.identity, dst.original = %target, "inbound same-node connection");
-    match dst.netns.connect(target).await {
+    // Boxed: a one-off future whose space would otherwise stay in the task for the relay.
+    match Box::pin(dst.netns.connect(target)).await {
         Ok(upstream) => {
-            relay_and_record(stream, upstream, &[&outbound, &inbound], &dst.metrics).await
+            relay_and_record(
+                relay::tcp_tcp(stream, upstream),
+                &[&outbound, &inbound],
+                &dst.metrics,
+            )
+            .await
         }
         Err(e) => {
             warn!(pod = %dst.info.uid, %target, error = %e, "same-node delivery failed");

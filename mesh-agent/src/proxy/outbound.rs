@@ -14,6 +14,7 @@ use crate::proxy::{accept_loop, local, relay_and_record};
 use crate::state::Resolved;
 use crate::tunnel::Tunnel;
 use mesh_common::identity::Identity;
+use mesh_hbone::relay;
 
 /// Accepts captured connections until the task is aborted.
 pub async fn serve(listener: TcpListener, pod: Arc<PodContext>) {
@@ -82,20 +83,28 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: &PodContext) {
         }
         Route::Hbone(tunnel, dst_identity) => {
             let peer = SocketAddr::new(target.ip(), HBONE);
-            match tunnel
-                .pool
-                .connect(&pod.identity, &dst_identity, peer, target)
-                .await
-            {
-                Ok(upstream) => relay_and_record(stream, upstream, &[&labels], &pod.metrics).await,
+            // Boxed: the pool's connect (TLS handshake on a cold pool) is a large future needed
+            // once; inline, its space would stay in the task for the life of the connection.
+            let connect = Box::pin(
+                tunnel
+                    .pool
+                    .connect(&pod.identity, &dst_identity, peer, target),
+            );
+            match connect.await {
+                Ok(upstream) => {
+                    relay_and_record(relay::tcp_hbone(stream, upstream), &[&labels], &pod.metrics)
+                        .await
+                }
                 Err(e) => {
                     warn!(pod = %pod.info.uid, %target, dst.identity = %dst_identity, error = %e, "outbound HBONE connect failed");
                     pod.metrics.record_relay(&labels, 0, 0);
                 }
             }
         }
-        Route::Plaintext => match pod.netns.connect(target).await {
-            Ok(upstream) => relay_and_record(stream, upstream, &[&labels], &pod.metrics).await,
+        Route::Plaintext => match Box::pin(pod.netns.connect(target)).await {
+            Ok(upstream) => {
+                relay_and_record(relay::tcp_tcp(stream, upstream), &[&labels], &pod.metrics).await
+            }
             Err(e) => {
                 warn!(pod = %pod.info.uid, %target, error = %e, "outbound connect failed");
                 pod.metrics.record_relay(&labels, 0, 0);

@@ -12,6 +12,7 @@ use crate::authz::{self, Decision};
 use crate::metrics::{ConnectionLabels, Transport};
 use crate::pods::PodContext;
 use crate::proxy::relay_and_record;
+use mesh_hbone::relay;
 
 /// Handles the CONNECT streams arriving for one pod.
 #[derive(Debug, Clone)]
@@ -76,6 +77,8 @@ impl ConnectHandler for InboundTunnel {
         );
         let labels = self.labels();
         pod.metrics.connections_opened.get_or_create(&labels).inc();
-        relay_and_record(stream, upstream, &[&labels], &pod.metrics).await;
+        // The tunnel is the client side here: forward (client -> server) is HBONE -> TCP.
+        let relay = async move { relay::tcp_hbone(upstream, stream).await.reversed() };
+        relay_and_record(relay, &[&labels], &pod.metrics).await;
     }
 }

@@ -147,20 +147,16 @@ impl ConnectHandler for TcpForwarder {
         }
     }
 
-    async fn serve(
-        &self,
-        request: ConnectRequest,
-        mut upstream: TcpStream,
-        mut stream: HboneStream,
-    ) {
-        match tokio::io::copy_bidirectional(&mut stream, &mut upstream).await {
-            Ok((up, down)) => {
-                tracing::debug!(peer = %request.peer, target = %request.target, up, down, "stream done")
-            }
-            Err(e) => {
-                tracing::debug!(peer = %request.peer, target = %request.target, error = %e, "stream ended")
-            }
-        }
+    async fn serve(&self, request: ConnectRequest, upstream: TcpStream, stream: HboneStream) {
+        let relayed = crate::relay::tcp_hbone(upstream, stream).await;
+        tracing::debug!(
+            peer = %request.peer,
+            target = %request.target,
+            up = relayed.backward,
+            down = relayed.forward,
+            result = ?relayed.result,
+            "stream done"
+        );
     }
 }
 

@@ -30,10 +30,12 @@ impl Drop for OnDrop {
 /// One tunnelled TCP connection: bytes written go to the peer, bytes read come from it.
 /// Shutting down the write side sends END_STREAM (a TCP half-close).
 pub struct HboneStream {
-    send: SendStream<Bytes>,
-    recv: RecvStream,
-    buf: Bytes,
-    write_closed: bool,
+    pub(crate) send: SendStream<Bytes>,
+    pub(crate) recv: RecvStream,
+    /// Received from h2, not yet read.
+    pub(crate) buf: Bytes,
+    /// END_STREAM sent: dropping the stream is no abort.
+    pub(crate) write_closed: bool,
     /// Dropped after `Drop::drop` has reset the stream.
     _on_drop: Option<OnDrop>,
 }

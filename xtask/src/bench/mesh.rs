@@ -14,6 +14,11 @@ use serde_json::json;
 
 use super::tools::{ECHO_PORT, HTTP_PORT, IPERF_PORT, LOOPBACK_ECHO_PORT};
 
+/// The agents' `RUST_LOG` here: startup and config lines, warnings, no line per connection
+/// (the proxies' access log and the kernel programs' per-connect debug line cost CPU on every
+/// connection and would be measured with the data path).
+const AGENT_LOG: &str = "warn,mesh_agent=info,mesh_agent::proxy=warn";
+
 /// Namespace of the meshed pods.
 const MESHED: &str = "bench";
 /// Namespace of the direct (not captured) pods.
@@ -146,7 +151,13 @@ impl BenchMesh {
         let mut agents = Vec::new();
         for node in cluster.nodes() {
             let args = agent_args(&controller, dir.path(), &node.name);
-            agents.push(Agent::start_with(node, dir.path(), None, &args)?);
+            agents.push(Agent::start_with_log(
+                node,
+                dir.path(),
+                None,
+                &args,
+                AGENT_LOG,
+            )?);
         }
         let needle = format!("workloads={workloads}");
         for agent in &agents {
