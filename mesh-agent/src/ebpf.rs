@@ -184,14 +184,8 @@ impl Programs {
         })?;
         let mut guard = self.lock();
         let loaded = &mut *guard;
-        let prog = program::<SockOps>(&mut loaded.ebpf, names::SOCKOPS)?;
-        let link = prog
-            .attach(&file, CgroupAttachMode::Single)
-            .map_err(|source| EbpfError::Program {
-                program: names::SOCKOPS,
-                source,
-            })?;
-        loaded.agent_links.push(Link::SockOps(link));
+        let link = attach_sockops(&mut loaded.ebpf, &file)?;
+        loaded.agent_links.push(link);
         Ok(())
     }
 
@@ -258,8 +252,8 @@ impl Programs {
             .collect()
     }
 
-    /// Forgets the counters of `key` (its source pod is gone).
-    pub fn remove_fast_stats(&self, key: &FastKey) {
+    /// Forgets `key`: its verdict, if still there, and its counters (reported already).
+    pub fn forget_fast_key(&self, key: &FastKey) {
         let mut guard = self.lock();
         let _ = guard.fast_verdicts.remove(key);
         let _ = guard.fast_stats.remove(key);
@@ -402,15 +396,23 @@ fn attach_each(
             prog.attach(cgroup, mode).map_err(failed(name))?,
         ));
     }
-    let prog = program::<SockOps>(ebpf, names::SOCKOPS)?;
-    links.push(Link::SockOps(
-        prog.attach(cgroup, mode).map_err(failed(names::SOCKOPS))?,
-    ));
+    links.push(attach_sockops(ebpf, cgroup)?);
     let prog = program::<SkLookup>(ebpf, names::SK_LOOKUP)?;
     links.push(Link::SkLookup(
         prog.attach(netns).map_err(failed(names::SK_LOOKUP))?,
     ));
     Ok(())
+}
+
+/// Attaches `sockops` to a cgroup (a pod's, or the agent's own).
+fn attach_sockops(ebpf: &mut Ebpf, cgroup: &File) -> Result<Link, EbpfError> {
+    let prog = program::<SockOps>(ebpf, names::SOCKOPS)?;
+    prog.attach(cgroup, CgroupAttachMode::Single)
+        .map(Link::SockOps)
+        .map_err(|source| EbpfError::Program {
+            program: names::SOCKOPS,
+            source,
+        })
 }
 
 /// Detaches every link; failures are logged so one bad link never leaves the rest attached.

@@ -234,7 +234,7 @@ impl FastPath {
             };
             report(metrics, entry, now);
             if !entry.active && now.closed >= now.spliced {
-                self.programs.remove_fast_stats(&key);
+                self.programs.forget_fast_key(&key);
                 inner.entries.remove(&key);
             }
         }
@@ -249,7 +249,7 @@ impl FastPath {
             if key.netns_cookie != netns_cookie {
                 return true;
             }
-            self.programs.remove_fast_stats(key);
+            self.programs.forget_fast_key(key);
             false
         });
     }

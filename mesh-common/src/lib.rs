@@ -3,12 +3,15 @@
 //! Without features this crate is `no_std` and holds only `#[repr(C)]` map keys and values and the
 //! port numbers, so the eBPF programs (`mesh-ebpf`) and the agent agree on every byte. The `user`
 //! feature implements `aya::Pod` for them; the `std` feature adds the workload identity and the
-//! config model; the `api` feature adds the gRPC config stream and its client.
+//! config model; the `api` feature adds the gRPC config stream and its client; `heap-count` a counting
+//! allocator for memory tests.
 #![cfg_attr(not(feature = "std"), no_std)]
 
 pub mod kernel;
 pub mod ports;
 
+#[cfg(feature = "heap-count")]
+pub mod heap;
 #[cfg(feature = "std")]
 pub mod identity;
 #[cfg(feature = "std")]

@@ -8,10 +8,8 @@
 //! Before the timings, the live heap of a loaded controller is printed (a counting allocator).
 //! Figures are recorded in benches/README.md.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,31 +27,9 @@ use mesh_controller::server::view::view;
 use mesh_controller::store::Store;
 use mesh_controller::translate::{translate, TranslateOptions};
 
-/// Counts live heap bytes so the bench can report the controller's memory.
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards every call to the system allocator unchanged; only counts sizes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: same contract as the caller's.
-        let ptr = unsafe { System.alloc(layout) };
-        if !ptr.is_null() {
-            LIVE.fetch_add(layout.size(), Ordering::Relaxed);
-        }
-        ptr
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-}
-
+/// Counts live heap bytes (`mesh_common::heap::live_bytes`).
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: mesh_common::heap::Counting = mesh_common::heap::Counting;
 
 const SIZES: [usize; 2] = [1_000, 10_000];
 
@@ -176,11 +152,11 @@ fn change_pod(controller: &Controller, generation: u8) {
 
 fn report_memory() {
     for n in SIZES {
-        let before = LIVE.load(Ordering::Relaxed);
+        let before = mesh_common::heap::live_bytes();
         let start = Instant::now();
         let controller = loaded(n);
         let elapsed = start.elapsed();
-        let after = LIVE.load(Ordering::Relaxed);
+        let after = mesh_common::heap::live_bytes();
         let published = controller.current();
         eprintln!(
             "memory/{n}: live heap {:.1} MiB for store + model + resources ({} resources, {:.1} MiB payload); initial load {:.0} ms",

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use mesh_common::api::config::config_request::Request;
 use mesh_common::api::config::config_service_client::ConfigServiceClient;
-use mesh_common::api::config::{Ack, ClientKind, ConfigRequest, Hello, Nack, ResourceKind};
+use mesh_common::api::config::{
+    Ack, ClientKind, ConfigRequest, ConfigUpdate, Hello, Nack, ResourceKind,
+};
 use mesh_controller::controller::{Change, Controller};
 use mesh_controller::load::parse_yaml;
 use mesh_controller::server::{ConfigServer, Registry};
@@ -49,16 +51,22 @@ fn hello(id: &str, kind: ClientKind) -> ConfigRequest {
     }
 }
 
-#[tokio::test]
-async fn first_update_is_full_and_nacks_are_recorded() {
-    let (addr, registry, stop) = start().await;
+/// Opens a config stream as `id` and waits for its first update: returns the sender for the
+/// next requests, the stream and that update.
+async fn subscribe(
+    addr: SocketAddr,
+    id: &str,
+    kind: ClientKind,
+) -> (
+    mpsc::Sender<ConfigRequest>,
+    tonic::Streaming<ConfigUpdate>,
+    ConfigUpdate,
+) {
     let mut client = ConfigServiceClient::connect(format!("http://{addr}"))
         .await
         .expect("connect");
     let (tx, rx) = mpsc::channel(4);
-    tx.send(hello("agent/n1", ClientKind::Agent))
-        .await
-        .expect("queue hello");
+    tx.send(hello(id, kind)).await.expect("queue hello");
     let mut updates = client
         .stream_config(ReceiverStream::new(rx))
         .await
@@ -69,6 +77,13 @@ async fn first_update_is_full_and_nacks_are_recorded() {
         .expect("in time")
         .expect("ok")
         .expect("an update");
+    (tx, updates, first)
+}
+
+#[tokio::test]
+async fn first_update_is_full_and_nacks_are_recorded() {
+    let (addr, registry, stop) = start().await;
+    let (tx, mut updates, first) = subscribe(addr, "agent/n1", ClientKind::Agent).await;
     assert!(first.full);
     let kinds: Vec<i32> = first.upserts.iter().map(|r| r.kind).collect();
     assert_eq!(
@@ -167,23 +182,7 @@ async fn a_stream_must_start_with_hello() {
 #[tokio::test]
 async fn waypoints_receive_routes() {
     let (addr, _registry, _stop) = start().await;
-    let mut client = ConfigServiceClient::connect(format!("http://{addr}"))
-        .await
-        .expect("connect");
-    let (tx, rx) = mpsc::channel(4);
-    tx.send(hello("waypoint/default/web", ClientKind::Waypoint))
-        .await
-        .expect("queue hello");
-    let mut updates = client
-        .stream_config(ReceiverStream::new(rx))
-        .await
-        .expect("stream")
-        .into_inner();
-    let first = tokio::time::timeout(WAIT, updates.message())
-        .await
-        .expect("in time")
-        .expect("ok")
-        .expect("an update");
+    let (tx, _updates, first) = subscribe(addr, "waypoint/default/web", ClientKind::Waypoint).await;
     let mut kinds: Vec<i32> = first.upserts.iter().map(|r| r.kind).collect();
     kinds.sort();
     assert_eq!(

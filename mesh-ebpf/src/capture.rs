@@ -4,6 +4,7 @@
 //! The programs are attached only to the cgroups of enrolled pods, so the agent's own sockets
 //! (created from the agent's cgroup) are never captured.
 
+use crate::addr::{is_loopback_v4, is_loopback_v6, read_ip6, v4_mapped, write_ip6};
 use crate::splice::{self, Fast};
 use aya_ebpf::{
     bindings::{
@@ -46,7 +47,7 @@ pub fn mesh_connect4(ctx: SockAddrContext) -> i32 {
     }
     let dst_ip = u32::from_be(sa.user_ip4);
     let dst_port = u16::from_be(sa.user_port as u16);
-    if dst_ip >> 24 == 127 || is_agent_port(dst_port) {
+    if is_loopback_v4(sa.user_ip4) || is_agent_port(dst_port) {
         return ALLOW;
     }
     let orig = SockAddr {
@@ -80,7 +81,7 @@ pub fn mesh_connect6(ctx: SockAddrContext) -> i32 {
     if sa.type_ != SOCK_STREAM {
         return ALLOW;
     }
-    let ip = crate::steer::read_ip6(&sa.user_ip6);
+    let ip = read_ip6(&sa.user_ip6);
     let dst_port = u16::from_be(sa.user_port as u16);
     if is_loopback_v6(ip) || is_agent_port(dst_port) {
         return ALLOW;
@@ -91,7 +92,7 @@ pub fn mesh_connect6(ctx: SockAddrContext) -> i32 {
         family: AF_INET6,
     };
     // v4-mapped destinations are left to the agent: the fast path keys flows by native family.
-    let (cookie, fast) = if is_v4_mapped(ip) {
+    let (cookie, fast) = if v4_mapped(ip).is_some() {
         // SAFETY: the helper only reads the context.
         (
             unsafe { bpf_get_socket_cookie(ctx.as_ptr()) },
@@ -103,7 +104,7 @@ pub fn mesh_connect6(ctx: SockAddrContext) -> i32 {
     match fast {
         Fast::Deny => return REFUSE,
         Fast::Splice(target) => {
-            crate::steer::write_ip6(&mut sa.user_ip6, target.addr);
+            write_ip6(&mut sa.user_ip6, target.addr);
             sa.user_port = u32::from((target.port as u16).to_be());
             return ALLOW;
         }
@@ -174,21 +175,4 @@ fn rekey_established(ctx: &SockOpsContext) {
 
 fn is_agent_port(port: u16) -> bool {
     AGENT_POD_PORTS.iter().any(|p| *p == port)
-}
-
-/// `::ffff:a.b.c.d`.
-fn is_v4_mapped(ip: [u32; 4]) -> bool {
-    ip[0] == 0 && ip[1] == 0 && u32::from_be(ip[2]) == 0xffff
-}
-
-/// `::1`, or a v4-mapped `::ffff:127.x.y.z`.
-fn is_loopback_v6(ip: [u32; 4]) -> bool {
-    let w: [u32; 4] = [
-        u32::from_be(ip[0]),
-        u32::from_be(ip[1]),
-        u32::from_be(ip[2]),
-        u32::from_be(ip[3]),
-    ];
-    (w[0] == 0 && w[1] == 0 && w[2] == 0 && w[3] == 1)
-        || (w[0] == 0 && w[1] == 0 && w[2] == 0xffff && w[3] >> 24 == 127)
 }

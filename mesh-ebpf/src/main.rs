@@ -11,6 +11,7 @@
 #![no_std]
 #![no_main]
 
+mod addr;
 mod capture;
 mod splice;
 mod steer;

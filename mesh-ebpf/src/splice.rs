@@ -40,6 +40,8 @@ use mesh_common::kernel::{
 };
 use mesh_common::ports::OUTBOUND_CAPTURE;
 
+use crate::addr::{endpoints, is_loopback, v4_mapped};
+
 /// `BPF_ANY` for map updates.
 const BPF_ANY: u64 = 0;
 
@@ -234,14 +236,6 @@ fn is_loopback_leg(flow: &FlowKey) -> bool {
         || (flow.local == flow.remote && !is_loopback(flow.family, &flow.local))
 }
 
-fn is_loopback(family: u32, ip: &[u32; 4]) -> bool {
-    if family == AF_INET {
-        u32::from_be(ip[0]) >> 24 == 127
-    } else {
-        ip[0] == 0 && ip[1] == 0 && ip[2] == 0 && u32::from_be(ip[3]) == 1
-    }
-}
-
 fn join(ctx: &SockOpsContext, own: &mut SpliceKey) {
     // SAFETY: the kernel hands sock_ops programs a valid context.
     let ops = unsafe { &mut *ctx.ops };
@@ -302,17 +296,14 @@ pub fn is_spliced_arrival(server_view: &FlowKey) -> bool {
 pub fn mesh_sk_msg(ctx: SkMsgContext) -> u32 {
     // SAFETY: the kernel hands sk_msg programs a valid context.
     let msg = unsafe { &*ctx.msg };
-    let (local, remote) = match msg.family {
-        AF_INET => ([msg.local_ip4, 0, 0, 0], [msg.remote_ip4, 0, 0, 0]),
-        AF_INET6 => (
-            crate::steer::read_ip6(&msg.local_ip6),
-            crate::steer::read_ip6(&msg.remote_ip6),
-        ),
-        _ => return SK_PASS,
-    };
-    let Some(own) = flow_key(msg.family, local, remote, msg.local_port, msg.remote_port) else {
+    let Some((local, remote)) = endpoints(
+        msg.family,
+        (msg.local_ip4, msg.remote_ip4),
+        (&msg.local_ip6, &msg.remote_ip6),
+    ) else {
         return SK_PASS;
     };
+    let own = flow_key(msg.family, local, remote, msg.local_port, msg.remote_port);
     let size = u64::from(msg.size);
     let netns_cookie = if is_loopback_leg(&own) {
         // SAFETY: the helper only reads the context.
@@ -365,16 +356,18 @@ pub fn mesh_sk_msg(ctx: SkMsgContext) -> u32 {
 fn flow_key_of_ops(ctx: &SockOpsContext) -> Option<FlowKey> {
     // SAFETY: the kernel hands sock_ops programs a valid context.
     let ops = unsafe { &*ctx.ops };
-    let family = ops.family;
-    let (local, remote) = match family {
-        AF_INET => ([ops.local_ip4, 0, 0, 0], [ops.remote_ip4, 0, 0, 0]),
-        AF_INET6 => (
-            crate::steer::read_ip6(&ops.local_ip6),
-            crate::steer::read_ip6(&ops.remote_ip6),
-        ),
-        _ => return None,
-    };
-    flow_key(family, local, remote, ops.local_port, ops.remote_port)
+    let (local, remote) = endpoints(
+        ops.family,
+        (ops.local_ip4, ops.remote_ip4),
+        (&ops.local_ip6, &ops.remote_ip6),
+    )?;
+    Some(flow_key(
+        ops.family,
+        local,
+        remote,
+        ops.local_port,
+        ops.remote_port,
+    ))
 }
 
 /// Builds a socket's view of its connection. `local_port` is in host order; `remote_port` is
@@ -386,7 +379,7 @@ pub fn flow_key(
     remote: [u32; 4],
     local_port: u32,
     remote_port: u32,
-) -> Option<FlowKey> {
+) -> FlowKey {
     let remote_port = if remote_port >> 16 != 0 {
         remote_port >> 16
     } else {
@@ -394,24 +387,19 @@ pub fn flow_key(
     };
     let remote_port = u32::from(u16::from_be(remote_port as u16));
     let (family, local, remote) = if family == AF_INET6 {
-        match (fold_v4_mapped(local), fold_v4_mapped(remote)) {
+        match (v4_mapped(local), v4_mapped(remote)) {
             (Some(l), Some(r)) => (AF_INET, [l, 0, 0, 0], [r, 0, 0, 0]),
             _ => (AF_INET6, local, remote),
         }
     } else {
         (family, local, remote)
     };
-    Some(FlowKey {
+    FlowKey {
         local,
         remote,
         local_port,
         remote_port,
         family,
         _pad: 0,
-    })
-}
-
-/// The IPv4 address inside `::ffff:a.b.c.d` (words in network order).
-fn fold_v4_mapped(ip: [u32; 4]) -> Option<u32> {
-    (ip[0] == 0 && ip[1] == 0 && u32::from_be(ip[2]) == 0xffff).then_some(ip[3])
+    }
 }

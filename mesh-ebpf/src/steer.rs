@@ -6,6 +6,7 @@
 //! (the agent delivers to the application from inside the pod, so its delivery connections have
 //! remote address == local address and must reach the application).
 
+use crate::addr::{endpoints, is_loopback};
 use crate::splice;
 use aya_ebpf::{
     bindings::{bpf_sk_lookup, sk_action::SK_PASS},
@@ -13,10 +14,7 @@ use aya_ebpf::{
     maps::SockHash,
     programs::SkLookupContext,
 };
-use mesh_common::{
-    kernel::{ListenerKey, AF_INET, AF_INET6},
-    ports::AGENT_POD_PORTS,
-};
+use mesh_common::{kernel::ListenerKey, ports::AGENT_POD_PORTS};
 
 const IPPROTO_TCP: u32 = 6;
 
@@ -35,77 +33,31 @@ pub fn mesh_sk_lookup(ctx: SkLookupContext) -> u32 {
     {
         return SK_PASS;
     }
-    let key = match l.family {
-        AF_INET => {
-            if u32::from_be(l.local_ip4) >> 24 == 127 || l.remote_ip4 == l.local_ip4 {
-                return SK_PASS;
-            }
-            let arrival = splice::flow_key(
-                AF_INET,
-                [l.local_ip4, 0, 0, 0],
-                [l.remote_ip4, 0, 0, 0],
-                l.local_port,
-                u32::from(l.remote_port),
-            );
-            if arrival.is_some_and(|key| splice::is_spliced_arrival(&key)) {
-                return SK_PASS;
-            }
-            ListenerKey {
-                addr: [l.local_ip4, 0, 0, 0],
-                family: AF_INET,
-            }
-        }
-        AF_INET6 => {
-            let local = read_ip6(&l.local_ip6);
-            let remote = read_ip6(&l.remote_ip6);
-            if local == [0, 0, 0, 1u32.to_be()] || remote == local {
-                return SK_PASS;
-            }
-            let arrival = splice::flow_key(
-                AF_INET6,
-                local,
-                remote,
-                l.local_port,
-                u32::from(l.remote_port),
-            );
-            if arrival.is_some_and(|key| splice::is_spliced_arrival(&key)) {
-                return SK_PASS;
-            }
-            ListenerKey {
-                addr: local,
-                family: AF_INET6,
-            }
-        }
-        _ => return SK_PASS,
+    let Some((local, remote)) = endpoints(
+        l.family,
+        (l.local_ip4, l.remote_ip4),
+        (&l.local_ip6, &l.remote_ip6),
+    ) else {
+        return SK_PASS;
+    };
+    if is_loopback(l.family, &local) || remote == local {
+        return SK_PASS;
+    }
+    let arrival = splice::flow_key(
+        l.family,
+        local,
+        remote,
+        l.local_port,
+        u32::from(l.remote_port),
+    );
+    if splice::is_spliced_arrival(&arrival) {
+        return SK_PASS;
+    }
+    let key = ListenerKey {
+        addr: local,
+        family: l.family,
     };
     // No listener for this address (pod not enrolled, or being removed): ordinary lookup.
     let _ = INBOUND_LISTENERS.redirect_sk_lookup(&ctx, key, 0);
     SK_PASS
-}
-
-/// Reads an address word by word: the verifier only allows context loads at constant offsets
-/// from the context pointer, which a whole-array copy or compare does not produce.
-#[inline(always)]
-pub(crate) fn read_ip6(field: &[u32; 4]) -> [u32; 4] {
-    // SAFETY: `field` points into the live context; each read is an aligned u32 load.
-    unsafe {
-        [
-            core::ptr::read_volatile(&field[0]),
-            core::ptr::read_volatile(&field[1]),
-            core::ptr::read_volatile(&field[2]),
-            core::ptr::read_volatile(&field[3]),
-        ]
-    }
-}
-
-/// Writes an address word by word, for the same reason as [`read_ip6`].
-#[inline(always)]
-pub(crate) fn write_ip6(field: &mut [u32; 4], ip: [u32; 4]) {
-    // SAFETY: `field` points into the live context; each write is an aligned u32 store.
-    unsafe {
-        core::ptr::write_volatile(&mut field[0], ip[0]);
-        core::ptr::write_volatile(&mut field[1], ip[1]);
-        core::ptr::write_volatile(&mut field[2], ip[2]);
-        core::ptr::write_volatile(&mut field[3], ip[3]);
-    }
 }

@@ -68,13 +68,7 @@ async fn good_client_works(mesh: &Mesh, server: SocketAddr, echo: SocketAddr) {
 async fn bytes_round_trip_through_a_connect_stream() {
     let mesh = Mesh::new();
     let echo = echo_server().await;
-    let server = mesh
-        .server(
-            &id("server"),
-            TcpForwarder::default(),
-            HboneServerConfig::default(),
-        )
-        .await;
+    let server = mesh.forwarding_server(&id("server")).await;
     let pool = mesh.pool(HboneClientConfig::default());
 
     let mut stream = timeout(
@@ -105,13 +99,7 @@ async fn bytes_round_trip_through_a_connect_stream() {
 async fn client_refuses_a_server_with_another_identity() {
     let mesh = Mesh::new();
     let echo = echo_server().await;
-    let server = mesh
-        .server(
-            &id("impostor"),
-            TcpForwarder::default(),
-            HboneServerConfig::default(),
-        )
-        .await;
+    let server = mesh.forwarding_server(&id("impostor")).await;
     let pool = mesh.pool(HboneClientConfig::default());
     let result = timeout(
         STEP,
@@ -134,13 +122,7 @@ async fn client_refuses_a_server_with_another_identity() {
 async fn server_refuses_a_client_certificate_from_an_untrusted_ca_and_keeps_serving() {
     let mesh = Mesh::new();
     let echo = echo_server().await;
-    let server = mesh
-        .server(
-            &id("server"),
-            TcpForwarder::default(),
-            HboneServerConfig::default(),
-        )
-        .await;
+    let server = mesh.forwarding_server(&id("server")).await;
     let rogue = Mesh::new();
     let now = SystemTime::now();
     let cert = issue(
@@ -165,13 +147,7 @@ async fn server_refuses_a_client_certificate_from_an_untrusted_ca_and_keeps_serv
 async fn server_refuses_an_expired_client_certificate_and_keeps_serving() {
     let mesh = Mesh::new();
     let echo = echo_server().await;
-    let server = mesh
-        .server(
-            &id("server"),
-            TcpForwarder::default(),
-            HboneServerConfig::default(),
-        )
-        .await;
+    let server = mesh.forwarding_server(&id("server")).await;
     let now = SystemTime::now();
     let hour = Duration::from_secs(3600);
     let expired = issue(&mesh.ca, &id("client"), now - 2 * hour, now - hour);
@@ -199,13 +175,7 @@ async fn server_refuses_an_expired_client_certificate_and_keeps_serving() {
 async fn server_refuses_plain_tcp_and_keeps_serving() {
     let mesh = Mesh::new();
     let echo = echo_server().await;
-    let server = mesh
-        .server(
-            &id("server"),
-            TcpForwarder::default(),
-            HboneServerConfig::default(),
-        )
-        .await;
+    let server = mesh.forwarding_server(&id("server")).await;
     let mut tcp = TcpStream::connect(server.addr).await.expect("tcp connect");
     tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
@@ -226,13 +196,7 @@ async fn server_refuses_plain_tcp_and_keeps_serving() {
 async fn hundred_concurrent_streams_share_one_tls_connection() {
     let mesh = Mesh::new();
     let echo = echo_server().await;
-    let server = mesh
-        .server(
-            &id("server"),
-            TcpForwarder::default(),
-            HboneServerConfig::default(),
-        )
-        .await;
+    let server = mesh.forwarding_server(&id("server")).await;
     let pool = mesh.pool(HboneClientConfig::default());
     let all_open = Arc::new(tokio::sync::Barrier::new(100));
     let mut tasks = Vec::new();
@@ -272,13 +236,7 @@ async fn hundred_concurrent_streams_share_one_tls_connection() {
 async fn a_second_connection_opens_only_past_the_stream_limit() {
     let mesh = Mesh::new();
     let echo = echo_server().await;
-    let server = mesh
-        .server(
-            &id("server"),
-            TcpForwarder::default(),
-            HboneServerConfig::default(),
-        )
-        .await;
+    let server = mesh.forwarding_server(&id("server")).await;
     let config = HboneClientConfig {
         max_streams_per_connection: 10,
         ..HboneClientConfig::default()
@@ -295,13 +253,7 @@ async fn a_second_connection_opens_only_past_the_stream_limit() {
     assert_eq!(pool.stats().connections_opened(), 2);
     // Another destination identity or source identity gets its own connection.
     drop(streams);
-    let other = mesh
-        .server(
-            &id("other"),
-            TcpForwarder::default(),
-            HboneServerConfig::default(),
-        )
-        .await;
+    let other = mesh.forwarding_server(&id("other")).await;
     let _s = pool
         .connect(&id("client"), &id("other"), other.addr, echo)
         .await
@@ -317,13 +269,7 @@ async fn a_second_connection_opens_only_past_the_stream_limit() {
 async fn idle_connections_are_closed_after_the_timeout() {
     let mesh = Mesh::new();
     let echo = echo_server().await;
-    let server = mesh
-        .server(
-            &id("server"),
-            TcpForwarder::default(),
-            HboneServerConfig::default(),
-        )
-        .await;
+    let server = mesh.forwarding_server(&id("server")).await;
     let config = HboneClientConfig {
         idle_timeout: Duration::from_millis(200),
         ..HboneClientConfig::default()
@@ -360,13 +306,7 @@ async fn idle_connections_are_closed_after_the_timeout() {
 async fn malformed_connect_authority_gets_400_and_the_connection_stays_usable() {
     let mesh = Mesh::new();
     let echo = echo_server().await;
-    let server = mesh
-        .server(
-            &id("server"),
-            TcpForwarder::default(),
-            HboneServerConfig::default(),
-        )
-        .await;
+    let server = mesh.forwarding_server(&id("server")).await;
     let cert = mesh.certs.get(&id("client")).await.expect("cert");
     let conn = dial_with(&mesh, &cert, server.addr, &id("server"))
         .await
@@ -469,13 +409,7 @@ async fn handler_refusals_map_to_403_and_503() {
 async fn server_refuses_a_client_without_a_certificate_and_keeps_serving() {
     let mesh = Mesh::new();
     let echo = echo_server().await;
-    let server = mesh
-        .server(
-            &id("server"),
-            TcpForwarder::default(),
-            HboneServerConfig::default(),
-        )
-        .await;
+    let server = mesh.forwarding_server(&id("server")).await;
     let verifier = tls::SpiffeServerVerifier::new(mesh.bundle.clone(), id("server"));
     let mut config = rustls::ClientConfig::builder_with_provider(tls::provider())
         .with_protocol_versions(&[&rustls::version::TLS13])

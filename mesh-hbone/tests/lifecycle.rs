@@ -6,8 +6,10 @@ mod fixture;
 
 use std::time::{Duration, Instant};
 
-use fixture::{echo_server, id, round_trip, Mesh, STEP};
-use mesh_hbone::hbone::{HboneClientConfig, HboneServerConfig, TcpForwarder};
+use fixture::{echo_server, id, round_trip, Mesh, RunningServer, STEP};
+use mesh_hbone::hbone::{
+    HboneClientConfig, HbonePool, HboneServerConfig, HboneStream, TcpForwarder,
+};
 use tokio::io::AsyncReadExt;
 use tokio::time::timeout;
 
@@ -16,13 +18,7 @@ async fn certificates_rotate_under_continuous_traffic_with_zero_failed_streams()
     // 3 s certificates: renewed every ~1.4 s; the run covers several lifetimes.
     let mesh = Mesh::with_leaf_lifetime(Duration::from_secs(3));
     let echo = echo_server().await;
-    let server = mesh
-        .server(
-            &id("server"),
-            TcpForwarder::default(),
-            HboneServerConfig::default(),
-        )
-        .await;
+    let server = mesh.forwarding_server(&id("server")).await;
     // A short idle timeout makes the pool open new connections, each a new handshake with the
     // certificates current at that moment.
     let config = HboneClientConfig {
@@ -91,23 +87,46 @@ async fn certificates_rotate_under_continuous_traffic_with_zero_failed_streams()
     assert_eq!(server.stats.refusals_total(), 0);
 }
 
+/// A server that drains for `grace` on shutdown, with one stream open through it.
+struct Draining {
+    server: RunningServer,
+    _pool: HbonePool,
+    stream: HboneStream,
+}
+
+impl Draining {
+    /// Starts the server and opens a stream, checked with a round trip of `hello`.
+    async fn open(mesh: &Mesh, grace: Duration, hello: &[u8]) -> Draining {
+        let echo = echo_server().await;
+        let config = HboneServerConfig {
+            drain_grace: grace,
+            ..HboneServerConfig::default()
+        };
+        let server = mesh
+            .server(&id("server"), TcpForwarder::default(), config)
+            .await;
+        let pool = mesh.pool(HboneClientConfig::default());
+        let mut stream = pool
+            .connect(&id("client"), &id("server"), server.addr, echo)
+            .await
+            .expect("connect");
+        assert_eq!(round_trip(&mut stream, hello).await, hello);
+        Draining {
+            server,
+            _pool: pool,
+            stream,
+        }
+    }
+}
+
 #[tokio::test]
 async fn shutdown_stops_accepting_and_drains_in_flight_streams() {
     let mesh = Mesh::new();
-    let echo = echo_server().await;
-    let config = HboneServerConfig {
-        drain_grace: Duration::from_secs(5),
-        ..HboneServerConfig::default()
-    };
-    let mut server = mesh
-        .server(&id("server"), TcpForwarder::default(), config)
-        .await;
-    let pool = mesh.pool(HboneClientConfig::default());
-    let mut stream = pool
-        .connect(&id("client"), &id("server"), server.addr, echo)
-        .await
-        .expect("connect");
-    assert_eq!(round_trip(&mut stream, b"before").await, b"before");
+    let Draining {
+        mut server,
+        _pool,
+        mut stream,
+    } = Draining::open(&mesh, Duration::from_secs(5), b"before").await;
 
     server.shutdown();
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -141,21 +160,12 @@ async fn shutdown_stops_accepting_and_drains_in_flight_streams() {
 #[tokio::test]
 async fn shutdown_cuts_streams_still_open_after_the_grace_period() {
     let mesh = Mesh::new();
-    let echo = echo_server().await;
     let grace = Duration::from_millis(300);
-    let config = HboneServerConfig {
-        drain_grace: grace,
-        ..HboneServerConfig::default()
-    };
-    let mut server = mesh
-        .server(&id("server"), TcpForwarder::default(), config)
-        .await;
-    let pool = mesh.pool(HboneClientConfig::default());
-    let mut stream = pool
-        .connect(&id("client"), &id("server"), server.addr, echo)
-        .await
-        .expect("connect");
-    assert_eq!(round_trip(&mut stream, b"hello").await, b"hello");
+    let Draining {
+        mut server,
+        _pool,
+        mut stream,
+    } = Draining::open(&mesh, grace, b"hello").await;
 
     let started = Instant::now();
     server.shutdown();

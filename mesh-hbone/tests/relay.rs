@@ -117,17 +117,24 @@ impl Rig {
 
     /// What both relays returned: (client side, server side).
     async fn finish(self) -> (Relayed, Relayed) {
-        let mut server = self.server;
-        let client = timeout(STEP, self.client)
-            .await
-            .expect("client relay ends")
-            .expect("client relay task");
-        let server = timeout(STEP, server.recv())
-            .await
-            .expect("server relay ends")
-            .expect("server relay result");
-        (client, server)
+        relays_ended(self.client, self.server).await
     }
+}
+
+/// Waits (bounded) for both relays of a rig to end: (client side, server side).
+async fn relays_ended(
+    client: JoinHandle<Relayed>,
+    mut server: mpsc::UnboundedReceiver<Relayed>,
+) -> (Relayed, Relayed) {
+    let client = timeout(STEP, client)
+        .await
+        .expect("client relay ends")
+        .expect("client relay task");
+    let server = timeout(STEP, server.recv())
+        .await
+        .expect("server relay ends")
+        .expect("server relay result");
+    (client, server)
 }
 
 /// A connected pair of TCP sockets on 127.0.0.1.
@@ -154,6 +161,19 @@ async fn exchange(stream: &mut TcpStream, data: &[u8]) -> io::Result<Vec<u8>> {
         .expect("exchange in time");
     written?;
     got
+}
+
+/// Writes `data` on `from`, half-closes it, and checks that `to` reads exactly `data` and then
+/// EOF (`what` names the crossing in failures).
+async fn send_then_eof(from: &mut TcpStream, to: &mut TcpStream, data: &[u8], what: &str) {
+    from.write_all(data).await.expect("write");
+    from.shutdown().await.expect("half-close");
+    let mut got = Vec::new();
+    timeout(STEP, to.read_to_end(&mut got))
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no EOF in time"))
+        .expect("read");
+    assert_eq!(got, data, "{what}");
 }
 
 fn assert_clean(relayed: &Relayed, forward: usize, backward: usize, side: &str) {
@@ -189,23 +209,21 @@ async fn hbone_large_transfers_both_ways_arrive_intact_and_are_counted() {
 #[tokio::test]
 async fn hbone_half_close_from_the_client_keeps_the_other_direction_open() {
     let mut rig = Rig::new().await;
-    rig.app.write_all(b"request").await.expect("write");
-    rig.app.shutdown().await.expect("half-close");
-    let mut got = Vec::new();
-    timeout(STEP, rig.upstream.read_to_end(&mut got))
-        .await
-        .expect("EOF reaches upstream")
-        .expect("read");
-    assert_eq!(got, b"request");
+    send_then_eof(
+        &mut rig.app,
+        &mut rig.upstream,
+        b"request",
+        "EOF reaches upstream",
+    )
+    .await;
     // Only after the EOF: the way back still works.
-    rig.upstream.write_all(b"late answer").await.expect("write");
-    rig.upstream.shutdown().await.expect("close");
-    let mut back = Vec::new();
-    timeout(STEP, rig.app.read_to_end(&mut back))
-        .await
-        .expect("EOF reaches app")
-        .expect("read");
-    assert_eq!(back, b"late answer");
+    send_then_eof(
+        &mut rig.upstream,
+        &mut rig.app,
+        b"late answer",
+        "EOF reaches app",
+    )
+    .await;
     let (client, server) = rig.finish().await;
     assert_clean(&client, 7, 11, "client");
     assert_clean(&server, 11, 7, "server");
@@ -214,22 +232,20 @@ async fn hbone_half_close_from_the_client_keeps_the_other_direction_open() {
 #[tokio::test]
 async fn hbone_half_close_from_the_server_keeps_the_other_direction_open() {
     let mut rig = Rig::new().await;
-    rig.upstream.write_all(b"banner").await.expect("write");
-    rig.upstream.shutdown().await.expect("half-close");
-    let mut got = Vec::new();
-    timeout(STEP, rig.app.read_to_end(&mut got))
-        .await
-        .expect("EOF reaches app")
-        .expect("read");
-    assert_eq!(got, b"banner");
-    rig.app.write_all(b"reply after EOF").await.expect("write");
-    rig.app.shutdown().await.expect("close");
-    let mut back = Vec::new();
-    timeout(STEP, rig.upstream.read_to_end(&mut back))
-        .await
-        .expect("EOF reaches upstream")
-        .expect("read");
-    assert_eq!(back, b"reply after EOF");
+    send_then_eof(
+        &mut rig.upstream,
+        &mut rig.app,
+        b"banner",
+        "EOF reaches app",
+    )
+    .await;
+    send_then_eof(
+        &mut rig.app,
+        &mut rig.upstream,
+        b"reply after EOF",
+        "EOF reaches upstream",
+    )
+    .await;
     let (client, server) = rig.finish().await;
     assert_clean(&client, 15, 6, "client");
     assert_clean(&server, 6, 15, "server");
@@ -237,39 +253,23 @@ async fn hbone_half_close_from_the_server_keeps_the_other_direction_open() {
 
 #[tokio::test]
 async fn hbone_upstream_reset_ends_both_relays_and_resets_the_app() {
-    let mut rig = Rig::new().await;
-    rig.app.write_all(b"x").await.expect("write");
-    let mut one = [0u8; 1];
-    timeout(STEP, rig.upstream.read_exact(&mut one))
-        .await
-        .expect("bounded")
-        .expect("read");
-    rig.upstream.set_zero_linger().expect("linger");
-    drop(rig.upstream);
-    let mut rest = Vec::new();
-    let read = timeout(STEP, rig.app.read_to_end(&mut rest))
-        .await
-        .expect("the app hears of it");
-    assert_eq!(
-        read.map_err(|e| e.kind()).err(),
-        Some(io::ErrorKind::ConnectionReset),
-        "a reset, not a clean EOF, reaches the app"
-    );
-    let mut server = rig.server;
-    let server = timeout(STEP, server.recv())
-        .await
-        .expect("bounded")
-        .expect("server relay");
+    let Rig {
+        mut app,
+        upstream,
+        client,
+        server,
+        _pool,
+        _hbone,
+        _mesh,
+    } = Rig::new().await;
+    send_then_peer_resets(&mut app, upstream, b"x", "the app").await;
+    let (client, server) = relays_ended(client, server).await;
     assert!(
         matches!(server.result, Err(RelayError::Read { .. })),
         "server: {:?}",
         server.result
     );
     assert_eq!(server.backward, 1);
-    let client = timeout(STEP, rig.client)
-        .await
-        .expect("bounded")
-        .expect("task");
     assert!(
         matches!(client.result, Err(RelayError::Reset(_))),
         "client: {:?}",
@@ -280,42 +280,50 @@ async fn hbone_upstream_reset_ends_both_relays_and_resets_the_app() {
 
 #[tokio::test]
 async fn hbone_app_reset_ends_both_relays_and_resets_upstream() {
-    let mut rig = Rig::new().await;
-    rig.upstream.write_all(b"hello").await.expect("write");
-    let mut five = [0u8; 5];
-    timeout(STEP, rig.app.read_exact(&mut five))
-        .await
-        .expect("bounded")
-        .expect("read");
-    rig.app.set_zero_linger().expect("linger");
-    drop(rig.app);
-    let mut rest = Vec::new();
-    let read = timeout(STEP, rig.upstream.read_to_end(&mut rest))
-        .await
-        .expect("upstream hears of it");
-    assert_eq!(
-        read.map_err(|e| e.kind()).err(),
-        Some(io::ErrorKind::ConnectionReset)
-    );
-    let client = timeout(STEP, rig.client)
-        .await
-        .expect("bounded")
-        .expect("task");
+    let Rig {
+        app,
+        mut upstream,
+        client,
+        server,
+        _pool,
+        _hbone,
+        _mesh,
+    } = Rig::new().await;
+    send_then_peer_resets(&mut upstream, app, b"hello", "upstream").await;
+    let (client, server) = relays_ended(client, server).await;
     assert!(
         matches!(client.result, Err(RelayError::Read { .. })),
         "client: {:?}",
         client.result
     );
     assert_eq!(client.backward, 5);
-    let mut server = rig.server;
-    let server = timeout(STEP, server.recv())
-        .await
-        .expect("bounded")
-        .expect("server relay");
     assert!(
         matches!(server.result, Err(RelayError::Reset(_))),
         "server: {:?}",
         server.result
+    );
+}
+
+/// `own` sends `data` to `peer`, which reads it and then closes with a reset (zero linger):
+/// `own` (named `who` in failures) must see the reset, not a clean EOF.
+async fn send_then_peer_resets(own: &mut TcpStream, mut peer: TcpStream, data: &[u8], who: &str) {
+    own.write_all(data).await.expect("write");
+    let mut got = vec![0u8; data.len()];
+    timeout(STEP, peer.read_exact(&mut got))
+        .await
+        .expect("bounded")
+        .expect("read");
+    assert_eq!(got, data);
+    peer.set_zero_linger().expect("linger");
+    drop(peer);
+    let mut rest = Vec::new();
+    let read = timeout(STEP, own.read_to_end(&mut rest))
+        .await
+        .unwrap_or_else(|_| panic!("{who} hears of the reset in time"));
+    assert_eq!(
+        read.map_err(|e| e.kind()).err(),
+        Some(io::ErrorKind::ConnectionReset),
+        "a reset, not a clean EOF, reaches {who}"
     );
 }
 
@@ -352,22 +360,8 @@ async fn tcp_half_close_each_way() {
         } else {
             (&mut b, &mut a)
         };
-        first.write_all(b"one").await.expect("write");
-        first.shutdown().await.expect("half-close");
-        let mut got = Vec::new();
-        timeout(STEP, second.read_to_end(&mut got))
-            .await
-            .expect("EOF crosses")
-            .expect("read");
-        assert_eq!(got, b"one");
-        second.write_all(b"two!").await.expect("write after EOF");
-        second.shutdown().await.expect("close");
-        let mut back = Vec::new();
-        timeout(STEP, first.read_to_end(&mut back))
-            .await
-            .expect("EOF crosses back")
-            .expect("read");
-        assert_eq!(back, b"two!");
+        send_then_eof(first, second, b"one", "EOF crosses").await;
+        send_then_eof(second, first, b"two!", "EOF crosses back").await;
         let relayed = timeout(STEP, relay).await.expect("ends").expect("task");
         let (forward, backward) = if a_first { (3, 4) } else { (4, 3) };
         assert_clean(&relayed, forward, backward, "tcp");

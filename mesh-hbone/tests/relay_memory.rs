@@ -8,48 +8,25 @@
 #[allow(dead_code, reason = "each test crate uses a part of the fixture")]
 mod fixture;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use fixture::{id, Mesh, STEP};
-use mesh_hbone::hbone::{HboneClientConfig, HboneServerConfig, TcpForwarder};
+use mesh_hbone::hbone::HboneClientConfig;
 use mesh_hbone::relay;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards every call to the system allocator unchanged; only counts sizes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: same contract as the caller's.
-        let ptr = unsafe { System.alloc(layout) };
-        if !ptr.is_null() {
-            LIVE.fetch_add(layout.size(), Ordering::Relaxed);
-        }
-        ptr
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-}
-
+/// Counts live heap bytes (`mesh_common::heap::live_bytes`).
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: mesh_common::heap::Counting = mesh_common::heap::Counting;
 
 /// Connections held idle per measurement.
 const HELD: usize = 200;
 
 fn live() -> usize {
-    LIVE.load(Ordering::Relaxed)
+    mesh_common::heap::live_bytes()
 }
 
 /// Lets transient allocations (frames in flight, wakers) settle.
@@ -139,13 +116,7 @@ async fn idle_relays_hold_no_buffers() {
 
     // app ⇄ relay ⇄ HBONE ⇄ relay (TcpForwarder) ⇄ echo, all in this process: both agents' share.
     let mesh = Mesh::new();
-    let server = mesh
-        .server(
-            &id("server"),
-            TcpForwarder::default(),
-            HboneServerConfig::default(),
-        )
-        .await;
+    let server = mesh.forwarding_server(&id("server")).await;
     let pool = mesh.pool(HboneClientConfig {
         max_streams_per_connection: 1000,
         ..HboneClientConfig::default()

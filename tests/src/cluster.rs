@@ -190,41 +190,19 @@ impl Cluster {
                 &net,
                 &["link", "set", &format!("n{index}"), "master", "br0", "up"],
             )?;
-            ip(
+            up_with_addresses(
                 &node.netns,
-                &["addr", "add", &format!("{}/24", node.ip4), "dev", "eth0"],
+                "eth0",
+                &format!("{}/24", node.ip4),
+                &format!("{}/64", node.ip6),
             )?;
-            ip(
-                &node.netns,
-                &[
-                    "-6",
-                    "addr",
-                    "add",
-                    &format!("{}/64", node.ip6),
-                    "dev",
-                    "eth0",
-                    "nodad",
-                ],
-            )?;
-            ip(&node.netns, &["link", "set", "eth0", "up"])?;
             ip(&node.netns, &["link", "add", "br0", "type", "bridge"])?;
-            ip(
+            up_with_addresses(
                 &node.netns,
-                &["addr", "add", &format!("198.18.{index}.1/24"), "dev", "br0"],
+                "br0",
+                &format!("198.18.{index}.1/24"),
+                &format!("fd18:{index}::1/64"),
             )?;
-            ip(
-                &node.netns,
-                &[
-                    "-6",
-                    "addr",
-                    "add",
-                    &format!("fd18:{index}::1/64"),
-                    "dev",
-                    "br0",
-                    "nodad",
-                ],
-            )?;
-            ip(&node.netns, &["link", "set", "br0", "up"])?;
             sysctl(&node.netns, "net.ipv4.ip_forward=1")?;
             sysctl(&node.netns, "net.ipv6.conf.all.forwarding=1")?;
             self.nodes.push(node);
@@ -324,23 +302,12 @@ impl Cluster {
             &host.netns,
             &["link", "set", &host_if, "master", "br0", "up"],
         )?;
-        ip(
+        up_with_addresses(
             &pod.netns,
-            &["addr", "add", &format!("{}/24", pod.ip4), "dev", "eth0"],
+            "eth0",
+            &format!("{}/24", pod.ip4),
+            &format!("{}/64", pod.ip6),
         )?;
-        ip(
-            &pod.netns,
-            &[
-                "-6",
-                "addr",
-                "add",
-                &format!("{}/64", pod.ip6),
-                "dev",
-                "eth0",
-                "nodad",
-            ],
-        )?;
-        ip(&pod.netns, &["link", "set", "eth0", "up"])?;
         ip(
             &pod.netns,
             &[
@@ -459,6 +426,15 @@ fn del_netns(name: &str) -> anyhow::Result<()> {
         return Ok(());
     }
     run("ip", &["netns", "del", name]).map(|_| ())
+}
+
+/// Gives `dev` in `netns` an IPv4 and an IPv6 address (no duplicate-address detection, so the
+/// address is usable at once) and sets it up.
+fn up_with_addresses(netns: &str, dev: &str, v4: &str, v6: &str) -> anyhow::Result<()> {
+    ip(netns, &["addr", "add", v4, "dev", dev])?;
+    ip(netns, &["-6", "addr", "add", v6, "dev", dev, "nodad"])?;
+    ip(netns, &["link", "set", dev, "up"])?;
+    Ok(())
 }
 
 /// Kills every process in a cgroup and removes the directory (bounded wait).

@@ -516,13 +516,11 @@ fn same_node_decisions_are_reused_in_the_kernel() -> anyhow::Result<()> {
     // the pod's link unless the kernel counted a TCP fallback (first bytes sent before the peer
     // socket joined).
     mesh.agent1.admin_post("/fastpath?splice=true")?;
-    let mut tcpdump = mesh.neighbour.command("tcpdump");
-    tcpdump.env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
-    let capture = Capture::start(
-        tcpdump,
+    let capture = capture_in_pod(
+        &mesh.neighbour,
         "any",
         &format!("tcp port {ECHO_PORT}"),
-        &mesh.dir.path().join("neighbour.pcap"),
+        mesh.dir.path().join("neighbour.pcap"),
     )?;
     const BULK: u64 = 16 << 20;
     let before = fastpath_entry(&mesh.agent1, "apps/client", &echo)?;
@@ -634,11 +632,16 @@ fn start_echo(cluster: &mut Cluster, pod: &Pod) -> anyhow::Result<()> {
     mesh_tests::command::wait_listening(pod, ECHO_PORT)
 }
 
-/// Captures `filter` on the loopback interface of `pod`.
-fn capture_loopback(pod: &Pod, filter: &str, file: PathBuf) -> anyhow::Result<Capture> {
+/// Captures `filter` on `interface` inside `pod` (tcpdump run as a process of the pod).
+fn capture_in_pod(
+    pod: &Pod,
+    interface: &str,
+    filter: &str,
+    file: PathBuf,
+) -> anyhow::Result<Capture> {
     let mut tcpdump = pod.command("tcpdump");
     tcpdump.env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
-    Capture::start(tcpdump, "lo", filter, &file)
+    Capture::start(tcpdump, interface, filter, &file)
 }
 
 /// Streams `bytes` from the client to the server's echo port through the tunnel while capturing
@@ -650,13 +653,15 @@ fn stream_and_count_loopback_payload(
     run: &str,
 ) -> anyhow::Result<(usize, usize)> {
     let dir = mesh.dir.path();
-    let outbound = capture_loopback(
+    let outbound = capture_in_pod(
         &mesh.client,
+        "lo",
         "tcp port 15001",
         dir.join(format!("{run}-client-lo.pcap")),
     )?;
-    let delivery = capture_loopback(
+    let delivery = capture_in_pod(
         &mesh.server,
+        "lo",
         &format!("tcp port {ECHO_PORT}"),
         dir.join(format!("{run}-server-lo.pcap")),
     )?;

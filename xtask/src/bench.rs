@@ -407,7 +407,7 @@ fn measure(bench: &mesh::BenchMesh, plan: Plan) -> anyhow::Result<Vec<Case>> {
                     splice_vs_loopback.direct.push(lo.p50);
                     legs_p50.direct.push(lat.p50);
                     legs_http1.direct.push(h1.rps);
-                    [m.clone(), m.clone(), m]
+                    m.summary()
                 }
                 Via::Mesh => {
                     bench.fast_path("enabled=false")?;
@@ -441,13 +441,17 @@ fn measure(bench: &mesh::BenchMesh, plan: Plan) -> anyhow::Result<Vec<Case>> {
                         );
                     }
                     bench.fast_path("splice=false")?;
-                    [r, k, sp]
+                    format!(
+                        "relay {}, kernel {}, splice {}",
+                        r.summary(),
+                        k.summary(),
+                        sp.summary()
+                    )
                 }
             };
-            let [r, k, sp] = &same_node;
             eprintln!(
-                "  {tag:<6} 1-stream {:.2} Gbit/s, 4-stream {:.2} Gbit/s, p50 {:.1} µs p99 {:.1} µs, http {:.0}/{:.0} req/s, {:.0} conn/s; same node: relay {}, kernel {}, splice {}",
-                t.gbits, t4.gbits, lat.p50, lat.p99, h1.rps, h16.rps, c, r.summary(), k.summary(), sp.summary()
+                "  {tag:<6} 1-stream {:.2} Gbit/s, 4-stream {:.2} Gbit/s, p50 {:.1} µs p99 {:.1} µs, http {:.0}/{:.0} req/s, {:.0} conn/s; same node: {same_node}",
+                t.gbits, t4.gbits, lat.p50, lat.p99, h1.rps, h16.rps, c
             );
         }
     }
@@ -465,7 +469,7 @@ fn measure(bench: &mesh::BenchMesh, plan: Plan) -> anyhow::Result<Vec<Case>> {
 
 /// One same-node measurement: throughput, ping-pong and connection rate from the client to the
 /// server on its node.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct SameNode {
     throughput: tools::Throughput,
     latency: tools::Latency,

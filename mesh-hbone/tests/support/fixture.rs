@@ -9,6 +9,7 @@ use mesh_hbone::ca::{CaConfig, CertificateAuthority, TrustBundle};
 use mesh_hbone::certs::{new_key_and_csr, CertManager, CertManagerConfig, WorkloadCert};
 use mesh_hbone::hbone::{
     ConnectHandler, HboneClientConfig, HbonePool, HboneServer, HboneServerConfig, ServerStats,
+    TcpForwarder,
 };
 use mesh_hbone::{tls, Identity};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -69,6 +70,17 @@ impl Mesh {
     ) -> RunningServer {
         let addr = "127.0.0.1:0".parse().expect("addr");
         self.server_on(addr, identity, handler, config).await
+    }
+
+    /// Starts an HBONE server for `identity` with the default configuration, forwarding each
+    /// CONNECT to its target over TCP.
+    pub async fn forwarding_server(&self, identity: &Identity) -> RunningServer {
+        self.server(
+            identity,
+            TcpForwarder::default(),
+            HboneServerConfig::default(),
+        )
+        .await
     }
 
     /// Starts an HBONE server for `identity` on `addr`.
