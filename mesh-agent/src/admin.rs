@@ -14,7 +14,7 @@ use tracing::{debug, warn};
 
 use crate::config::Config;
 use crate::metrics::render;
-use crate::pods::Registry;
+use crate::registry::Registry;
 use crate::state::State;
 
 /// What the admin endpoint reads.

@@ -17,7 +17,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tracing::{debug, warn};
 
-use crate::pods::{PodInfo, PodStatus, Registry};
+use crate::pod_info::PodInfo;
+use crate::registry::{PodStatus, Registry};
 
 /// The longest request line accepted.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;

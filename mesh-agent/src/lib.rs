@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod authz;
+pub mod burst_log;
 pub mod cgroup;
 pub mod config;
 pub mod ebpf;
@@ -13,7 +14,10 @@ pub mod fastpath;
 pub mod local;
 pub mod metrics;
 pub mod netns;
-pub mod pods;
+pub mod pod_context;
+pub mod pod_info;
+pub mod pod_listeners;
 pub mod proxy;
+pub mod registry;
 pub mod state;
 pub mod tunnel;

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock, Weak};
 
-use crate::pods::PodContext;
+use crate::pod_context::PodContext;
 
 /// Address -> captured pod of this node.
 #[derive(Debug, Default)]

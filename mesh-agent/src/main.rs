@@ -10,7 +10,7 @@ use mesh_agent::ebpf::Programs;
 use mesh_agent::enrol;
 use mesh_agent::fastpath::FastPath;
 use mesh_agent::metrics::Metrics;
-use mesh_agent::pods::Registry;
+use mesh_agent::registry::Registry;
 use mesh_agent::state::State;
 use mesh_agent::tunnel::Tunnel;
 use mesh_common::api::config::ClientKind;

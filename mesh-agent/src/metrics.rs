@@ -89,6 +89,8 @@ pub struct Metrics {
     pub hbone_connect_failures: Counter<u64, AtomicU64>,
     /// Outbound CONNECT streams opened.
     pub hbone_streams_opened: Counter<u64, AtomicU64>,
+    /// Which refusals are logged: once per burst and kind (see [`Metrics::refuse`]).
+    pub refusal_log: crate::burst_log::BurstLog,
 }
 
 impl Metrics {
@@ -155,6 +157,15 @@ impl Metrics {
     /// Counts a connection to `workload` refused for `reason` (`policy`, `peer_authentication`).
     pub fn record_denied(&self, workload: &str, reason: &str) {
         self.record_denied_n(workload, reason, 1);
+    }
+
+    /// Counts a refused connection to `workload` under `reason`; returns `Some(n)` when the
+    /// refusal is to be logged (the first of a burst of that reason; `n` earlier ones were not
+    /// logged), `None` when it is only counted. Refusals a client can cause at will (hostile
+    /// connections) use this instead of a log line per connection.
+    pub fn refuse(&self, workload: &str, reason: &'static str) -> Option<u64> {
+        self.record_denied(workload, reason);
+        self.refusal_log.admit(reason, std::time::Instant::now())
     }
 
     /// Counts `n` connections to `workload` refused for `reason`.

@@ -8,6 +8,7 @@
 pub mod inbound;
 pub mod local;
 pub mod outbound;
+pub mod route;
 pub mod tunnel_inbound;
 
 use std::future::Future;
@@ -17,7 +18,7 @@ use std::sync::Arc;
 use mesh_hbone::relay::Relayed;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::pods::PodContext;
+use crate::pod_context::PodContext;
 
 use crate::metrics::{ConnectionLabels, Metrics};
 

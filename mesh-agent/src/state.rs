@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
-use mesh_common::model::{Endpoint, Service, Snapshot, Workload};
+use mesh_common::model::{Endpoint, Service, Snapshot, WaypointRef, Workload};
 
 /// Errors loading the data-plane model or resolving a destination.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +35,8 @@ pub enum Resolved {
         endpoint: SocketAddr,
         /// How many endpoints it was chosen from (1: the choice is always the same).
         choices: usize,
+        /// The service's waypoint, if it is assigned one.
+        waypoint: Option<WaypointRef>,
     },
     /// Not a service address: connect to it as it is.
     Direct(SocketAddr),
@@ -246,6 +248,7 @@ impl State {
             name: service.name.clone(),
             endpoint: SocketAddr::new(endpoint.address, port),
             choices: candidates.len(),
+            waypoint: service.waypoint.clone(),
         })
     }
 }

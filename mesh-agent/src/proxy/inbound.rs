@@ -11,7 +11,7 @@ use mesh_common::model::PeerAuthMode;
 
 use crate::authz::{self, Decision};
 use crate::metrics::{ConnectionLabels, Transport};
-use crate::pods::PodContext;
+use crate::pod_context::PodContext;
 use crate::proxy::{accept_loop, relay_and_record};
 use mesh_hbone::relay;
 

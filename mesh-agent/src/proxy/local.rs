@@ -11,7 +11,7 @@ use tracing::{info, warn};
 use crate::authz::{self, Decision};
 use crate::fastpath::Decided;
 use crate::metrics::{ConnectionLabels, Direction, Transport};
-use crate::pods::PodContext;
+use crate::pod_context::PodContext;
 use crate::proxy::relay_and_record;
 use mesh_hbone::relay;
 

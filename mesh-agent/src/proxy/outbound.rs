@@ -9,7 +9,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::{info, warn};
 
 use crate::metrics::{ConnectionLabels, Direction, Transport};
-use crate::pods::PodContext;
+use crate::pod_context::PodContext;
+use crate::proxy::route::{self, Destination, Route};
 use crate::proxy::{accept_loop, local, relay_and_record};
 use crate::state::Resolved;
 use crate::tunnel::Tunnel;
@@ -38,34 +39,40 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: &PodContext) {
         }
     };
     let target = resolved.target();
-    let destination_service = match &resolved {
+    let (destination_service, service_waypoint) = match &resolved {
         Resolved::Service {
-            namespace, name, ..
-        } => format!("{namespace}/{name}"),
-        Resolved::Direct(_) => "unknown".into(),
+            namespace,
+            name,
+            waypoint,
+            ..
+        } => (format!("{namespace}/{name}"), waypoint.as_ref()),
+        Resolved::Direct(_) => ("unknown".into(), None),
     };
-    // A captured pod of this node is delivered to directly; a meshed pod elsewhere over HBONE
-    // when this node has certificates; anything else in plaintext.
-    let route = match pod.local.get(target.ip()) {
-        Some(dst) => Route::Local(dst),
-        None => match pod
-            .tunnel
-            .as_ref()
-            .zip(pod.state.meshed_workload(target.ip()))
-        {
-            Some((tunnel, workload)) => Route::Hbone(
-                tunnel.clone(),
-                workload.identity(&pod.identity.trust_domain),
-            ),
-            None => Route::Plaintext,
+    let local = pod.local.get(target.ip());
+    let meshed = pod.state.meshed_workload(target.ip());
+    let route = route::decide(
+        &Destination {
+            target,
+            fixed: resolved.is_fixed(),
+            service_waypoint,
+            meshed: meshed.as_ref(),
+            local: local.is_some(),
+            tunnel: pod.tunnel.is_some(),
         },
-    };
+        &pod.identity.trust_domain,
+    );
     let labels = ConnectionLabels {
         direction: Direction::Outbound,
-        transport: route.transport(),
+        transport: transport(&route),
         workload: pod.info.uid.clone(),
         destination_service,
     };
+    if let Route::Deny(reason) = &route {
+        if let Some(unlogged) = pod.metrics.refuse(&pod.info.uid, reason.metric_label()) {
+            warn!(src.workload = %pod.info.uid, dst.original = %orig_dst, dst.target = %target, %reason, unlogged, "outbound connection refused (logged once per burst)");
+        }
+        return;
+    }
     info!(
         src.workload = %pod.info.uid,
         src.identity = %pod.identity,
@@ -75,33 +82,16 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: &PodContext) {
         "outbound connection captured"
     );
     pod.metrics.connections_opened.get_or_create(&labels).inc();
-    match route {
-        Route::Local(dst) => {
+    match (route, local, pod.tunnel.as_ref()) {
+        (Route::Local { reuse_in_kernel }, Some(dst), _) => {
             // The kernel may reuse the decision only if this destination always resolves here.
-            let requested = resolved.is_fixed().then_some(orig_dst);
+            let requested = reuse_in_kernel.then_some(orig_dst);
             local::deliver(stream, pod, &dst, target, requested, labels).await
         }
-        Route::Hbone(tunnel, dst_identity) => {
-            let peer = SocketAddr::new(target.ip(), HBONE);
-            // Boxed: the pool's connect (TLS handshake on a cold pool) is a large future needed
-            // once; inline, its space would stay in the task for the life of the connection.
-            let connect = Box::pin(
-                tunnel
-                    .pool
-                    .connect(&pod.identity, &dst_identity, peer, target),
-            );
-            match connect.await {
-                Ok(upstream) => {
-                    relay_and_record(relay::tcp_hbone(stream, upstream), &[&labels], &pod.metrics)
-                        .await
-                }
-                Err(e) => {
-                    warn!(pod = %pod.info.uid, %target, dst.identity = %dst_identity, error = %e, "outbound HBONE connect failed");
-                    pod.metrics.record_relay(&labels, 0, 0);
-                }
-            }
+        (Route::Hbone { identity }, _, Some(tunnel)) => {
+            hbone(stream, pod, tunnel, &identity, target, &labels).await
         }
-        Route::Plaintext => match Box::pin(pod.netns.connect(target)).await {
+        (Route::Plaintext, ..) => match Box::pin(pod.netns.connect(target)).await {
             Ok(upstream) => {
                 relay_and_record(relay::tcp_tcp(stream, upstream), &[&labels], &pod.metrics).await
             }
@@ -110,25 +100,48 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: &PodContext) {
                 pod.metrics.record_relay(&labels, 0, 0);
             }
         },
+        // `decide` picks Local only for a local pod and HBONE only with a tunnel; anything else
+        // is refused rather than carried some other way.
+        (route, ..) => {
+            warn!(pod = %pod.info.uid, %target, ?route, "route without the means to carry it; refused");
+            pod.metrics.record_relay(&labels, 0, 0);
+        }
     }
 }
 
-/// How a captured connection is carried.
-enum Route {
-    /// To a captured pod of this node, directly.
-    Local(Arc<PodContext>),
-    /// Over HBONE, expecting this identity.
-    Hbone(Arc<Tunnel>, Identity),
-    /// In plaintext.
-    Plaintext,
+/// Carries a captured connection over HBONE to `target`'s 15008, expecting `dst_identity`.
+async fn hbone(
+    stream: TcpStream,
+    pod: &PodContext,
+    tunnel: &Tunnel,
+    dst_identity: &Identity,
+    target: SocketAddr,
+    labels: &ConnectionLabels,
+) {
+    let peer = SocketAddr::new(target.ip(), HBONE);
+    // Boxed: the pool's connect (TLS handshake on a cold pool) is a large future needed
+    // once; inline, its space would stay in the task for the life of the connection.
+    let connect = Box::pin(
+        tunnel
+            .pool
+            .connect(&pod.identity, dst_identity, peer, target),
+    );
+    match connect.await {
+        Ok(upstream) => {
+            relay_and_record(relay::tcp_hbone(stream, upstream), &[labels], &pod.metrics).await
+        }
+        Err(e) => {
+            warn!(pod = %pod.info.uid, %target, dst.identity = %dst_identity, error = %e, "outbound HBONE connect failed");
+            pod.metrics.record_relay(labels, 0, 0);
+        }
+    }
 }
 
-impl Route {
-    fn transport(&self) -> Transport {
-        match self {
-            Route::Local(_) => Transport::Local,
-            Route::Hbone(..) => Transport::Hbone,
-            Route::Plaintext => Transport::Plaintext,
-        }
+/// The metrics' transport label of a route.
+fn transport(route: &Route) -> Transport {
+    match route {
+        Route::Local { .. } => Transport::Local,
+        Route::Hbone { .. } => Transport::Hbone,
+        Route::Plaintext | Route::Deny(_) => Transport::Plaintext,
     }
 }

@@ -10,7 +10,7 @@ use tracing::{info, warn};
 
 use crate::authz::{self, Decision};
 use crate::metrics::{ConnectionLabels, Transport};
-use crate::pods::PodContext;
+use crate::pod_context::PodContext;
 use crate::proxy::relay_and_record;
 use mesh_hbone::relay;
 
