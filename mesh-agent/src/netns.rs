@@ -10,11 +10,18 @@ use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
+use std::time::Duration;
 
+use async_trait::async_trait;
 use nix::sched::{setns, CloneFlags};
 use socket2::{Domain, Protocol, Socket, Type};
 
 type Job = Box<dyn FnOnce() + Send>;
+
+/// Limit on a TCP connect made from inside a pod (plaintext outbound, delivery to the pod's
+/// application, HBONE dialed from the source pod): an unreachable destination fails in this
+/// time instead of holding the client's connection for the kernel's SYN retries (~2 min).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Errors entering or using a network namespace.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +38,25 @@ pub enum NetnsError {
     /// A socket operation inside the namespace failed.
     #[error("in network namespace {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
+    /// A connect from inside the namespace did not complete in time.
+    #[error("in network namespace {path}: TCP connect to {dst} timed out after {after:?}")]
+    ConnectTimeout {
+        path: PathBuf,
+        dst: SocketAddr,
+        after: Duration,
+    },
+}
+
+impl NetnsError {
+    /// As an I/O error of the same kind (a timeout stays `TimedOut`), keeping the message.
+    pub fn into_io(self) -> io::Error {
+        let kind = match &self {
+            NetnsError::Io { source, .. } => source.kind(),
+            NetnsError::ConnectTimeout { .. } => io::ErrorKind::TimedOut,
+            _ => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, self.to_string())
+    }
 }
 
 /// A handle on a pod's network namespace with a worker thread inside it.
@@ -173,8 +199,18 @@ impl Netns {
         })
     }
 
-    /// Connects to `dst` from inside the namespace (so the source address is the pod's).
+    /// Connects to `dst` from inside the namespace (so the source address is the pod's), within
+    /// [`CONNECT_TIMEOUT`].
     pub async fn connect(&self, dst: SocketAddr) -> Result<tokio::net::TcpStream, NetnsError> {
+        self.connect_within(dst, CONNECT_TIMEOUT).await
+    }
+
+    /// Connects to `dst` from inside the namespace within `limit`.
+    pub async fn connect_within(
+        &self,
+        dst: SocketAddr,
+        limit: Duration,
+    ) -> Result<tokio::net::TcpStream, NetnsError> {
         let socket = self
             .run(move || {
                 let socket =
@@ -185,10 +221,30 @@ impl Netns {
             })
             .await?;
         let socket = tokio::net::TcpSocket::from_std_stream(socket);
-        socket.connect(dst).await.map_err(|source| NetnsError::Io {
-            path: self.path.clone(),
-            source,
-        })
+        match tokio::time::timeout(limit, socket.connect(dst)).await {
+            Ok(connected) => connected.map_err(|source| NetnsError::Io {
+                path: self.path.clone(),
+                source,
+            }),
+            Err(_) => Err(NetnsError::ConnectTimeout {
+                path: self.path.clone(),
+                dst,
+                after: limit,
+            }),
+        }
+    }
+}
+
+/// HBONE dialed from inside the pod: the destination sees the pod's address as the TCP source,
+/// so its `ipBlocks` and access logs are true across nodes. The socket is made by the agent's
+/// worker thread, whose cgroup is the agent's, not the pod's: the pod's `connect4`/`connect6`
+/// never capture it. The pool bounds the wait with its own connect timeout.
+#[async_trait]
+impl mesh_hbone::hbone::Connector for Netns {
+    async fn connect(&self, peer: SocketAddr) -> io::Result<tokio::net::TcpStream> {
+        Netns::connect(self, peer)
+            .await
+            .map_err(NetnsError::into_io)
     }
 }
 
