@@ -13,8 +13,9 @@ use tokio::net::TcpStream;
 
 /// Default interval between PINGs.
 pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(5);
-/// Default time a PING may go unanswered: with the interval, a dead peer is found within 9 s.
-pub const DEFAULT_PING_TIMEOUT: Duration = Duration::from_secs(4);
+/// Default time a PING may go unanswered: with the interval, a dead peer is found within 8 s
+/// (issue 10 asks for 10 s; the rest is slack for a loaded node).
+pub const DEFAULT_PING_TIMEOUT: Duration = Duration::from_secs(3);
 /// Default `TCP_USER_TIMEOUT`: sent data unacknowledged this long closes the socket.
 pub const DEFAULT_TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
 /// TCP keepalive probes sent before the kernel gives up on a silent connection.
@@ -83,6 +84,29 @@ pub(crate) async fn until_unanswered(pings: Option<PingPong>, liveness: Liveness
             Ok(Ok(_pong)) => {}
             Ok(Err(_)) => return std::future::pending().await,
             Err(_) => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detection_bound_is_interval_plus_timeout_and_none_without_pings() {
+        let secs = Duration::from_secs;
+        let cases = [
+            (secs(5), secs(4), Some(secs(9))),
+            (secs(1), secs(2), Some(secs(3))),
+            (Duration::ZERO, secs(4), None),
+        ];
+        for (ping_interval, ping_timeout, want) in cases {
+            let liveness = Liveness {
+                ping_interval,
+                ping_timeout,
+                tcp_user_timeout: Duration::ZERO,
+            };
+            assert_eq!(liveness.detection_bound(), want, "{liveness:?}");
         }
     }
 }
