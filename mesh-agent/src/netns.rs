@@ -270,3 +270,79 @@ pub fn netns_cookie(socket: &impl AsRawFd) -> io::Result<u64> {
     }
     Ok(cookie)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_keep_their_kind_as_io_errors() {
+        let path = PathBuf::from("/var/run/netns/p");
+        let dst: SocketAddr = "198.18.2.10:15008".parse().expect("addr");
+        let cases = [
+            (
+                NetnsError::ConnectTimeout {
+                    path: path.clone(),
+                    dst,
+                    after: Duration::from_secs(5),
+                },
+                io::ErrorKind::TimedOut,
+                "timed out after 5s",
+            ),
+            (
+                NetnsError::Io {
+                    path: path.clone(),
+                    source: io::ErrorKind::ConnectionRefused.into(),
+                },
+                io::ErrorKind::ConnectionRefused,
+                "/var/run/netns/p",
+            ),
+            (
+                NetnsError::WorkerGone(path),
+                io::ErrorKind::Other,
+                "has stopped",
+            ),
+        ];
+        for (err, kind, text) in cases {
+            let io = err.into_io();
+            assert_eq!(io.kind(), kind, "{io}");
+            assert!(io.to_string().contains(text), "{io}");
+        }
+    }
+
+    /// A connect whose SYN is never answered ends at the limit with an error naming the wait.
+    /// Needs root (entering a network namespace, here the test's own), as the test suite runs.
+    #[tokio::test]
+    async fn a_connect_that_is_never_answered_times_out() {
+        let netns = Netns::open(Path::new("/proc/self/ns/net"))
+            .expect("entering a network namespace needs root (run the tests as root)");
+        // A loopback listener with a full accept queue (backlog 0, one connection waiting):
+        // the kernel drops further SYNs, as a peer behind a cut link would.
+        let listener =
+            Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("socket");
+        listener
+            .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .expect("bind");
+        listener.listen(0).expect("listen");
+        let addr = listener
+            .local_addr()
+            .expect("addr")
+            .as_socket()
+            .expect("inet");
+        let _queued = std::net::TcpStream::connect(addr).expect("first connect fills the queue");
+        let limit = Duration::from_millis(300);
+        let start = std::time::Instant::now();
+        let result =
+            tokio::time::timeout(Duration::from_secs(10), netns.connect_within(addr, limit))
+                .await
+                .expect("bounded");
+        let took = start.elapsed();
+        match result {
+            Err(NetnsError::ConnectTimeout { dst, after, .. }) => {
+                assert_eq!((dst, after), (addr, limit));
+            }
+            other => panic!("expected a connect timeout, got {other:?}"),
+        }
+        assert!(took >= limit && took < Duration::from_secs(5), "{took:?}");
+    }
+}
