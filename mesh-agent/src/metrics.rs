@@ -91,6 +91,10 @@ pub struct Metrics {
     pub hbone_streams_opened: Counter<u64, AtomicU64>,
     /// Which refusals are logged: once per burst and kind (see [`Metrics::refuse`]).
     pub refusal_log: crate::burst_log::BurstLog,
+    /// Outbound HBONE connections closed and removed from the pool (idle, ended, lost).
+    pub hbone_connections_closed: Counter<u64, AtomicU64>,
+    /// Outbound HBONE connections closed because the peer stopped answering PINGs.
+    pub hbone_connections_lost: Counter<u64, AtomicU64>,
 }
 
 impl Metrics {
@@ -142,6 +146,16 @@ impl Metrics {
             "Outbound HBONE CONNECT streams opened",
             self.hbone_streams_opened.clone(),
         );
+        sub.register(
+            "hbone_connections_closed",
+            "Outbound HBONE connections closed and removed from the pool",
+            self.hbone_connections_closed.clone(),
+        );
+        sub.register(
+            "hbone_connections_lost",
+            "Outbound HBONE connections closed because the peer stopped answering PINGs",
+            self.hbone_connections_lost.clone(),
+        );
     }
 
     /// Brings the HBONE counters up to the pool's own (called before each scrape).
@@ -152,6 +166,8 @@ impl Metrics {
         catch_up(&self.hbone_connections_opened, stats.connections_opened());
         catch_up(&self.hbone_connect_failures, stats.connect_failures());
         catch_up(&self.hbone_streams_opened, stats.streams_opened());
+        catch_up(&self.hbone_connections_closed, stats.connections_closed());
+        catch_up(&self.hbone_connections_lost, stats.connections_lost());
     }
 
     /// Counts a connection to `workload` refused for `reason` (`policy`, `peer_authentication`).

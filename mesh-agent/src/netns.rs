@@ -10,11 +10,18 @@ use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
+use std::time::Duration;
 
+use async_trait::async_trait;
 use nix::sched::{setns, CloneFlags};
 use socket2::{Domain, Protocol, Socket, Type};
 
 type Job = Box<dyn FnOnce() + Send>;
+
+/// Limit on a TCP connect made from inside a pod (plaintext outbound, delivery to the pod's
+/// application, HBONE dialed from the source pod): an unreachable destination fails in this
+/// time instead of holding the client's connection for the kernel's SYN retries (~2 min).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Errors entering or using a network namespace.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +38,25 @@ pub enum NetnsError {
     /// A socket operation inside the namespace failed.
     #[error("in network namespace {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
+    /// A connect from inside the namespace did not complete in time.
+    #[error("in network namespace {path}: TCP connect to {dst} timed out after {after:?}")]
+    ConnectTimeout {
+        path: PathBuf,
+        dst: SocketAddr,
+        after: Duration,
+    },
+}
+
+impl NetnsError {
+    /// As an I/O error of the same kind (a timeout stays `TimedOut`), keeping the message.
+    pub fn into_io(self) -> io::Error {
+        let kind = match &self {
+            NetnsError::Io { source, .. } => source.kind(),
+            NetnsError::ConnectTimeout { .. } => io::ErrorKind::TimedOut,
+            _ => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, self.to_string())
+    }
 }
 
 /// A handle on a pod's network namespace with a worker thread inside it.
@@ -173,8 +199,18 @@ impl Netns {
         })
     }
 
-    /// Connects to `dst` from inside the namespace (so the source address is the pod's).
+    /// Connects to `dst` from inside the namespace (so the source address is the pod's), within
+    /// [`CONNECT_TIMEOUT`].
     pub async fn connect(&self, dst: SocketAddr) -> Result<tokio::net::TcpStream, NetnsError> {
+        self.connect_within(dst, CONNECT_TIMEOUT).await
+    }
+
+    /// Connects to `dst` from inside the namespace within `limit`.
+    pub async fn connect_within(
+        &self,
+        dst: SocketAddr,
+        limit: Duration,
+    ) -> Result<tokio::net::TcpStream, NetnsError> {
         let socket = self
             .run(move || {
                 let socket =
@@ -185,10 +221,30 @@ impl Netns {
             })
             .await?;
         let socket = tokio::net::TcpSocket::from_std_stream(socket);
-        socket.connect(dst).await.map_err(|source| NetnsError::Io {
-            path: self.path.clone(),
-            source,
-        })
+        match tokio::time::timeout(limit, socket.connect(dst)).await {
+            Ok(connected) => connected.map_err(|source| NetnsError::Io {
+                path: self.path.clone(),
+                source,
+            }),
+            Err(_) => Err(NetnsError::ConnectTimeout {
+                path: self.path.clone(),
+                dst,
+                after: limit,
+            }),
+        }
+    }
+}
+
+/// HBONE dialed from inside the pod: the destination sees the pod's address as the TCP source,
+/// so its `ipBlocks` and access logs are true across nodes. The socket is made by the agent's
+/// worker thread, whose cgroup is the agent's, not the pod's: the pod's `connect4`/`connect6`
+/// never capture it. The pool bounds the wait with its own connect timeout.
+#[async_trait]
+impl mesh_hbone::hbone::Connector for Netns {
+    async fn connect(&self, peer: SocketAddr) -> io::Result<tokio::net::TcpStream> {
+        Netns::connect(self, peer)
+            .await
+            .map_err(NetnsError::into_io)
     }
 }
 
@@ -213,4 +269,80 @@ pub fn netns_cookie(socket: &impl AsRawFd) -> io::Result<u64> {
         return Err(io::Error::last_os_error());
     }
     Ok(cookie)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_keep_their_kind_as_io_errors() {
+        let path = PathBuf::from("/var/run/netns/p");
+        let dst: SocketAddr = "198.18.2.10:15008".parse().expect("addr");
+        let cases = [
+            (
+                NetnsError::ConnectTimeout {
+                    path: path.clone(),
+                    dst,
+                    after: Duration::from_secs(5),
+                },
+                io::ErrorKind::TimedOut,
+                "timed out after 5s",
+            ),
+            (
+                NetnsError::Io {
+                    path: path.clone(),
+                    source: io::ErrorKind::ConnectionRefused.into(),
+                },
+                io::ErrorKind::ConnectionRefused,
+                "/var/run/netns/p",
+            ),
+            (
+                NetnsError::WorkerGone(path),
+                io::ErrorKind::Other,
+                "has stopped",
+            ),
+        ];
+        for (err, kind, text) in cases {
+            let io = err.into_io();
+            assert_eq!(io.kind(), kind, "{io}");
+            assert!(io.to_string().contains(text), "{io}");
+        }
+    }
+
+    /// A connect whose SYN is never answered ends at the limit with an error naming the wait.
+    /// Needs root (entering a network namespace, here the test's own), as the test suite runs.
+    #[tokio::test]
+    async fn a_connect_that_is_never_answered_times_out() {
+        let netns = Netns::open(Path::new("/proc/self/ns/net"))
+            .expect("entering a network namespace needs root (run the tests as root)");
+        // A loopback listener with a full accept queue (backlog 0, one connection waiting):
+        // the kernel drops further SYNs, as a peer behind a cut link would.
+        let listener =
+            Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("socket");
+        listener
+            .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .expect("bind");
+        listener.listen(0).expect("listen");
+        let addr = listener
+            .local_addr()
+            .expect("addr")
+            .as_socket()
+            .expect("inet");
+        let _queued = std::net::TcpStream::connect(addr).expect("first connect fills the queue");
+        let limit = Duration::from_millis(300);
+        let start = std::time::Instant::now();
+        let result =
+            tokio::time::timeout(Duration::from_secs(10), netns.connect_within(addr, limit))
+                .await
+                .expect("bounded");
+        let took = start.elapsed();
+        match result {
+            Err(NetnsError::ConnectTimeout { dst, after, .. }) => {
+                assert_eq!((dst, after), (addr, limit));
+            }
+            other => panic!("expected a connect timeout, got {other:?}"),
+        }
+        assert!(took >= limit && took < Duration::from_secs(5), "{took:?}");
+    }
 }

@@ -1,6 +1,8 @@
 //! The agent's zero-trust tunnel: workload certificates from the control plane's CA, the HBONE
-//! client pool for outbound, and the TLS configuration of each pod's inbound HBONE server.
+//! client pool for outbound (dialed from inside each source pod), and the TLS configuration of
+//! each pod's inbound HBONE server.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -8,8 +10,10 @@ use mesh_common::identity::Identity;
 use mesh_hbone::ca::TrustBundle;
 use mesh_hbone::ca_service::CaClient;
 use mesh_hbone::certs::{CertManager, CertManagerConfig};
-use mesh_hbone::hbone::{HboneClientConfig, HbonePool};
+use mesh_hbone::hbone::{HboneClientConfig, HboneError, HbonePool, HboneStream, Origin};
 use mesh_hbone::tls;
+
+use crate::netns::Netns;
 
 /// CONNECT streams one pooled connection carries before another is opened (the HBONE server
 /// allows 1000): one TLS connection between two pods serves a busy client.
@@ -33,7 +37,7 @@ pub struct Tunnel {
     pub certs: CertManager,
     /// Trusted roots, kept in step with the CA.
     pub bundle: TrustBundle,
-    /// Outbound HBONE connections, pooled by (source, destination, peer).
+    /// Outbound HBONE connections, pooled by (source pod, source identity, destination, peer).
     pub pool: HbonePool,
 }
 
@@ -68,6 +72,24 @@ impl Tunnel {
             bundle,
             pool,
         })
+    }
+
+    /// Opens a CONNECT stream to `target` through `peer` for the pod whose namespace is `netns`,
+    /// presenting `source` and requiring `destination`. The TCP connection is dialed from inside
+    /// the pod (the destination sees the pod's address) and shared only by that pod's streams:
+    /// two pods with one identity never share a connection carrying the other's address.
+    pub async fn connect_from_pod(
+        &self,
+        netns: &Arc<Netns>,
+        source: &Identity,
+        destination: &Identity,
+        peer: SocketAddr,
+        target: SocketAddr,
+    ) -> Result<HboneStream, HboneError> {
+        let origin = Origin::new(netns.cookie(), netns.clone());
+        self.pool
+            .connect_from(&origin, source, destination, peer, target)
+            .await
     }
 
     /// The TLS configuration of a pod's inbound HBONE server (its certificate, renewed in place).

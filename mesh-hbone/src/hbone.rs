@@ -1,11 +1,15 @@
 //! HBONE: TCP tunnelled as HTTP/2 CONNECT streams over mutual TLS, on port 15008.
 
 pub mod client;
+pub mod connector;
+pub mod liveness;
 pub mod pool;
 pub mod server;
 mod stream;
 
-pub use client::{HboneClientConfig, HboneConnection};
+pub use client::{ConnState, HboneClientConfig, HboneConnection};
+pub use connector::{Connector, DirectConnector, Origin};
+pub use liveness::Liveness;
 pub use pool::{HbonePool, PoolKey, PoolStats};
 pub use server::{
     ConnectError, ConnectHandler, ConnectRequest, HboneServer, HboneServerConfig, ServerStats,
@@ -36,9 +40,16 @@ pub enum HboneError {
         /// The underlying error.
         source: std::io::Error,
     },
-    /// The TCP connection or TLS handshake did not complete in time.
-    #[error("connecting to {0} timed out")]
-    ConnectTimeout(std::net::SocketAddr),
+    /// A step of the connection or of a CONNECT did not complete in time.
+    #[error("{step} with {peer} timed out after {after:?}")]
+    Timeout {
+        /// What was waited for.
+        step: Step,
+        /// The peer address.
+        peer: std::net::SocketAddr,
+        /// The limit that passed.
+        after: std::time::Duration,
+    },
     /// The TLS handshake failed or the peer was refused.
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
@@ -54,7 +65,31 @@ pub enum HboneError {
     /// The CONNECT request could not be built (bad authority).
     #[error("invalid CONNECT request: {0}")]
     BadRequest(String),
+    /// The connection was closed because the peer stopped answering PINGs.
+    #[error("the HBONE connection to {0} was lost: the peer stopped answering")]
+    PeerLost(std::net::SocketAddr),
     /// Other I/O failure.
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// The waits of an HBONE client, named in [`HboneError::Timeout`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// The TCP connect to the peer.
+    TcpConnect,
+    /// The TLS and HTTP/2 handshakes.
+    Handshake,
+    /// The peer's answer to a CONNECT request.
+    ConnectResponse,
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Step::TcpConnect => "TCP connect",
+            Step::Handshake => "TLS/HTTP/2 handshake",
+            Step::ConnectResponse => "waiting for the CONNECT response",
+        })
+    }
 }

@@ -121,11 +121,8 @@ async fn hbone(
     let peer = SocketAddr::new(target.ip(), HBONE);
     // Boxed: the pool's connect (TLS handshake on a cold pool) is a large future needed
     // once; inline, its space would stay in the task for the life of the connection.
-    let connect = Box::pin(
-        tunnel
-            .pool
-            .connect(&pod.identity, dst_identity, peer, target),
-    );
+    let connect =
+        Box::pin(tunnel.connect_from_pod(&pod.netns, &pod.identity, dst_identity, peer, target));
     match connect.await {
         Ok(upstream) => {
             relay_and_record(relay::tcp_hbone(stream, upstream), &[labels], &pod.metrics).await

@@ -2,7 +2,6 @@
 //! HTTP/2, then any number of CONNECT streams.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,15 +10,26 @@ use h2::client::SendRequest;
 use http::{Method, Request, StatusCode};
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
-use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tokio_rustls::TlsConnector;
 
+use super::connector::{Connector, DirectConnector};
+use super::liveness::{self, Liveness};
 use super::stream::{HboneStream, OnDrop};
 use super::{
-    HboneError, DEFAULT_CONNECTION_WINDOW, DEFAULT_MAX_FRAME_SIZE, DEFAULT_STREAM_WINDOW,
+    HboneError, Step, DEFAULT_CONNECTION_WINDOW, DEFAULT_MAX_FRAME_SIZE, DEFAULT_STREAM_WINDOW,
     MAX_HEADER_LIST_SIZE,
 };
 use crate::tls::TlsError;
+
+/// Default limit on the TCP connect to a peer: a peer that does not answer a SYN and two
+/// retransmissions (at 1 s and 3 s) is unreachable; a new connection fails fast instead of hanging.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Default limit on the TLS and HTTP/2 handshakes once TCP is up.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default limit on the peer's answer to a CONNECT; longer than the servers' own upstream connect
+/// limits (5 s), so a slow upstream is reported by the server (504) rather than guessed at here.
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Settings of HBONE client connections (and of the pool that holds them).
 #[derive(Debug, Clone)]
@@ -35,8 +45,14 @@ pub struct HboneClientConfig {
     pub max_streams_per_connection: usize,
     /// A pooled connection with no stream for this long is closed.
     pub idle_timeout: Duration,
-    /// Time allowed for TCP connect + TLS + HTTP/2 handshakes.
+    /// Time allowed for the TCP connect.
     pub connect_timeout: Duration,
+    /// Time allowed for the TLS and HTTP/2 handshakes, once TCP is connected.
+    pub handshake_timeout: Duration,
+    /// Time allowed for the peer's answer to a CONNECT.
+    pub response_timeout: Duration,
+    /// PINGs and TCP keepalive: how a silent peer is found dead.
+    pub liveness: Liveness,
 }
 
 impl Default for HboneClientConfig {
@@ -47,52 +63,117 @@ impl Default for HboneClientConfig {
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             max_streams_per_connection: 100,
             idle_timeout: Duration::from_secs(60),
-            connect_timeout: Duration::from_secs(10),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            liveness: Liveness::default(),
         }
     }
 }
 
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnState {
+    /// Takes new streams.
+    Open,
+    /// The peer is going away (GOAWAY, or it refused a stream unprocessed): streams already
+    /// open go on, new ones go elsewhere.
+    Refusing,
+    /// Ended (closed by either side, or an error).
+    Closed,
+    /// Closed because the peer stopped answering PINGs.
+    Lost,
+}
+
 /// One established HBONE connection. Cheap to clone; the connection closes when every clone and
-/// every stream is dropped, or the peer closes it.
+/// every stream is dropped, or the peer closes it, or it stops answering PINGs.
 #[derive(Debug, Clone)]
 pub struct HboneConnection {
     send: SendRequest<Bytes>,
     peer: SocketAddr,
-    closed: Arc<AtomicBool>,
+    state: Arc<watch::Sender<ConnState>>,
+    response_timeout: Duration,
 }
 
 impl HboneConnection {
-    /// Connects to `peer` (an HBONE endpoint, `ip:15008`) with `tls` from
-    /// [`crate::tls::client_config`], which decides the identity the peer must prove.
+    /// Connects to `peer` (an HBONE endpoint, `ip:15008`) from this process's network
+    /// namespace, with `tls` from [`crate::tls::client_config`], which decides the identity the
+    /// peer must prove.
     pub async fn dial(
         peer: SocketAddr,
         tls: Arc<ClientConfig>,
         config: &HboneClientConfig,
     ) -> Result<HboneConnection, HboneError> {
-        match tokio::time::timeout(config.connect_timeout, Self::dial_inner(peer, tls, config))
-            .await
-        {
-            Ok(result) => result,
-            Err(_) => Err(HboneError::ConnectTimeout(peer)),
-        }
+        Self::dial_with(&DirectConnector, peer, tls, config).await
     }
 
-    async fn dial_inner(
+    /// Like [`dial`](Self::dial), with the TCP connection made by `connector`.
+    pub async fn dial_with(
+        connector: &dyn Connector,
         peer: SocketAddr,
         tls: Arc<ClientConfig>,
         config: &HboneClientConfig,
     ) -> Result<HboneConnection, HboneError> {
-        let tcp = TcpStream::connect(peer)
+        let timeout = |step, after| HboneError::Timeout { step, peer, after };
+        let tcp = tokio::time::timeout(config.connect_timeout, connector.connect(peer))
             .await
+            .map_err(|_| timeout(Step::TcpConnect, config.connect_timeout))?
             .map_err(|source| HboneError::Connect { peer, source })?;
         let _ = tcp.set_nodelay(true);
+        config.liveness.tune(&tcp);
+        let handshake = Self::handshake(tcp, peer, tls, config);
+        let (send, mut conn) = tokio::time::timeout(config.handshake_timeout, handshake)
+            .await
+            .map_err(|_| timeout(Step::Handshake, config.handshake_timeout))??;
+        let state = Arc::new(watch::Sender::new(ConnState::Open));
+        let driver_state = state.clone();
+        let liveness = config.liveness;
+        let pings = conn.ping_pong();
+        tokio::spawn(async move {
+            let end = tokio::select! {
+                ended = &mut conn => {
+                    if let Err(e) = ended {
+                        tracing::debug!(%peer, error = %e, "HBONE connection ended");
+                    }
+                    ConnState::Closed
+                }
+                () = liveness::until_unanswered(pings, liveness) => {
+                    tracing::warn!(%peer, timeout = ?liveness.ping_timeout, "HBONE connection lost: the peer did not answer a PING; closing it");
+                    ConnState::Lost
+                }
+            };
+            // State first, so a stream failing below knows why; dropping the connection (on a
+            // lost peer) then fails its streams at once.
+            driver_state.send_replace(end);
+            drop(conn);
+        });
+        Ok(HboneConnection {
+            send,
+            peer,
+            state,
+            response_timeout: config.response_timeout,
+        })
+    }
+
+    async fn handshake(
+        tcp: tokio::net::TcpStream,
+        peer: SocketAddr,
+        tls: Arc<ClientConfig>,
+        config: &HboneClientConfig,
+    ) -> Result<
+        (
+            SendRequest<Bytes>,
+            h2::client::Connection<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, Bytes>,
+        ),
+        HboneError,
+    > {
         // SPIFFE verification ignores the name; the IP only fills the TLS API.
         let name = ServerName::IpAddress(peer.ip().into());
         let tls = TlsConnector::from(tls)
             .connect(name, tcp)
             .await
             .map_err(|e| HboneError::Tls(TlsError::from_handshake(&e)))?;
-        let (send, conn) = h2::client::Builder::new()
+        h2::client::Builder::new()
             .initial_window_size(config.stream_window)
             .initial_connection_window_size(config.connection_window)
             .max_frame_size(config.max_frame_size)
@@ -100,16 +181,7 @@ impl HboneConnection {
             .max_header_list_size(MAX_HEADER_LIST_SIZE)
             .handshake::<_, Bytes>(tls)
             .await
-            .map_err(classify_h2)?;
-        let closed = Arc::new(AtomicBool::new(false));
-        let closed_flag = closed.clone();
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "HBONE connection ended");
-            }
-            closed_flag.store(true, Ordering::Release);
-        });
-        Ok(HboneConnection { send, peer, closed })
+            .map_err(classify_h2)
     }
 
     /// The peer address.
@@ -117,9 +189,19 @@ impl HboneConnection {
         self.peer
     }
 
-    /// Whether the connection has ended.
+    /// Whether the connection takes no more streams (ended, lost, or the peer going away).
     pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
+        self.state() != ConnState::Open
+    }
+
+    /// Where the connection is in its life.
+    pub fn state(&self) -> ConnState {
+        *self.state.borrow()
+    }
+
+    /// Follows [`state`](Self::state) without keeping the connection open.
+    pub(crate) fn watch_state(&self) -> watch::Receiver<ConnState> {
+        self.state.subscribe()
     }
 
     /// The most streams the peer lets this connection have open at once.
@@ -152,19 +234,36 @@ impl HboneConnection {
             let mut send = self.send.clone().ready().await?;
             let (response, stream_send) = send.send_request(request, false)?;
             Ok::<_, h2::Error>((response.await?, stream_send))
-        }
-        .await;
-        let (response, stream_send) = match result {
-            Ok(ok) => ok,
-            Err(e) => {
-                if is_refused(&e) {
-                    // The peer is going away (GOAWAY) or refused the stream unprocessed: this
-                    // connection takes no more streams.
-                    self.closed.store(true, Ordering::Release);
-                }
-                return Err(HboneError::H2(e));
-            }
         };
+        // On timeout the request's handles are dropped: h2 resets the stream.
+        let (response, stream_send) =
+            match tokio::time::timeout(self.response_timeout, result).await {
+                Ok(Ok(ok)) => ok,
+                Ok(Err(_)) if self.state() == ConnState::Lost => {
+                    return Err(HboneError::PeerLost(self.peer))
+                }
+                Ok(Err(e)) => {
+                    if is_refused(&e) {
+                        // The peer is going away (GOAWAY) or refused the stream unprocessed: this
+                        // connection takes no more streams.
+                        self.state.send_if_modified(|state| {
+                            let open = *state == ConnState::Open;
+                            if open {
+                                *state = ConnState::Refusing;
+                            }
+                            open
+                        });
+                    }
+                    return Err(HboneError::H2(e));
+                }
+                Err(_) => {
+                    return Err(HboneError::Timeout {
+                        step: Step::ConnectResponse,
+                        peer: self.peer,
+                        after: self.response_timeout,
+                    })
+                }
+            };
         if response.status() != StatusCode::OK {
             return Err(HboneError::Status(response.status()));
         }

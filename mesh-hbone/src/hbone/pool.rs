@@ -1,7 +1,8 @@
-//! The HBONE connection pool: one mTLS + HTTP/2 connection per (source identity, destination
-//! identity, peer address) carries many CONNECT streams; another is opened only when every
-//! existing one is at its stream limit; a connection left without streams for the idle timeout is
-//! closed.
+//! The HBONE connection pool: one mTLS + HTTP/2 connection per (origin, source identity,
+//! destination identity, peer address) carries many CONNECT streams; another is opened only when
+//! every existing one is at its stream limit; a connection left without streams for the idle
+//! timeout is closed, and one that ends or loses its peer (unanswered PING) leaves the pool at
+//! once, so the next stream dials afresh.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -11,7 +12,8 @@ use std::sync::{Arc, Mutex, Weak};
 use mesh_common::identity::Identity;
 use tokio::time::Instant;
 
-use super::client::{is_refused, HboneClientConfig, HboneConnection};
+use super::client::{is_refused, ConnState, HboneClientConfig, HboneConnection};
+use super::connector::Origin;
 use super::stream::{HboneStream, OnDrop};
 use super::HboneError;
 use crate::ca::TrustBundle;
@@ -21,6 +23,8 @@ use crate::tls;
 /// What a pooled connection is shared by.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PoolKey {
+    /// Where the TCP connection is dialed from ([`Origin::key`]): never shared across origins.
+    pub origin: Option<u64>,
     /// The identity we present.
     pub source: Identity,
     /// The identity the peer must prove.
@@ -34,6 +38,7 @@ pub struct PoolKey {
 pub struct PoolStats {
     connections_opened: AtomicU64,
     connections_closed: AtomicU64,
+    connections_lost: AtomicU64,
     connect_failures: AtomicU64,
     streams_opened: AtomicU64,
     stream_failures: AtomicU64,
@@ -47,6 +52,10 @@ impl PoolStats {
     /// Connections closed (idle, or ended by the peer) and removed from the pool.
     pub fn connections_closed(&self) -> u64 {
         self.connections_closed.load(Ordering::Relaxed)
+    }
+    /// Connections closed because the peer stopped answering PINGs (also counted as closed).
+    pub fn connections_lost(&self) -> u64 {
+        self.connections_lost.load(Ordering::Relaxed)
     }
     /// Connection attempts that failed (TCP, TLS, identity, HTTP/2).
     pub fn connect_failures(&self) -> u64 {
@@ -163,7 +172,8 @@ impl HbonePool {
     }
 
     /// Opens a CONNECT stream to `target` through the HBONE endpoint `peer`, presenting
-    /// `source`'s certificate and requiring the peer to prove `destination`.
+    /// `source`'s certificate and requiring the peer to prove `destination`, dialing from this
+    /// process's network namespace.
     pub async fn connect(
         &self,
         source: &Identity,
@@ -171,7 +181,22 @@ impl HbonePool {
         peer: SocketAddr,
         target: SocketAddr,
     ) -> Result<HboneStream, HboneError> {
+        self.connect_from(&Origin::direct(), source, destination, peer, target)
+            .await
+    }
+
+    /// Like [`connect`](Self::connect), on a connection dialed by `origin` (shared only with
+    /// streams of the same origin).
+    pub async fn connect_from(
+        &self,
+        origin: &Origin,
+        source: &Identity,
+        destination: &Identity,
+        peer: SocketAddr,
+        target: SocketAddr,
+    ) -> Result<HboneStream, HboneError> {
         let key = PoolKey {
+            origin: origin.key(),
             source: source.clone(),
             destination: destination.clone(),
             peer,
@@ -179,7 +204,7 @@ impl HbonePool {
         let slot = self.slot(&key);
         let mut retried = false;
         loop {
-            let (id, conn) = self.checkout(&key, &slot).await?;
+            let (id, conn) = self.checkout(origin, &key, &slot).await?;
             let weak = Arc::downgrade(&slot);
             let release = OnDrop::new(move || {
                 if let Some(slot) = Weak::upgrade(&weak) {
@@ -201,6 +226,13 @@ impl HbonePool {
                     tracing::debug!(peer = %key.peer, error = %e, "stream refused, retrying on a new connection");
                     retried = true;
                 }
+                // The connection was found dead before the CONNECT was answered (no byte of the
+                // stream was sent): once, on a fresh connection, which fails fast if the peer
+                // is unreachable.
+                Err(HboneError::PeerLost(_)) if !retried => {
+                    tracing::debug!(peer = %key.peer, "connection lost under a CONNECT, retrying on a new connection");
+                    retried = true;
+                }
                 Err(e) => {
                     self.inner
                         .stats
@@ -215,6 +247,7 @@ impl HbonePool {
     /// A stream slot on an existing connection, or on a new one.
     async fn checkout(
         &self,
+        origin: &Origin,
         key: &PoolKey,
         slot: &Arc<Slot>,
     ) -> Result<(u64, HboneConnection), HboneError> {
@@ -227,7 +260,7 @@ impl HbonePool {
         if let Some(found) = slot.reserve(max) {
             return Ok(found);
         }
-        let conn = match self.dial(key).await {
+        let conn = match self.dial(origin, key).await {
             Ok(conn) => conn,
             Err(e) => {
                 self.inner
@@ -248,24 +281,25 @@ impl HbonePool {
             idle_since: Instant::now(),
             id,
         });
-        tokio::spawn(reap_when_idle(
+        tokio::spawn(reap(
             Arc::downgrade(&self.inner),
             key.clone(),
             Arc::downgrade(slot),
             id,
+            conn.watch_state(),
         ));
         Ok((id, conn))
     }
 
-    async fn dial(&self, key: &PoolKey) -> Result<HboneConnection, HboneError> {
+    async fn dial(&self, origin: &Origin, key: &PoolKey) -> Result<HboneConnection, HboneError> {
         self.inner.certs.get(&key.source).await?;
         let tls = tls::client_config(
             self.inner.certs.resolver(&key.source),
             self.inner.bundle.clone(),
             key.destination.clone(),
         )?;
-        tracing::debug!(source = %key.source, destination = %key.destination, peer = %key.peer, "dialing HBONE");
-        HboneConnection::dial(key.peer, tls, &self.inner.config).await
+        tracing::debug!(source = %key.source, destination = %key.destination, peer = %key.peer, origin = ?key.origin, "dialing HBONE");
+        HboneConnection::dial_with(origin.connector(), key.peer, tls, &self.inner.config).await
     }
 
     fn slot(&self, key: &PoolKey) -> Arc<Slot> {
@@ -280,16 +314,26 @@ impl HbonePool {
     }
 }
 
-/// Removes connection `id` once it has had no stream for `idle_timeout`, or has closed, and the
-/// key's entry once it has no connection left. Dropping the pool's handle closes the connection
-/// (its streams are gone by then).
-async fn reap_when_idle(pool: Weak<PoolInner>, key: PoolKey, slot: Weak<Slot>, id: u64) {
+/// Removes connection `id` once it has had no stream for `idle_timeout`, or as soon as it stops
+/// taking streams (closed, lost, peer going away), and the key's entry once it has no connection
+/// left. Dropping the pool's handle closes an idle connection (its streams are gone by then).
+async fn reap(
+    pool: Weak<PoolInner>,
+    key: PoolKey,
+    slot: Weak<Slot>,
+    id: u64,
+    mut state: tokio::sync::watch::Receiver<ConnState>,
+) {
     let Some(idle_timeout) = pool.upgrade().map(|p| p.config.idle_timeout) else {
         return;
     };
     let mut check_at = Instant::now() + idle_timeout;
     loop {
-        tokio::time::sleep_until(check_at).await;
+        // A state change (or the connection gone) leads to its removal below: no busy loop.
+        tokio::select! {
+            () = tokio::time::sleep_until(check_at) => {}
+            _ = state.wait_for(|s| *s != ConnState::Open) => {}
+        }
         let (Some(pool), Some(slot)) = (pool.upgrade(), slot.upgrade()) else {
             return;
         };
@@ -324,6 +368,10 @@ async fn reap_when_idle(pool: Weak<PoolInner>, key: PoolKey, slot: Weak<Slot>, i
         pool.stats
             .connections_closed
             .fetch_add(1, Ordering::Relaxed);
+        if *state.borrow() == ConnState::Lost {
+            pool.stats.connections_lost.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(id, peer = %key.peer, source = %key.source, "lost HBONE connection removed from the pool");
+        }
         // Lock order: the map, then a slot (as everywhere else). A slot being dialed stays.
         let mut slots = pool
             .slots

@@ -24,6 +24,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
+use super::liveness::{self, Liveness};
 use super::stream::HboneStream;
 use super::{
     HboneError, DEFAULT_CONNECTION_WINDOW, DEFAULT_MAX_FRAME_SIZE, DEFAULT_STREAM_WINDOW,
@@ -46,6 +47,8 @@ pub struct HboneServerConfig {
     pub handshake_timeout: Duration,
     /// On shutdown, how long in-flight streams may go on before they are cut.
     pub drain_grace: Duration,
+    /// PINGs and TCP keepalive: a client that stops answering is closed with its streams.
+    pub liveness: Liveness,
 }
 
 impl Default for HboneServerConfig {
@@ -57,6 +60,7 @@ impl Default for HboneServerConfig {
             max_concurrent_streams: 1000,
             handshake_timeout: Duration::from_secs(10),
             drain_grace: Duration::from_secs(5),
+            liveness: Liveness::default(),
         }
     }
 }
@@ -164,6 +168,7 @@ impl ConnectHandler for TcpForwarder {
 #[derive(Debug, Default)]
 pub struct ServerStats {
     accepted: AtomicU64,
+    lost: AtomicU64,
     streams: AtomicU64,
     refusals: Mutex<HashMap<&'static str, u64>>,
 }
@@ -172,6 +177,11 @@ impl ServerStats {
     /// Connections that completed the mTLS handshake.
     pub fn connections_accepted(&self) -> u64 {
         self.accepted.load(Ordering::Relaxed)
+    }
+
+    /// Connections closed because the client stopped answering PINGs.
+    pub fn connections_lost(&self) -> u64 {
+        self.lost.load(Ordering::Relaxed)
     }
 
     /// CONNECT streams received.
@@ -308,6 +318,7 @@ impl<H: ConnectHandler> Conn<H> {
             Err(e) => return tracing::debug!(%remote, error = %e, "connection gone before TLS"),
         };
         let _ = tcp.set_nodelay(true);
+        self.config.liveness.tune(&tcp);
         let handshake =
             tokio::time::timeout(self.config.handshake_timeout, self.acceptor.accept(tcp));
         let tls = match handshake.await {
@@ -338,6 +349,8 @@ impl<H: ConnectHandler> Conn<H> {
             Err(_) => return tracing::info!(%remote, %peer, "HTTP/2 handshake timed out"),
         };
 
+        let pings = liveness::until_unanswered(conn.ping_pong(), self.config.liveness);
+        tokio::pin!(pings);
         let mut streams = JoinSet::new();
         let mut draining = *self.drain.borrow();
         if draining {
@@ -360,6 +373,11 @@ impl<H: ConnectHandler> Conn<H> {
                     None => break,
                 },
                 Some(_) = streams.join_next(), if !streams.is_empty() => {}
+                () = &mut pings => {
+                    self.stats.lost.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%remote, %peer, timeout = ?self.config.liveness.ping_timeout, "HBONE client lost: it did not answer a PING; closing the connection");
+                    break;
+                }
                 changed = self.drain.changed(), if !draining => {
                     if changed.is_err() || *self.drain.borrow() {
                         draining = true;
