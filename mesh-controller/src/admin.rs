@@ -178,3 +178,61 @@ fn json<T: serde::Serialize>(value: &T) -> Response<Full<Bytes>> {
         Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "encoding failed\n"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::translate::TranslateOptions;
+
+    async fn get(addr: std::net::SocketAddr, path: &str) -> String {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream
+            .write_all(format!("GET {path} HTTP/1.0\r\nHost: admin\r\n\r\n").as_bytes())
+            .await
+            .expect("send");
+        let mut response = String::new();
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response))
+            .await
+            .expect("answer in time")
+            .expect("read");
+        response
+    }
+
+    #[tokio::test]
+    async fn the_admin_endpoint_closes_silent_clients_and_counts_them() {
+        let admin = Admin::new(
+            Controller::new(TranslateOptions::default()),
+            Arc::new(Registry::default()),
+        )
+        .with_limits(Limits {
+            header_read_timeout: Duration::from_millis(200),
+            ..Limits::default()
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let _server = tokio::spawn(admin.clone().serve(listener));
+        let mut silent = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut byte)).await;
+        assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+        assert_eq!(admin.server_metrics().header_read_timeouts.get(), 1);
+        let response = get(addr, "/metrics").await;
+        assert!(response.starts_with("HTTP/1.0 200"), "{response}");
+        assert!(
+            response
+                .contains("mesh_controller_http_header_read_timeouts_total{listener=\"admin\"} 1"),
+            "{response}"
+        );
+        assert!(
+            response.contains(
+                "mesh_controller_http_connections_refused_total{listener=\"admin\",cap=\"peer\"} 0"
+            ),
+            "{response}"
+        );
+        assert!(get(addr, "/clients").await.starts_with("HTTP/1.0 200"));
+    }
+}

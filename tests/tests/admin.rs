@@ -259,21 +259,24 @@ fn a_thousand_idle_connections_leave_the_agent_bounded_and_its_metrics_served() 
     let open = series(
         &text,
         "mesh_agent_http_connections_open{listener=\"metrics\"}",
-    )
-    .unwrap_or(f64::MAX);
+    );
     if let Some(mut stdin) = idler.stdin.take() {
         let _ = stdin.write_all(b"done\n");
     }
     let _ = idler.wait();
     eprintln!(
         "agent descriptors: {before} before, at most {most} with 1000 idle connections; \
-         refused {refused}, open {open}"
+         refused {refused}, open {open:?}"
     );
     assert!(
         most <= before + MAX_CONNECTIONS + 10,
         "descriptors grew from {before} to {most} with 1000 idle connections"
     );
     assert!(refused >= 800.0, "refused {refused}:\n{text}");
-    assert!(open <= 17.0, "open {open}:\n{text}");
+    // The idle client's places (one peer) and this scrape.
+    assert!(
+        open.is_some_and(|open| open <= 17.0),
+        "open {open:?}:\n{text}"
+    );
     Ok(())
 }
