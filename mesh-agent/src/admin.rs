@@ -1,19 +1,19 @@
-//! The agent's admin endpoint: enrolled pods with their attached programs, the configuration,
-//! the data-plane model, and readiness.
+//! The agent's admin endpoint (`--admin-addr`, loopback only): enrolled pods with their attached
+//! programs, the configuration, the data-plane model, the fast-path switches, readiness and the
+//! metrics; and the handler of the metrics-only listener.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper::{Method, Request, StatusCode};
+use mesh_common::http_server::{self, HttpResponse, Limits, ListenerMetrics};
 use tokio::net::TcpListener;
-use tracing::{debug, warn};
 
 use crate::config::Config;
+use crate::endpoints::{metrics_response, metrics_route};
 use crate::metrics::render;
+use crate::readiness::Readiness;
 use crate::registry::Registry;
 use crate::state::State;
 
@@ -34,36 +34,66 @@ pub struct Admin {
     pub tunnel: Option<Arc<crate::tunnel::Tunnel>>,
     /// The same-node fast path: its verdicts, counters and switch.
     pub fastpath: Arc<crate::fastpath::FastPath>,
+    /// Readiness, also answered here.
+    pub readiness: Arc<Readiness>,
 }
 
 /// Serves the admin endpoint on `listener` until the task is aborted.
-pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
-    loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                warn!(error = %e, "admin accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+pub async fn serve(
+    listener: TcpListener,
+    limits: Limits,
+    metrics: ListenerMetrics,
+    admin: Arc<Admin>,
+) {
+    http_server::serve(listener, "admin", limits, metrics, move |req| {
         let admin = admin.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let admin = admin.clone();
-                async move { Ok::<_, std::convert::Infallible>(route(req, &admin).await) }
-            });
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                debug!(error = %e, "admin connection");
-            }
-        });
-    }
+        async move { route(req, &admin).await }
+    })
+    .await;
 }
 
-async fn route(req: Request<Incoming>, admin: &Admin) -> Response<Full<Bytes>> {
+/// Serves `GET /metrics` (and nothing else) on `listener` until the task is aborted.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    limits: Limits,
+    metrics: ListenerMetrics,
+    admin: Arc<Admin>,
+) {
+    http_server::serve(listener, "metrics", limits, metrics, move |req| {
+        let admin = admin.clone();
+        async move {
+            metrics_response(metrics_route(req.method(), req.uri().path()), || {
+                metrics_text(&admin)
+            })
+        }
+    })
+    .await;
+}
+
+/// Serves `GET /healthz/ready` (and nothing else) on `listener` until the task is aborted.
+pub async fn serve_readiness(
+    listener: TcpListener,
+    limits: Limits,
+    metrics: ListenerMetrics,
+    readiness: Arc<Readiness>,
+) {
+    http_server::serve(listener, "readiness", limits, metrics, move |req| {
+        let readiness = readiness.clone();
+        async move {
+            match (req.method(), req.uri().path()) {
+                (&Method::GET, "/healthz/ready") => readiness.respond().await,
+                (_, "/healthz/ready") => text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n"),
+                _ => text(
+                    StatusCode::NOT_FOUND,
+                    "this port serves GET /healthz/ready only\n",
+                ),
+            }
+        }
+    })
+    .await;
+}
+
+async fn route(req: Request<Bytes>, admin: &Admin) -> HttpResponse {
     if req.uri().path() == "/fastpath" && req.method() == Method::POST {
         return switch_fastpath(req.uri().query(), admin);
     }
@@ -85,7 +115,7 @@ async fn route(req: Request<Incoming>, admin: &Admin) -> Response<Full<Bytes>> {
             "config": admin.config,
             "model": *admin.state.snapshot(),
         })),
-        "/healthz/ready" => text(StatusCode::OK, "ready\n"),
+        "/healthz/ready" => admin.readiness.respond().await,
         "/metrics" => match metrics_text(admin) {
             Ok(body) => text(StatusCode::OK, &body),
             Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n")),
@@ -104,7 +134,7 @@ async fn route(req: Request<Incoming>, admin: &Admin) -> Response<Full<Bytes>> {
 /// `POST /fastpath?enabled=true|false` switches the kernel fast path (off withdraws every
 /// verdict); `POST /fastpath?splice=true|false` the splice. Connections already decided or
 /// spliced stay as they are.
-fn switch_fastpath(query: Option<&str>, admin: &Admin) -> Response<Full<Bytes>> {
+fn switch_fastpath(query: Option<&str>, admin: &Admin) -> HttpResponse {
     let fastpath = &admin.fastpath;
     match query {
         Some("enabled=true") => fastpath.set_enabled(true),
@@ -138,20 +168,22 @@ fn metrics_text(admin: &Admin) -> Result<String, std::fmt::Error> {
     render(&admin.registry_metrics)
 }
 
-fn json(value: &impl serde::Serialize) -> Response<Full<Bytes>> {
+fn json(value: &impl serde::Serialize) -> HttpResponse {
     match serde_json::to_vec_pretty(value) {
-        Ok(body) => Response::builder()
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body)))
-            .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()))),
+        Ok(body) => {
+            let mut response = hyper::Response::new(http_body_util::Full::new(Bytes::from(body)));
+            response.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("application/json"),
+            );
+            response
+        }
         Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n")),
     }
 }
 
-fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body.to_owned())));
-    *response.status_mut() = status;
-    response
+fn text(status: StatusCode, body: &str) -> HttpResponse {
+    http_server::text(status, body)
 }
 
 /// Binds the admin listener.

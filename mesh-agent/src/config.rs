@@ -12,6 +12,8 @@ pub const DEFAULT_ENROL_SOCKET: &str = "/var/run/mesh/agent.sock";
 pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:15000";
 /// Default Prometheus metrics listen address.
 pub const DEFAULT_METRICS_ADDR: &str = "0.0.0.0:15020";
+/// Default readiness listen address (the kubelet probes it).
+pub const DEFAULT_READINESS_ADDR: &str = "0.0.0.0:15021";
 
 /// Default number of runtime worker threads (see [`Config::worker_threads`]): 0, tokio's
 /// current-thread runtime. On the 2-vCPU bench machine it used 35 % less agent CPU per request
@@ -29,12 +31,20 @@ pub struct Config {
     /// Unix socket of the enrolment API (pods added/removed by the CNI plugin or pod registry).
     #[arg(long, env = "MESH_ENROL_SOCKET", default_value = DEFAULT_ENROL_SOCKET)]
     pub enrol_socket: PathBuf,
-    /// Admin HTTP endpoint (pods, programs, config dump, readiness).
+    /// Admin HTTP endpoint (pods, programs, config dump, fast-path switches, readiness,
+    /// metrics). Loopback only: any other address is refused at start.
     #[arg(long, env = "MESH_ADMIN_ADDR", default_value = DEFAULT_ADMIN_ADDR)]
     pub admin_addr: SocketAddr,
-    /// Prometheus metrics endpoint (`/metrics`).
+    /// Prometheus metrics endpoint: `GET /metrics` only.
     #[arg(long, env = "MESH_METRICS_ADDR", default_value = DEFAULT_METRICS_ADDR)]
     pub metrics_addr: SocketAddr,
+    /// Readiness endpoint: `GET /healthz/ready` only (see `readiness.rs` for the conditions).
+    #[arg(long, env = "MESH_READINESS_ADDR", default_value = DEFAULT_READINESS_ADDR)]
+    pub readiness_addr: SocketAddr,
+    /// Limits of the HTTP listeners.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub http: crate::endpoints::HttpFlags,
     /// The controller's config stream (e.g. `http://198.18.0.254:15010`). With `--local-config`
     /// too, the file is served until the controller's first update.
     #[arg(long, env = "MESH_CONTROLLER_ADDR")]

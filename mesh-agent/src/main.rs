@@ -7,9 +7,11 @@ use clap::Parser;
 use mesh_agent::admin::{self, Admin};
 use mesh_agent::config::Config;
 use mesh_agent::ebpf::Programs;
+use mesh_agent::endpoints::check_admin_addr;
 use mesh_agent::enrol;
 use mesh_agent::fastpath::FastPath;
-use mesh_agent::metrics::Metrics;
+use mesh_agent::metrics::{HttpListener, Metrics};
+use mesh_agent::readiness::{ConfigSource, Readiness};
 use mesh_agent::registry::Registry;
 use mesh_agent::state::State;
 use mesh_agent::tunnel::Tunnel;
@@ -40,6 +42,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
+    check_admin_addr(config.admin_addr)?;
     let snapshot = match &config.local_config {
         Some(path) => State::load_file(path)?,
         None => Default::default(),
@@ -60,7 +63,22 @@ async fn run(config: Config) -> anyhow::Result<()> {
         let updates = client.subscribe();
         tokio::spawn(async move { state.follow(updates).await });
     }
+    let metrics = Arc::new(Metrics::default());
+    let http_limits = config.http.limits();
+    // Readiness listens first so the kubelet is told "not ready" (not "refused") while the
+    // programs load and the config arrives.
+    let readiness = Arc::new(Readiness::new(config_source(&config), state.clone()));
+    let readiness_listener = admin::bind(config.readiness_addr)
+        .await
+        .with_context(|| format!("binding the readiness endpoint {}", config.readiness_addr))?;
+    let readiness_task = tokio::spawn(admin::serve_readiness(
+        readiness_listener,
+        http_limits,
+        metrics.http.listener(HttpListener::Readiness),
+        readiness.clone(),
+    ));
     let programs = Arc::new(Programs::load()?);
+    readiness.set_programs_loaded();
     let loopback_attached = config.kernel_fast_path && attach_to_own_cgroup(&programs);
     let fastpath = Arc::new(FastPath::new(
         programs.clone(),
@@ -72,7 +90,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
         let fastpath = fastpath.clone();
         state.set_on_change(move || fastpath.invalidate("model updated"));
     }
-    let metrics = Arc::new(Metrics::default());
     let mut registry_metrics = prometheus_client::registry::Registry::default();
     metrics.register(&mut registry_metrics);
     let tunnel = match (&config.ca_addr, &config.ca_token_file) {
@@ -96,6 +113,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         tunnel.clone(),
         fastpath.clone(),
     ));
+    readiness.set_registry(registry.clone(), tunnel.clone());
 
     let enrol_listener = enrol::bind(&config.enrol_socket).with_context(|| {
         format!(
@@ -106,12 +124,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let admin_listener = admin::bind(config.admin_addr)
         .await
         .with_context(|| format!("binding the admin endpoint {}", config.admin_addr))?;
-    info!(node = %config.node, enrol = %config.enrol_socket.display(), admin = %config.admin_addr, "agent ready");
+    info!(node = %config.node, enrol = %config.enrol_socket.display(), admin = %config.admin_addr, metrics = %config.metrics_addr, readiness = %config.readiness_addr, "agent ready");
 
     let enrol_task = tokio::spawn(enrol::serve(enrol_listener, registry.clone()));
     let metrics_listener = admin::bind(config.metrics_addr)
         .await
         .with_context(|| format!("binding the metrics endpoint {}", config.metrics_addr))?;
+    let admin_metrics = metrics.http.listener(HttpListener::Admin);
+    let metrics_metrics = metrics.http.listener(HttpListener::Metrics);
     let admin = Arc::new(Admin {
         registry: registry.clone(),
         state,
@@ -120,9 +140,20 @@ async fn run(config: Config) -> anyhow::Result<()> {
         metrics,
         tunnel,
         fastpath,
+        readiness,
     });
-    let admin_task = tokio::spawn(admin::serve(admin_listener, admin.clone()));
-    let metrics_task = tokio::spawn(admin::serve(metrics_listener, admin));
+    let admin_task = tokio::spawn(admin::serve(
+        admin_listener,
+        http_limits,
+        admin_metrics,
+        admin.clone(),
+    ));
+    let metrics_task = tokio::spawn(admin::serve_metrics(
+        metrics_listener,
+        http_limits,
+        metrics_metrics,
+        admin,
+    ));
 
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
@@ -133,10 +164,20 @@ async fn run(config: Config) -> anyhow::Result<()> {
     enrol_task.abort();
     admin_task.abort();
     metrics_task.abort();
+    readiness_task.abort();
     registry.remove_all().await;
     let _ = std::fs::remove_file(&config.enrol_socket);
     info!("all pods detached; agent stopped");
     Ok(())
+}
+
+/// Where readiness waits for the configuration from.
+fn config_source(config: &Config) -> ConfigSource {
+    match (&config.local_config, &config.controller_addr) {
+        (Some(_), _) => ConfigSource::LocalFile,
+        (None, Some(addr)) => ConfigSource::Controller(addr.clone()),
+        (None, None) => ConfigSource::None,
+    }
 }
 
 /// Attaches `sockops` to the agent's own cgroup for the loopback splice; false (with the reason

@@ -5,7 +5,8 @@
 
 use std::sync::atomic::AtomicU64;
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use mesh_common::http_server::ListenerMetrics;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -68,6 +69,140 @@ pub struct DenyLabels {
     pub reason: String,
 }
 
+/// One of the agent's HTTP listeners (label value `metrics`, `readiness` or `admin`).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum HttpListener {
+    /// `--metrics-addr` (15020).
+    Metrics,
+    /// `--readiness-addr` (15021).
+    Readiness,
+    /// `--admin-addr` (15000, loopback).
+    Admin,
+}
+
+impl HttpListener {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpListener::Metrics => "metrics",
+            HttpListener::Readiness => "readiness",
+            HttpListener::Admin => "admin",
+        }
+    }
+}
+
+impl EncodeLabelValue for HttpListener {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
+}
+
+/// Which connection cap refused a connection (label value `listener` or `peer`).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum HttpCap {
+    /// The listener's cap.
+    Listener,
+    /// The per-client-address cap.
+    Peer,
+}
+
+impl EncodeLabelValue for HttpCap {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        let value = match self {
+            HttpCap::Listener => "listener",
+            HttpCap::Peer => "peer",
+        };
+        EncodeLabelValue::encode(&value, encoder)
+    }
+}
+
+/// Labels of the HTTP listener metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpListenerLabels {
+    /// The listener.
+    pub listener: HttpListener,
+}
+
+/// Labels of the refused HTTP connections.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpRefusedLabels {
+    /// The listener.
+    pub listener: HttpListener,
+    /// The cap that refused.
+    pub cap: HttpCap,
+}
+
+/// The bounds of the agent's HTTP listeners, per listener.
+#[derive(Debug, Default)]
+pub struct HttpMetrics {
+    /// Connections open.
+    pub open: Family<HttpListenerLabels, Gauge>,
+    /// Connections closed at accept over a cap.
+    pub refused: Family<HttpRefusedLabels, Counter>,
+    /// Connections closed for a request head not complete in time.
+    pub header_read_timeouts: Family<HttpListenerLabels, Counter>,
+    /// Keep-alive connections closed for idleness.
+    pub idle_closes: Family<HttpListenerLabels, Counter>,
+    /// Connections closed for a response not ready in time.
+    pub response_timeouts: Family<HttpListenerLabels, Counter>,
+    /// Requests refused for a head or body over the limits.
+    pub oversized: Family<HttpListenerLabels, Counter>,
+}
+
+impl HttpMetrics {
+    /// The handles the server of `listener` updates (shared with the families).
+    pub fn listener(&self, listener: HttpListener) -> ListenerMetrics {
+        let labels = HttpListenerLabels { listener };
+        let refused = |cap| {
+            self.refused
+                .get_or_create(&HttpRefusedLabels { listener, cap })
+                .clone()
+        };
+        ListenerMetrics {
+            open: self.open.get_or_create(&labels).clone(),
+            refused_listener_cap: refused(HttpCap::Listener),
+            refused_peer_cap: refused(HttpCap::Peer),
+            header_read_timeouts: self.header_read_timeouts.get_or_create(&labels).clone(),
+            idle_closes: self.idle_closes.get_or_create(&labels).clone(),
+            response_timeouts: self.response_timeouts.get_or_create(&labels).clone(),
+            oversized: self.oversized.get_or_create(&labels).clone(),
+        }
+    }
+
+    fn register(&self, sub: &mut Registry) {
+        sub.register(
+            "http_connections_open",
+            "Connections open on the agent's HTTP listeners",
+            self.open.clone(),
+        );
+        sub.register(
+            "http_connections_refused",
+            "HTTP connections closed at accept over the listener's or the client address's cap",
+            self.refused.clone(),
+        );
+        sub.register(
+            "http_header_read_timeouts",
+            "HTTP connections closed because a request head was not complete in time",
+            self.header_read_timeouts.clone(),
+        );
+        sub.register(
+            "http_idle_closes",
+            "HTTP keep-alive connections closed after the idle timeout",
+            self.idle_closes.clone(),
+        );
+        sub.register(
+            "http_response_timeouts",
+            "HTTP connections closed because a response was not ready in time",
+            self.response_timeouts.clone(),
+        );
+        sub.register(
+            "http_oversized_requests",
+            "HTTP requests refused for a head or body over the limits (431, 413)",
+            self.oversized.clone(),
+        );
+    }
+}
+
 /// All agent metrics.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -95,6 +230,8 @@ pub struct Metrics {
     pub hbone_connections_closed: Counter<u64, AtomicU64>,
     /// Outbound HBONE connections closed because the peer stopped answering PINGs.
     pub hbone_connections_lost: Counter<u64, AtomicU64>,
+    /// The agent's HTTP listeners.
+    pub http: HttpMetrics,
 }
 
 impl Metrics {
@@ -156,6 +293,7 @@ impl Metrics {
             "Outbound HBONE connections closed because the peer stopped answering PINGs",
             self.hbone_connections_lost.clone(),
         );
+        self.http.register(sub);
     }
 
     /// Brings the HBONE counters up to the pool's own (called before each scrape).
@@ -232,5 +370,30 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("} 20"), "{text}");
+    }
+
+    #[test]
+    fn http_listener_counters_are_labelled_by_listener() {
+        let metrics = Metrics::default();
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        let readiness = metrics.http.listener(HttpListener::Readiness);
+        readiness.open.inc();
+        readiness.refused_peer_cap.inc_by(3);
+        metrics
+            .http
+            .listener(HttpListener::Metrics)
+            .idle_closes
+            .inc();
+        let text = render(&registry).expect("encodes");
+        for line in [
+            "mesh_agent_http_connections_open{listener=\"readiness\"} 1",
+            "mesh_agent_http_connections_refused_total{listener=\"readiness\",cap=\"peer\"} 3",
+            "mesh_agent_http_connections_refused_total{listener=\"readiness\",cap=\"listener\"} 0",
+            "mesh_agent_http_idle_closes_total{listener=\"metrics\"} 1",
+            "mesh_agent_http_header_read_timeouts_total{listener=\"metrics\"} 0",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
     }
 }

@@ -3,8 +3,9 @@
 //! Without features this crate is `no_std` and holds only `#[repr(C)]` map keys and values and the
 //! port numbers, so the eBPF programs (`mesh-ebpf`) and the agent agree on every byte. The `user`
 //! feature implements `aya::Pod` for them; the `std` feature adds the workload identity and the
-//! config model; the `api` feature adds the gRPC config stream and its client; `heap-count` a counting
-//! allocator for memory tests.
+//! config model; the `api` feature adds the gRPC config stream and its client; `http-server` the
+//! bounded HTTP/1 server of the agent's and the controller's own endpoints; `heap-count` a
+//! counting allocator for memory tests.
 #![cfg_attr(not(feature = "std"), no_std)]
 
 pub mod kernel;
@@ -19,3 +20,6 @@ pub mod model;
 
 #[cfg(feature = "api")]
 pub mod api;
+
+#[cfg(feature = "http-server")]
+pub mod http_server;

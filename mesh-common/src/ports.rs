@@ -6,7 +6,7 @@ pub const OUTBOUND_CAPTURE: u16 = 15001;
 pub const INBOUND_PLAINTEXT: u16 = 15006;
 /// In each enrolled pod and on waypoints: HBONE (HTTP/2 CONNECT over mTLS).
 pub const HBONE: u16 = 15008;
-/// Agent admin endpoint (node network namespace, loopback by default).
+/// Agent admin endpoint (node network namespace, loopback only).
 pub const ADMIN: u16 = 15000;
 /// Agent Prometheus metrics.
 pub const METRICS: u16 = 15020;

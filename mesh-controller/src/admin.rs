@@ -3,16 +3,21 @@
 //!   acknowledged (what `meshctl status` prints);
 //! - `GET /config_dump`: the full translated model;
 //! - `GET /errors`: every current configuration error;
-//! - `GET /healthz`.
+//! - `GET /healthz`;
+//! - `GET /metrics`: the bounds of this endpoint's own server (Prometheus text).
+//!
+//! It runs on the bounded HTTP/1 server shared with the agent (connection caps, header-read,
+//! idle and response timeouts, head and body limits; `mesh_common::http_server`), with its
+//! default limits.
 
-use std::convert::Infallible;
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use mesh_common::http_server::{self, HttpResponse, Limits, ListenerMetrics};
+use prometheus_client::registry::Registry as MetricsRegistry;
 use tokio::net::TcpListener;
 
 use crate::controller::Controller;
@@ -35,15 +40,33 @@ pub struct StatusReport {
 pub struct Admin {
     controller: Arc<Controller>,
     registry: Arc<Registry>,
+    limits: Limits,
+    server_metrics: ListenerMetrics,
+    metrics: Arc<MetricsRegistry>,
 }
 
 impl Admin {
     /// An admin endpoint over a controller and its client registry.
     pub fn new(controller: Arc<Controller>, registry: Arc<Registry>) -> Self {
+        let server_metrics = ListenerMetrics::default();
         Admin {
             controller,
             registry,
+            limits: Limits::default(),
+            metrics: Arc::new(metrics_registry(&server_metrics)),
+            server_metrics,
         }
+    }
+
+    /// The same endpoint with other limits.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The counters of the endpoint's server.
+    pub fn server_metrics(&self) -> &ListenerMetrics {
+        &self.server_metrics
     }
 
     /// The `/clients` report.
@@ -58,32 +81,15 @@ impl Admin {
 
     /// Serves forever on a bound listener.
     pub async fn serve(self, listener: TcpListener) {
-        loop {
-            let (stream, _) = match listener.accept().await {
-                Ok(conn) => conn,
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin accept");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
+        let (limits, metrics) = (self.limits, self.server_metrics.clone());
+        http_server::serve(listener, "admin", limits, metrics, move |req| {
             let admin = self.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| {
-                    let admin = admin.clone();
-                    async move { Ok::<_, Infallible>(admin.handle(&req)) }
-                });
-                if let Err(e) = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await
-                {
-                    tracing::debug!(error = %e, "admin connection");
-                }
-            });
-        }
+            async move { admin.handle(&req) }
+        })
+        .await;
     }
 
-    fn handle(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    fn handle(&self, req: &Request<Bytes>) -> HttpResponse {
         if req.method() != Method::GET {
             return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
         }
@@ -93,12 +99,64 @@ impl Admin {
             "/config_dump" => json(&*current.snapshot),
             "/errors" => json(&*current.errors),
             "/healthz" => text(StatusCode::OK, "ok\n"),
+            "/metrics" => {
+                let mut body = String::new();
+                match prometheus_client::encoding::text::encode(&mut body, &self.metrics) {
+                    Ok(()) => http_server::text(StatusCode::OK, body),
+                    Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "encoding failed\n"),
+                }
+            }
             _ => text(
                 StatusCode::NOT_FOUND,
-                "try /clients, /config_dump, /errors\n",
+                "try /clients, /config_dump, /errors, /metrics\n",
             ),
         }
     }
+}
+
+/// The server's counters as `mesh_controller_http_*{listener="admin"}`, named as the agent's.
+fn metrics_registry(m: &ListenerMetrics) -> MetricsRegistry {
+    let mut registry = MetricsRegistry::default();
+    let label = |k: &'static str, v: &'static str| (Cow::Borrowed(k), Cow::Borrowed(v));
+    let sub = registry
+        .sub_registry_with_prefix("mesh_controller")
+        .sub_registry_with_label(label("listener", "admin"));
+    sub.register(
+        "http_connections_open",
+        "Connections open on the controller's admin endpoint",
+        m.open.clone(),
+    );
+    sub.register(
+        "http_header_read_timeouts",
+        "HTTP connections closed because a request head was not complete in time",
+        m.header_read_timeouts.clone(),
+    );
+    sub.register(
+        "http_idle_closes",
+        "HTTP keep-alive connections closed after the idle timeout",
+        m.idle_closes.clone(),
+    );
+    sub.register(
+        "http_response_timeouts",
+        "HTTP connections closed because a response was not ready in time",
+        m.response_timeouts.clone(),
+    );
+    sub.register(
+        "http_oversized_requests",
+        "HTTP requests refused for a head or body over the limits (431, 413)",
+        m.oversized.clone(),
+    );
+    for (cap, counter) in [
+        ("listener", &m.refused_listener_cap),
+        ("peer", &m.refused_peer_cap),
+    ] {
+        sub.sub_registry_with_label(label("cap", cap)).register(
+            "http_connections_refused",
+            "HTTP connections closed at accept over the listener's or the client address's cap",
+            counter.clone(),
+        );
+    }
+    registry
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
@@ -118,5 +176,63 @@ fn json<T: serde::Serialize>(value: &T) -> Response<Full<Bytes>> {
             response
         }
         Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "encoding failed\n"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::translate::TranslateOptions;
+
+    async fn get(addr: std::net::SocketAddr, path: &str) -> String {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream
+            .write_all(format!("GET {path} HTTP/1.0\r\nHost: admin\r\n\r\n").as_bytes())
+            .await
+            .expect("send");
+        let mut response = String::new();
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response))
+            .await
+            .expect("answer in time")
+            .expect("read");
+        response
+    }
+
+    #[tokio::test]
+    async fn the_admin_endpoint_closes_silent_clients_and_counts_them() {
+        let admin = Admin::new(
+            Controller::new(TranslateOptions::default()),
+            Arc::new(Registry::default()),
+        )
+        .with_limits(Limits {
+            header_read_timeout: Duration::from_millis(200),
+            ..Limits::default()
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let _server = tokio::spawn(admin.clone().serve(listener));
+        let mut silent = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut byte)).await;
+        assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+        assert_eq!(admin.server_metrics().header_read_timeouts.get(), 1);
+        let response = get(addr, "/metrics").await;
+        assert!(response.starts_with("HTTP/1.0 200"), "{response}");
+        assert!(
+            response
+                .contains("mesh_controller_http_header_read_timeouts_total{listener=\"admin\"} 1"),
+            "{response}"
+        );
+        assert!(
+            response.contains(
+                "mesh_controller_http_connections_refused_total{listener=\"admin\",cap=\"peer\"} 0"
+            ),
+            "{response}"
+        );
+        assert!(get(addr, "/clients").await.starts_with("HTTP/1.0 200"));
     }
 }

@@ -3,7 +3,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -202,6 +202,21 @@ impl Agent {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
+    /// The agent's readiness as the kubelet sees it: `GET <node>:15021/healthz/ready` from the
+    /// node's netns; `None` when nothing answered.
+    pub fn readiness(&self) -> anyhow::Result<Option<(u16, String)>> {
+        let addr = format!("{}:{READINESS_PORT}", self.node.ip4);
+        http_status(|p| self.node.command(p), "GET", &addr, "/healthz/ready")
+    }
+
+    /// How many descriptors the agent has open (`/proc/<pid>/fd`).
+    pub fn open_fds(&self) -> anyhow::Result<usize> {
+        let pid = self.pid().context("the agent is not running")?;
+        Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .with_context(|| format!("listing /proc/{pid}/fd"))?
+            .count())
+    }
+
     /// The agent's process id while it runs (`nsenter` execs the agent, so this is the agent).
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
@@ -257,6 +272,38 @@ impl Drop for Agent {
             let _ = child.wait();
         }
     }
+}
+
+/// The agent's Prometheus port (every address of the node).
+pub const METRICS_PORT: u16 = 15020;
+/// The agent's readiness port (every address of the node).
+pub const READINESS_PORT: u16 = 15021;
+/// The agent's admin port (the node's loopback only).
+pub const ADMIN_PORT: u16 = 15000;
+
+/// One HTTP request made by `mesh-testapp status` run through `command` (e.g. a node's or a
+/// pod's `command`): the status code and body of any answer, `None` when there was none
+/// (refused, closed before answering, timed out).
+pub fn http_status(
+    command: impl FnOnce(&str) -> Command,
+    method: &str,
+    addr: &str,
+    path: &str,
+) -> anyhow::Result<Option<(u16, String)>> {
+    let output = command(&binary("mesh-testapp")?.display().to_string())
+        .args(["status", method, addr, path])
+        .output()
+        .context("running mesh-testapp")?;
+    if !output.status.success() {
+        return Ok(None);
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (code, body) = stdout.split_once('\n').unwrap_or((&stdout, ""));
+    let code = code
+        .trim()
+        .parse()
+        .with_context(|| format!("mesh-testapp status printed {stdout:?}"))?;
+    Ok(Some((code, body.to_owned())))
 }
 
 /// The enrolment JSON for a pod.

@@ -12,6 +12,12 @@
 //!   `ok <count> failed <count>`, exits 1 if any failed.
 //! - `mesh-testapp get <addr> <path>`: HTTP/1.0 GET, prints the body; exits 1 unless status 200.
 //! - `mesh-testapp post <addr> <path>`: the same with POST (no body).
+//! - `mesh-testapp status <method> <addr> <path>`: one HTTP/1.0 request (no body); prints the
+//!   status code on the first line, then the body; exits 0 for any HTTP response, 1 if there was
+//!   none (refused, closed, timed out).
+//! - `mesh-testapp idle <addr> <n> <seconds>`: opens `n` connections and sends nothing on them
+//!   (idle clients, slow-loris style), prints `ready <n>`, holds them until stdin closes or the
+//!   time is up.
 //! - `mesh-testapp stream <addr> <bytes>`: sends `bytes` of a pseudo-random pattern to an echo
 //!   server on one connection while reading the echo back, checks every byte, prints
 //!   `ok bytes=<n>`; exits 1 on any difference or error.
@@ -42,6 +48,8 @@ fn main() {
         Some("connect") if args.len() == 4 => connect(&args[2], &args[3]),
         Some("get") if args.len() == 4 => http_request("GET", &args[2], &args[3]),
         Some("post") if args.len() == 4 => http_request("POST", &args[2], &args[3]),
+        Some("status") if args.len() == 5 => http_status(&args[2], &args[3], &args[4]),
+        Some("idle") if args.len() == 5 => idle(&args[2], &args[3], &args[4]),
         Some("stream") if args.len() == 4 => bench::stream(&args[2], &args[3]),
         Some("udp") if args.len() == 4 => udp(&args[2], &args[3]),
         Some("burst") if args.len() == 4 => burst(&args[2], &args[3]),
@@ -198,7 +206,8 @@ fn connect(addr: &str, message: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn http_request(method: &str, addr: &str, path: &str) -> Result<(), String> {
+/// One HTTP/1.0 request without a body: the status line and the body.
+fn http_exchange(method: &str, addr: &str, path: &str) -> Result<(String, String), String> {
     use std::io::Read;
     let addr: SocketAddr = parse("address", addr)?;
     let mut stream =
@@ -218,13 +227,57 @@ fn http_request(method: &str, addr: &str, path: &str) -> Result<(), String> {
     let (head, body) = response
         .split_once("\r\n\r\n")
         .ok_or("no HTTP header end")?;
-    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-        return Err(format!(
-            "{method} {path}: {}",
-            head.lines().next().unwrap_or_default()
-        ));
+    Ok((
+        head.lines().next().unwrap_or_default().to_owned(),
+        body.to_owned(),
+    ))
+}
+
+fn http_request(method: &str, addr: &str, path: &str) -> Result<(), String> {
+    let (status, body) = http_exchange(method, addr, path)?;
+    if !status.starts_with("HTTP/1.1 200") && !status.starts_with("HTTP/1.0 200") {
+        return Err(format!("{method} {path}: {status}: {}", body.trim_end()));
     }
     print!("{body}");
+    Ok(())
+}
+
+fn http_status(method: &str, addr: &str, path: &str) -> Result<(), String> {
+    let (status, body) = http_exchange(method, addr, path)?;
+    let code = status
+        .split_whitespace()
+        .nth(1)
+        .ok_or_else(|| format!("bad status line {status:?}"))?;
+    println!("{code}");
+    print!("{body}");
+    Ok(())
+}
+
+fn idle(addr: &str, n: &str, seconds: &str) -> Result<(), String> {
+    use std::io::Read;
+    let addr: SocketAddr = parse("address", addr)?;
+    let n: usize = parse("count", n)?;
+    let seconds: u64 = parse("duration", seconds)?;
+    if n > 20_000 || seconds > 600 {
+        return Err("at most 20000 connections for at most 600 s".into());
+    }
+    let mut streams = Vec::with_capacity(n);
+    for _ in 0..n {
+        streams.push(
+            TcpStream::connect_timeout(&addr, TIMEOUT)
+                .map_err(|e| format!("connect {addr}: {e}"))?,
+        );
+    }
+    println!("ready {}", streams.len());
+    std::io::stdout().flush().map_err(|e| e.to_string())?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sink = Vec::new();
+        let _ = std::io::stdin().read_to_end(&mut sink);
+        let _ = tx.send(());
+    });
+    let _ = rx.recv_timeout(Duration::from_secs(seconds));
+    drop(streams);
     Ok(())
 }
 
