@@ -164,6 +164,8 @@ mod tests {
         Config::try_parse_from(argv).unwrap_or_else(|e| panic!("{args:?}: {e}"))
     }
 
+    type Expected = Result<Option<ControlPlane>, ControlPlaneError>;
+
     #[test]
     fn control_plane_flags_must_be_tls_and_complete() {
         const CTL: &str = "https://198.18.0.254:15010";
@@ -182,7 +184,7 @@ mod tests {
             v.extend_from_slice(&creds);
             v
         };
-        let cases: Vec<(Vec<&str>, Result<Option<ControlPlane>, ControlPlaneError>)> = vec![
+        let cases: Vec<(Vec<&str>, Expected)> = vec![
             (vec![], Ok(None)),
             (vec!["--local-config", "m.yaml"], Ok(None)),
             (

@@ -120,8 +120,22 @@ fn control_plane_ports_refuse_plaintext_and_nodes_without_credentials() -> anyho
             "port {port} sent an HTTP/2 SETTINGS frame"
         );
     }
-    wait_for_controller_log(&controller, &["refused a control-plane connection", "config stream", "not_tls"])?;
-    wait_for_controller_log(&controller, &["refused a control-plane connection", "certificate service", "not_tls"])?;
+    wait_for_controller_log(
+        &controller,
+        &[
+            "refused a control-plane connection",
+            "config stream",
+            "not_tls",
+        ],
+    )?;
+    wait_for_controller_log(
+        &controller,
+        &[
+            "refused a control-plane connection",
+            "certificate service",
+            "not_tls",
+        ],
+    )?;
 
     // 2. Node 2's agent with a wrong token (its pinned root is right): refused by both services,
     // so it gets no config and no certificate for its pod.
@@ -136,10 +150,16 @@ fn control_plane_ports_refuse_plaintext_and_nodes_without_credentials() -> anyho
     args[token_flag + 1] = wrong.display().to_string();
     let agent = Agent::start_with(node2, dir.path(), None, &args)?;
     agent.wait_for_log(&["config stream ended", "bad node token"], WAIT)?;
-    wait_for_controller_log(&controller, &["config stream", "unauthenticated node", "node2"])?;
+    wait_for_controller_log(
+        &controller,
+        &["config stream", "unauthenticated node", "node2"],
+    )?;
     agent.add_pod(&pod, ambient(), json!({}))?;
     agent.wait_for_log(&["certificate request failed", "bad node token"], WAIT)?;
-    wait_for_controller_log(&controller, &["certificate service", "unauthenticated node", "node2"])?;
+    wait_for_controller_log(
+        &controller,
+        &["certificate service", "unauthenticated node", "node2"],
+    )?;
     // (The agent starts with an empty model; the controller's has the pod.)
     assert!(
         !agent.logs().contains("workloads=1"),
@@ -162,7 +182,11 @@ fn certificate_requests_cross_the_link_in_tls_without_the_token_in_clear() -> an
     std::fs::create_dir_all(&config_dir)?;
     std::fs::write(
         config_dir.join("c.yaml"),
-        [namespace_yaml("apps", true), pod_yaml(&pod, "node1", "client")].join("---\n"),
+        [
+            namespace_yaml("apps", true),
+            pod_yaml(&pod, "node1", "client"),
+        ]
+        .join("---\n"),
     )?;
     let ControlledMesh { agents, controller } =
         ControlledMesh::start(&cluster, dir.path(), &config_dir, DAY, 1)?;
@@ -179,7 +203,10 @@ fn certificate_requests_cross_the_link_in_tls_without_the_token_in_clear() -> an
     let pcap = capture.stop()?;
 
     let token = std::fs::read(dir.path().join("node1.token"))?;
-    assert!(token.len() >= 16, "the fixture's token is long enough to search for");
+    assert!(
+        token.len() >= 16,
+        "the fixture's token is long enough to search for"
+    );
     assert!(
         has_client_hello(&pcap),
         "no TLS ClientHello on the link to the certificate service ({} bytes)",
@@ -193,7 +220,10 @@ fn certificate_requests_cross_the_link_in_tls_without_the_token_in_clear() -> an
         !contains(&pcap, b"PRI * HTTP/2.0"),
         "an HTTP/2 preface crossed the link in clear"
     );
-    assert!(!contains(&pcap, &token), "the node's token crossed the link in clear");
+    assert!(
+        !contains(&pcap, &token),
+        "the node's token crossed the link in clear"
+    );
     assert!(
         !contains(&pcap, b"Bearer"),
         "an authorization header crossed the link in clear"

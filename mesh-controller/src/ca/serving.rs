@@ -77,6 +77,14 @@ mod tests {
         ServingName::Ip(addr.parse().expect("test IP"))
     }
 
+    /// Flags, host name, listen addresses, and the names expected.
+    type Case<'a> = (
+        Vec<String>,
+        Option<&'a str>,
+        Vec<SocketAddr>,
+        Result<Vec<ServingName>, ServingNameError>,
+    );
+
     #[test]
     fn names_come_from_flags_or_from_the_host_and_listen_addresses() {
         let any: SocketAddr = "0.0.0.0:15010".parse().expect("addr");
@@ -84,12 +92,7 @@ mod tests {
         let cp_ca: SocketAddr = "198.18.0.254:15012".parse().expect("addr");
         let v6: SocketAddr = "[fd18::fe]:15012".parse().expect("addr");
         let flags = |f: &[&str]| f.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let cases: Vec<(
-            Vec<String>,
-            Option<&str>,
-            Vec<SocketAddr>,
-            Result<Vec<ServingName>, ServingNameError>,
-        )> = vec![
+        let cases: Vec<Case> = vec![
             (
                 flags(&[]),
                 Some("ctl"),
