@@ -5,7 +5,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use mesh_agent::admin::{self, Admin};
-use mesh_agent::config::Config;
+use mesh_agent::config::{Config, ControlPlane};
 use mesh_agent::ebpf::Programs;
 use mesh_agent::endpoints::check_admin_addr;
 use mesh_agent::enrol;
@@ -17,6 +17,8 @@ use mesh_agent::state::State;
 use mesh_agent::tunnel::Tunnel;
 use mesh_common::api::config::ClientKind;
 use mesh_common::api::{ClientOptions, ConfigClient};
+use mesh_hbone::ca::TrustBundle;
+use mesh_hbone::ca_service::ControlPlaneTransport;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::info;
 
@@ -48,16 +50,36 @@ async fn run(config: Config) -> anyhow::Result<()> {
         None => Default::default(),
     };
     let state = Arc::new(State::new(snapshot.clone()));
-    let config_client = config.controller_addr.as_ref().map(|addr| {
-        let mut options = ClientOptions::new(
-            addr,
-            &format!("agent/{}", config.node),
-            &config.node,
-            ClientKind::Agent,
-        );
-        options.initial = config.local_config.is_some().then_some(snapshot);
-        ConfigClient::spawn(options)
-    });
+    let control_plane = config.control_plane()?;
+    // The roots the node was installed with: the control plane must chain to them, and the CA's
+    // rotations are accepted only through them (the same bundle verifies HBONE peers).
+    let bundle = match &control_plane {
+        Some(cp) => Some(pinned_roots(&cp.root_file, &config.trust_domain)?),
+        None => None,
+    };
+    let config_client = match (&control_plane, &bundle) {
+        (Some(cp), Some(bundle)) => match &cp.controller_addr {
+            Some(addr) => {
+                let transport = ControlPlaneTransport::with_token_file(
+                    addr,
+                    bundle.clone(),
+                    &config.node,
+                    &cp.token_file,
+                )
+                .with_context(|| format!("--controller-addr {addr}"))?;
+                let mut options = ClientOptions::new(
+                    Arc::new(transport),
+                    &format!("agent/{}", config.node),
+                    &config.node,
+                    ClientKind::Agent,
+                );
+                options.initial = config.local_config.is_some().then_some(snapshot);
+                Some(ConfigClient::spawn(options))
+            }
+            None => None,
+        },
+        _ => None,
+    };
     if let Some(client) = &config_client {
         let state = state.clone();
         let updates = client.subscribe();
@@ -92,18 +114,24 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     let mut registry_metrics = prometheus_client::registry::Registry::default();
     metrics.register(&mut registry_metrics);
-    let tunnel = match (&config.ca_addr, &config.ca_token_file) {
-        (Some(addr), Some(token)) => Some(Arc::new(Tunnel::new(
+    let tunnel = match (&control_plane, &bundle) {
+        (
+            Some(ControlPlane {
+                ca_addr: Some(addr),
+                token_file,
+                ..
+            }),
+            Some(bundle),
+        ) => Some(Arc::new(Tunnel::new(
             addr,
             &config.node,
-            token,
-            &config.trust_domain,
+            token_file,
+            bundle.clone(),
         )?)),
-        (None, None) => {
+        _ => {
             tracing::warn!("no certificate service configured (--ca-addr): captured traffic is relayed in plaintext");
             None
         }
-        _ => anyhow::bail!("--ca-addr and --ca-token-file go together"),
     };
     let registry = Arc::new(Registry::new(
         programs,
@@ -178,6 +206,16 @@ fn config_source(config: &Config) -> ConfigSource {
         (None, Some(addr)) => ConfigSource::Controller(addr.clone()),
         (None, None) => ConfigSource::None,
     }
+}
+
+/// The pinned roots: every CERTIFICATE block of `path`.
+fn pinned_roots(path: &std::path::Path, trust_domain: &str) -> anyhow::Result<TrustBundle> {
+    let pem = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the pinned roots --ca-root-file {}", path.display()))?;
+    let bundle = TrustBundle::from_pem(trust_domain, &pem)
+        .with_context(|| format!("--ca-root-file {}", path.display()))?;
+    info!(file = %path.display(), roots = bundle.len(), "control plane trusted through the pinned roots");
+    Ok(bundle)
 }
 
 /// Attaches `sockops` to the agent's own cgroup for the loopback splice; false (with the reason

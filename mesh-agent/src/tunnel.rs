@@ -42,22 +42,22 @@ pub struct Tunnel {
 }
 
 impl Tunnel {
-    /// Connects (lazily) to the certificate service at `addr` as `node`.
+    /// Connects (lazily) to the certificate service at `addr` as `node`, over TLS verified
+    /// against `bundle` (the roots the node was installed with, which then follow the CA's
+    /// rotations); the same bundle verifies peers' workload certificates.
     pub fn new(
         addr: &str,
         node: &str,
         token_file: &Path,
-        trust_domain: &str,
+        bundle: TrustBundle,
     ) -> Result<Tunnel, TunnelError> {
         // The token file is re-read at every request: in Kubernetes it is a projected
         // service-account token that the kubelet rotates in place.
-        let bundle = TrustBundle::new(trust_domain);
-        let signer = CaClient::lazy_with_token_file(addr, node, token_file)
+        let signer = CaClient::lazy_with_token_file(addr, bundle.clone(), node, token_file)
             .map_err(|e| TunnelError::Endpoint {
                 addr: addr.to_owned(),
                 message: e.to_string(),
-            })?
-            .with_trust_bundle(bundle.clone());
+            })?;
         let certs = CertManager::new(Arc::new(signer), CertManagerConfig::default());
         let pool = HbonePool::new(
             certs.clone(),

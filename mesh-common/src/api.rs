@@ -6,10 +6,11 @@ mod client;
 mod model_set;
 mod resources;
 
-/// Default port of the controller's config stream (plaintext gRPC, like Istio's 15010).
+/// Default port of the controller's config stream (Istio's xDS port; gRPC over TLS here, with
+/// the node's bearer token).
 pub const CONTROLLER_PORT: u16 = 15010;
 
-pub use client::{ClientOptions, ClientStatus, ConfigClient};
+pub use client::{ClientOptions, ClientStatus, ConfigClient, Transport};
 pub use model_set::ModelSet;
 pub use resources::{ResourceError, ResourceSet};
 

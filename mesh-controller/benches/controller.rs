@@ -8,6 +8,10 @@
 //! Before the timings, the live heap of a loaded controller is printed (a counting allocator).
 //! Figures are recorded in benches/README.md.
 
+#[path = "../tests/support/pki.rs"]
+#[allow(dead_code, reason = "the bench uses a part of the fixture")]
+mod pki;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,6 +30,7 @@ use mesh_controller::run::{self, RunOptions};
 use mesh_controller::server::view::view;
 use mesh_controller::store::Store;
 use mesh_controller::translate::{translate, TranslateOptions};
+use pki::Pki;
 
 /// Counts live heap bytes (`mesh_common::heap::live_bytes`).
 #[global_allocator]
@@ -239,8 +244,11 @@ fn change_to_client(
         .enable_all()
         .build()
         .expect("runtime");
+    // The config stream is TLS with node tokens, as in production.
+    let pki = Pki::new(&["node-0"]);
     let running = runtime
         .block_on(run::start(RunOptions {
+            security: pki.security(),
             config_dir: None,
             kubernetes: None,
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -259,10 +267,10 @@ fn change_to_client(
             },
         }])
         .expect("load");
-    let endpoint = format!("http://{}", running.grpc_addr);
+    let transport = pki.transport(running.grpc_addr, "node-0");
     let client = runtime.block_on(async {
         let client = ConfigClient::spawn(ClientOptions::new(
-            &endpoint,
+            transport,
             "bench",
             "node-0",
             ClientKind::Agent,

@@ -7,6 +7,7 @@
 pub mod auth_mode;
 pub mod bootstrap;
 mod review_cache;
+pub mod serving;
 pub mod token_review;
 
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ use mesh_hbone::ca_service::{Authorizer, CaService, NodeAuthenticator};
 
 pub use auth_mode::{CaAuth, CaAuthError, CaAuthFlags, CaAuthKind};
 pub use bootstrap::{node_tokens, read_tokens};
+pub use serving::{serving_names, ServingNameError};
 pub use token_review::{ServiceAccount, TokenReviewAuthenticator, TokenReviewOptions};
 
 use crate::controller::Controller;
@@ -89,15 +91,13 @@ impl Authorizer for WorkloadsOnNode {
     }
 }
 
-/// Loads (or creates) the CA in `dir` and builds the gRPC service, authenticating agents with
-/// `authenticator` (e.g. [`node_tokens`] or a [`TokenReviewAuthenticator`]).
-pub fn service(
+/// Loads (or creates) the CA in `dir` (its `root-cert.pem` is what agents pin), issuing
+/// workload certificates of `lifetime`.
+pub fn load(
     dir: &Path,
     trust_domain: &str,
     lifetime: Duration,
-    authenticator: impl NodeAuthenticator,
-    controller: Arc<Controller>,
-) -> Result<(Arc<CertificateAuthority>, CaService<WorkloadsOnNode>), CaStartError> {
+) -> Result<Arc<CertificateAuthority>, CaStartError> {
     let mut config = CaConfig::new(trust_domain);
     config.leaf_lifetime = lifetime;
     let ca =
@@ -105,10 +105,19 @@ pub fn service(
             dir: dir.to_owned(),
             source,
         })?;
-    let ca = Arc::new(ca);
+    Ok(Arc::new(ca))
+}
+
+/// The gRPC service in front of `ca`, authenticating agents with `authenticator` (e.g.
+/// [`node_tokens`] or a [`TokenReviewAuthenticator`]) and placing workloads with `controller`.
+pub fn service(
+    ca: Arc<CertificateAuthority>,
+    authenticator: impl NodeAuthenticator,
+    controller: Arc<Controller>,
+) -> CaService<WorkloadsOnNode> {
     let authorizer = WorkloadsOnNode {
+        trust_domain: ca.trust_domain().to_owned(),
         controller,
-        trust_domain: trust_domain.to_owned(),
     };
-    Ok((ca.clone(), CaService::new(ca, authenticator, authorizer)))
+    CaService::new(ca, authenticator, authorizer)
 }

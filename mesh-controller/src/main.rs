@@ -3,14 +3,19 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use mesh_controller::ca::{CaAuthFlags, CaAuthKind, ServiceAccount};
-use mesh_controller::run::{self, RunOptions, DEFAULT_ADMIN_PORT, DEFAULT_GRPC_PORT};
+use mesh_controller::run::{
+    self, ControlPlaneSecurity, RunOptions, DEFAULT_ADMIN_PORT, DEFAULT_GRPC_PORT,
+};
 use mesh_controller::source::kube::KubeOptions;
 use mesh_controller::translate::TranslateOptions;
+use mesh_hbone::ca_service::{HandshakeStats, NodeAuthenticator};
+use mesh_hbone::tls::control::{self, ServingCert};
 
 /// mesh-controller: turns Istio-style configuration into the data-plane model and streams it
 /// to agents and waypoints.
@@ -25,7 +30,8 @@ struct Args {
     /// Also watch the Kubernetes API (in-cluster or kubeconfig credentials).
     #[arg(long, env = "MESH_KUBERNETES")]
     kubernetes: bool,
-    /// Config stream (gRPC) address.
+    /// Config stream (gRPC over TLS) address. With TLS and node authentication, binding
+    /// 0.0.0.0 is fine in Kubernetes; the local cluster binds the controller's own address.
     #[arg(long, env = "MESH_GRPC_ADDR", default_value_t = SocketAddr::from((Ipv4Addr::UNSPECIFIED, DEFAULT_GRPC_PORT)))]
     grpc_addr: SocketAddr,
     /// Admin (HTTP) address.
@@ -37,16 +43,18 @@ struct Args {
     /// Kubernetes cluster domain.
     #[arg(long, env = "MESH_CLUSTER_DOMAIN", default_value = "cluster.local")]
     cluster_domain: String,
-    /// Certificate service (gRPC) address.
+    /// Certificate service (gRPC over TLS) address.
     #[arg(long, env = "MESH_CA_ADDR", default_value_t = SocketAddr::from((Ipv4Addr::UNSPECIFIED, mesh_controller::ca::DEFAULT_CA_PORT)))]
     ca_addr: SocketAddr,
     /// Directory of the CA root (`root-cert.pem`, `root-key.pem`); generated on first start.
+    /// `root-cert.pem` is what agents pin (`--ca-root-file`; in Kubernetes a ConfigMap such as
+    /// Istio's `istio-ca-root-cert`).
     #[arg(long, env = "MESH_CA_DIR", default_value = "/var/lib/mesh/ca")]
     ca_dir: PathBuf,
-    /// How agents authenticate to the certificate service: `tokens` (per-node bootstrap tokens,
-    /// --bootstrap-tokens) or `kubernetes` (their service-account tokens, reviewed by the API
-    /// server). Default: `tokens` with --bootstrap-tokens, else `kubernetes` with --kubernetes,
-    /// else the certificate service is off.
+    /// How agents authenticate to the certificate service and the config stream: `tokens`
+    /// (per-node bootstrap tokens, --bootstrap-tokens) or `kubernetes` (their service-account
+    /// tokens, reviewed by the API server). Default: `tokens` with --bootstrap-tokens, else
+    /// `kubernetes` with --kubernetes; one of them is required.
     #[arg(long, env = "MESH_CA_AUTH", value_name = "tokens|kubernetes")]
     ca_auth: Option<CaAuthKind>,
     /// File of `node=token` lines: the agents allowed to request certificates (--ca-auth tokens).
@@ -67,6 +75,14 @@ struct Args {
     /// Lifetime of issued workload certificates, in seconds.
     #[arg(long, env = "MESH_CERT_LIFETIME_SECS", default_value_t = 24 * 3600)]
     cert_lifetime_secs: u64,
+    /// Names (DNS names or IP addresses, comma-separated or repeated) of the control plane's
+    /// serving certificate: what agents dial. Default: the host name and the specific listen
+    /// addresses of --grpc-addr and --ca-addr.
+    #[arg(long, env = "MESH_SERVING_SAN", value_delimiter = ',')]
+    serving_san: Vec<String>,
+    /// Lifetime of the serving certificate, in seconds; it is renewed at half-life.
+    #[arg(long, env = "MESH_SERVING_CERT_LIFETIME_SECS", default_value_t = 24 * 3600)]
+    serving_cert_lifetime_secs: u64,
     /// Namespace whose policies apply mesh-wide.
     #[arg(long, env = "MESH_ROOT_NAMESPACE", default_value = "istio-system")]
     root_namespace: String,
@@ -157,8 +173,39 @@ async fn main() -> anyhow::Result<()> {
         "nothing to watch: give --config-dir and/or --kubernetes"
     );
     let ca_auth = ca_auth_flags(&args).resolve()?;
-    let authenticator = mesh_controller::ca::authenticator(&ca_auth).await?;
+    let Some((authenticator, what)) = mesh_controller::ca::authenticator(&ca_auth).await? else {
+        anyhow::bail!(
+            "the control plane authenticates every node (certificates and config stream): give \
+             --bootstrap-tokens <file> (local) or --kubernetes (TokenReview)"
+        );
+    };
+    let authenticator: Arc<dyn NodeAuthenticator> = Arc::from(authenticator);
+    let ca = mesh_controller::ca::load(
+        &args.ca_dir,
+        &args.cluster_domain,
+        Duration::from_secs(args.cert_lifetime_secs),
+    )?;
+    let names = mesh_controller::ca::serving_names(
+        &args.serving_san,
+        mesh_controller::ca::serving::hostname().as_deref(),
+        &[args.grpc_addr, args.ca_addr],
+    )?;
+    let serving = ServingCert::issue(
+        ca.clone(),
+        names,
+        Duration::from_secs(args.serving_cert_lifetime_secs),
+    )
+    .context("issuing the control plane's serving certificate")?;
+    tracing::info!(names = ?serving.names(), root = %args.ca_dir.join("root-cert.pem").display(), "control plane serves TLS");
+    let renewal = tokio::spawn(serving.clone().keep_renewed(Duration::from_secs(30)));
+    let tls = control::server_config(serving)?;
+    let handshakes = Arc::new(HandshakeStats::default());
     let running = run::start(RunOptions {
+        security: ControlPlaneSecurity {
+            tls: tls.clone(),
+            authenticator: authenticator.clone(),
+            handshakes: handshakes.clone(),
+        },
         config_dir: args.config_dir.clone(),
         kubernetes: args.kubernetes.then(KubeOptions::default),
         grpc_addr: args.grpc_addr,
@@ -167,42 +214,27 @@ async fn main() -> anyhow::Result<()> {
         translate: translate_options(&args),
     })
     .await?;
+    let service = mesh_controller::ca::service(ca, authenticator, running.controller.clone());
     let (ca_stop, ca_stopped) = tokio::sync::oneshot::channel::<()>();
-    let ca_task = match authenticator {
-        Some((authenticator, what)) => {
-            let (_, service) = mesh_controller::ca::service(
-                &args.ca_dir,
-                &args.cluster_domain,
-                Duration::from_secs(args.cert_lifetime_secs),
-                authenticator,
-                running.controller.clone(),
-            )?;
-            let listener = tokio::net::TcpListener::bind(args.ca_addr)
-                .await
-                .with_context(|| format!("binding the certificate service {}", args.ca_addr))?;
-            tracing::info!(addr = %args.ca_addr, auth = %what, "certificate service started");
-            Some(tokio::spawn(mesh_hbone::ca_service::serve(
-                listener,
-                service,
-                async {
-                    let _ = ca_stopped.await;
-                },
-            )))
-        }
-        None => {
-            tracing::warn!(
-                "no --bootstrap-tokens, --kubernetes or --ca-auth: the certificate service is off"
-            );
-            None
-        }
-    };
+    let listener = tokio::net::TcpListener::bind(args.ca_addr)
+        .await
+        .with_context(|| format!("binding the certificate service {}", args.ca_addr))?;
+    tracing::info!(addr = %args.ca_addr, auth = %what, "certificate service started");
+    let ca_task = tokio::spawn(mesh_hbone::ca_service::serve(
+        listener,
+        tls,
+        handshakes,
+        service,
+        async {
+            let _ = ca_stopped.await;
+        },
+    ));
     tokio::signal::ctrl_c()
         .await
         .context("waiting for Ctrl-C")?;
     let _ = ca_stop.send(());
-    if let Some(task) = ca_task {
-        let _ = task.await;
-    }
+    let _ = ca_task.await;
+    renewal.abort();
     tracing::info!("shutting down");
     running.shutdown().await;
     Ok(())

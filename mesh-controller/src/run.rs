@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mesh_hbone::ca_service::{HandshakeStats, NodeAuthenticator};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -17,14 +18,36 @@ use crate::source::dir::{DirError, DirSource};
 use crate::source::kube::KubeOptions;
 use crate::translate::TranslateOptions;
 
-/// Default port of the config stream (Istio's plaintext xDS port).
+/// Default port of the config stream (Istio's xDS port; TLS and node authentication here).
 pub const DEFAULT_GRPC_PORT: u16 = mesh_common::api::CONTROLLER_PORT;
 /// Default port of the admin endpoint (Istio's monitoring port).
 pub const DEFAULT_ADMIN_PORT: u16 = 15014;
 
+/// How the config stream is protected: TLS with the controller's serving certificate, and the
+/// node authenticator of the certificate service. There is no plaintext option.
+#[derive(Clone)]
+pub struct ControlPlaneSecurity {
+    /// The server configuration ([`mesh_hbone::tls::control::server_config`]).
+    pub tls: Arc<rustls::ServerConfig>,
+    /// Who may open a stream, and for which node.
+    pub authenticator: Arc<dyn NodeAuthenticator>,
+    /// Refused handshakes are counted here.
+    pub handshakes: Arc<HandshakeStats>,
+}
+
+impl std::fmt::Debug for ControlPlaneSecurity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlaneSecurity")
+            .field("handshakes", &self.handshakes)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What to run.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
+    /// TLS and node authentication of the config stream.
+    pub security: ControlPlaneSecurity,
     /// Directory of YAML to watch.
     pub config_dir: Option<PathBuf>,
     /// Watch the Kubernetes API (in-cluster or kubeconfig credentials).
@@ -109,9 +132,16 @@ pub async fn start(options: RunOptions) -> Result<Running, StartError> {
             kube_options,
         )));
     }
-    let server = ConfigServer::new(controller.clone(), registry.clone(), shutdown_rx);
+    let server = ConfigServer::new(
+        controller.clone(),
+        registry.clone(),
+        shutdown_rx,
+        options.security.authenticator.clone(),
+    );
+    let tls = options.security.tls.clone();
+    let handshakes = options.security.handshakes.clone();
     tasks.push(tokio::spawn(async move {
-        if let Err(e) = server.serve(grpc).await {
+        if let Err(e) = server.serve(grpc, tls, handshakes).await {
             tracing::error!(error = %e, "config stream server");
         }
     }));

@@ -1,4 +1,6 @@
-//! The gRPC config stream server. Each stream starts with the client's Hello; the server then
+//! The gRPC config stream server, over the control plane's TLS. Every stream is authenticated
+//! like a certificate request (the node's bearer token, checked by the controller's node
+//! authenticator), and its Hello must name that node ([`admit`]). Each stream starts with the client's Hello; the server then
 //! sends a full update of the client's view, and on every new configuration the difference
 //! (or an empty update carrying the new version, so acknowledgements track the controller's
 //! version). Acks and nacks are recorded in the [`Registry`].
@@ -15,6 +17,8 @@ use mesh_common::api::config::config_request::Request;
 use mesh_common::api::config::config_service_server::{ConfigService, ConfigServiceServer};
 use mesh_common::api::config::{ClientKind, ConfigRequest, ConfigUpdate, Hello};
 use mesh_common::api::ResourceSet;
+use mesh_hbone::ca_service::transport::tls_incoming;
+use mesh_hbone::ca_service::{authenticate_metadata, HandshakeStats, NodeAuthenticator};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
@@ -27,25 +31,93 @@ pub use registry::{ClientInfo, Registry};
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The config service.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ConfigServer {
     controller: Arc<Controller>,
     registry: Arc<Registry>,
     shutdown: watch::Receiver<bool>,
+    authenticator: Arc<dyn NodeAuthenticator>,
+}
+
+impl std::fmt::Debug for ConfigServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigServer").finish_non_exhaustive()
+    }
+}
+
+/// Why a Hello was refused after its node authenticated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HelloRefusal {
+    /// No client id.
+    #[error("Hello.client_id is required")]
+    NoClientId,
+    /// The Hello names another node than the credential proves.
+    #[error("Hello.node {claimed:?} is not the authenticated node {authenticated:?}")]
+    WrongNode {
+        /// The node the credential proves.
+        authenticated: String,
+        /// The node the Hello claims.
+        claimed: String,
+    },
+    /// A waypoint's view (every route and policy) is asked for with a node's credential.
+    #[error(
+        "kind WAYPOINT is refused: a waypoint needs a waypoint credential, which this \
+         controller does not issue yet, and a node's credential is entitled to its node's view \
+         only"
+    )]
+    Waypoint,
+    /// A kind this controller does not know.
+    #[error("unknown client kind {0}")]
+    UnknownKind(i32),
+}
+
+impl HelloRefusal {
+    fn status(&self) -> Status {
+        match self {
+            HelloRefusal::NoClientId | HelloRefusal::UnknownKind(_) => {
+                Status::invalid_argument(self.to_string())
+            }
+            HelloRefusal::WrongNode { .. } | HelloRefusal::Waypoint => {
+                Status::permission_denied(self.to_string())
+            }
+        }
+    }
+}
+
+/// Whether the node `authenticated` may open the stream `hello` asks for, and as which kind: an
+/// agent of its own node only.
+pub fn admit(authenticated: &str, hello: &Hello) -> Result<ClientKind, HelloRefusal> {
+    if hello.client_id.is_empty() {
+        return Err(HelloRefusal::NoClientId);
+    }
+    match ClientKind::try_from(hello.kind) {
+        Ok(ClientKind::Agent | ClientKind::Unspecified) => {}
+        Ok(ClientKind::Waypoint) => return Err(HelloRefusal::Waypoint),
+        Err(_) => return Err(HelloRefusal::UnknownKind(hello.kind)),
+    }
+    if hello.node != authenticated {
+        return Err(HelloRefusal::WrongNode {
+            authenticated: authenticated.to_owned(),
+            claimed: hello.node.clone(),
+        });
+    }
+    Ok(ClientKind::Agent)
 }
 
 impl ConfigServer {
-    /// A server publishing the controller's configuration; streams end when `shutdown` turns
-    /// true.
+    /// A server publishing the controller's configuration to the nodes `authenticator` accepts;
+    /// streams end when `shutdown` turns true.
     pub fn new(
         controller: Arc<Controller>,
         registry: Arc<Registry>,
         shutdown: watch::Receiver<bool>,
+        authenticator: Arc<dyn NodeAuthenticator>,
     ) -> Self {
         ConfigServer {
             controller,
             registry,
             shutdown,
+            authenticator,
         }
     }
 
@@ -54,13 +126,16 @@ impl ConfigServer {
         ConfigServiceServer::new(self)
     }
 
-    /// Serves on a bound listener until `shutdown` turns true.
+    /// Serves on a bound listener, over TLS with `tls`, until `shutdown` turns true;
+    /// connections without a TLS handshake are refused (counted in `stats`).
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
+        tls: Arc<rustls::ServerConfig>,
+        stats: Arc<HandshakeStats>,
     ) -> Result<(), tonic::transport::Error> {
         let mut shutdown = self.shutdown.clone();
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let incoming = tls_incoming(listener, tls, "config stream", stats);
         tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
@@ -88,6 +163,13 @@ impl ConfigService for ConfigServer {
         request: GrpcRequest<Streaming<ConfigRequest>>,
     ) -> Result<Response<Self::StreamConfigStream>, Status> {
         let peer = request.remote_addr();
+        // Authenticate before reading anything the client says about itself.
+        let node = authenticate_metadata(
+            self.authenticator.as_ref(),
+            request.metadata(),
+            "config stream",
+        )
+        .await?;
         let mut inbound = request.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
             Ok(Ok(Some(ConfigRequest {
@@ -101,9 +183,10 @@ impl ConfigService for ConfigServer {
                 ))
             }
         };
-        if hello.client_id.is_empty() {
-            return Err(Status::invalid_argument("Hello.client_id is required"));
-        }
+        let kind = admit(&node, &hello).map_err(|refusal| {
+            tracing::warn!(%node, claimed = %hello.node, client = %hello.client_id, ?peer, reason = %refusal, "refused a config stream");
+            refusal.status()
+        })?;
         let (tx, rx) = mpsc::channel(4);
         let session = Session {
             controller: self.controller.clone(),
@@ -111,7 +194,7 @@ impl ConfigService for ConfigServer {
             shutdown: self.shutdown.clone(),
             tx,
         };
-        tokio::spawn(session.run(hello, peer, inbound));
+        tokio::spawn(session.run(hello, kind, peer, inbound));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
@@ -128,10 +211,10 @@ impl Session {
     async fn run(
         mut self,
         hello: Hello,
+        kind: ClientKind,
         peer: Option<SocketAddr>,
         mut inbound: Streaming<ConfigRequest>,
     ) {
-        let kind = ClientKind::try_from(hello.kind).unwrap_or(ClientKind::Agent);
         let id = self.registry.add(ClientInfo {
             client_id: hello.client_id.clone(),
             node: hello.node.clone(),
@@ -181,5 +264,61 @@ impl Session {
         }
         self.registry.remove(id);
         tracing::info!(client = %hello.client_id, "config client disconnected");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello(node: &str, kind: i32) -> Hello {
+        Hello {
+            client_id: format!("agent/{node}"),
+            node: node.to_owned(),
+            kind,
+            last_version: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_node_is_admitted_as_its_own_agent_only() {
+        let agent = ClientKind::Agent as i32;
+        let waypoint = ClientKind::Waypoint as i32;
+        let wrong_node = |claimed: &str| HelloRefusal::WrongNode {
+            authenticated: "node1".to_owned(),
+            claimed: claimed.to_owned(),
+        };
+        let cases: &[(Hello, Result<ClientKind, HelloRefusal>)] = &[
+            (hello("node1", agent), Ok(ClientKind::Agent)),
+            (hello("node1", 0), Ok(ClientKind::Agent)),
+            (hello("node2", agent), Err(wrong_node("node2"))),
+            (hello("", agent), Err(wrong_node(""))),
+            (hello("Node1", agent), Err(wrong_node("Node1"))),
+            (hello("node1", waypoint), Err(HelloRefusal::Waypoint)),
+            (hello("node2", waypoint), Err(HelloRefusal::Waypoint)),
+            (hello("node1", 7), Err(HelloRefusal::UnknownKind(7))),
+            (
+                Hello {
+                    client_id: String::new(),
+                    ..hello("node1", agent)
+                },
+                Err(HelloRefusal::NoClientId),
+            ),
+        ];
+        for (hello, expected) in cases {
+            assert_eq!(&admit("node1", hello), expected, "{hello:?}");
+        }
+    }
+
+    #[test]
+    fn refusals_are_answered_with_the_right_code() {
+        assert_eq!(
+            HelloRefusal::Waypoint.status().code(),
+            tonic::Code::PermissionDenied
+        );
+        assert_eq!(
+            HelloRefusal::NoClientId.status().code(),
+            tonic::Code::InvalidArgument
+        );
     }
 }

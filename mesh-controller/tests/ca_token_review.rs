@@ -386,8 +386,10 @@ status:
 
 #[tokio::test]
 async fn the_certificate_service_issues_only_to_the_reviewed_node() {
-    use mesh_hbone::ca_service::{serve, CaClient};
+    use mesh_hbone::ca::{ServingName, TrustBundle};
+    use mesh_hbone::ca_service::{serve, CaClient, HandshakeStats};
     use mesh_hbone::certs::{new_key_and_csr, CertificateSigner};
+    use mesh_hbone::tls::control::{server_config, ServingCert};
     use mesh_hbone::Identity;
 
     // The controller knows web-1 on node-1 and db-1 on node-2.
@@ -413,27 +415,34 @@ async fn the_certificate_service_issues_only_to_the_reviewed_node() {
         }),
     );
     let ca_dir = tempfile::tempdir().expect("tempdir");
-    let (_, service) = mesh_controller::ca::service(
-        ca_dir.path(),
-        "cluster.local",
-        Duration::from_secs(3600),
-        auth,
-        controller,
-    )
-    .expect("service");
+    let ca = mesh_controller::ca::load(ca_dir.path(), "cluster.local", Duration::from_secs(3600))
+        .expect("CA");
+    let service = mesh_controller::ca::service(ca.clone(), auth, controller);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
-    let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+    let addr = listener.local_addr().expect("addr");
+    let endpoint = format!("https://{addr}");
+    let serving = ServingCert::issue(
+        ca.clone(),
+        vec![ServingName::Ip(addr.ip())],
+        Duration::from_secs(3600),
+    )
+    .expect("serving certificate");
+    let tls = server_config(serving).expect("tls");
+    // The agent pins the root the controller wrote to its CA directory.
+    let root_pem = std::fs::read_to_string(ca_dir.path().join("root-cert.pem")).expect("root");
+    let pinned = TrustBundle::from_pem("cluster.local", &root_pem).expect("pinned");
     let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(serve(listener, service, async move {
+    let stats = std::sync::Arc::new(HandshakeStats::default());
+    tokio::spawn(serve(listener, tls, stats, service, async move {
         let _ = stopped.await;
     }));
     let web = Identity::new("cluster.local", "demo", "web");
     let db = Identity::new("cluster.local", "demo", "db");
     let (_key, csr) = new_key_and_csr(&web).expect("csr");
     let sign = |node: &str, token: &str, identity: &Identity| {
-        let client = CaClient::lazy(&endpoint, node, token).expect("client");
+        let client = CaClient::lazy(&endpoint, pinned.clone(), node, token).expect("client");
         let identity = identity.clone();
         let csr = csr.clone();
         async move {

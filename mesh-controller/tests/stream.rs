@@ -1,6 +1,11 @@
 //! The controller on a temporary directory with two in-process agent clients: a file change is
 //! acknowledged by both; killing the controller leaves them with their config; after a restart
-//! they resync. Loopback only, every wait bounded.
+//! they resync. Loopback only, over the control plane's TLS with node tokens, every wait
+//! bounded.
+
+#[path = "support/pki.rs"]
+#[allow(dead_code, reason = "each test crate uses a part of the fixture")]
+mod pki;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,6 +16,7 @@ use mesh_common::api::{ClientOptions, ConfigClient};
 use mesh_controller::admin::StatusReport;
 use mesh_controller::run::{self, RunOptions};
 use mesh_controller::translate::TranslateOptions;
+use pki::Pki;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -25,10 +31,11 @@ struct ControllerProcess {
 }
 
 impl ControllerProcess {
-    fn start(dir: &Path, grpc: SocketAddr) -> Self {
+    fn start(dir: &Path, grpc: SocketAddr, pki: &Pki) -> Self {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (kill, kill_rx) = tokio::sync::oneshot::channel::<()>();
         let options = RunOptions {
+            security: pki.security(),
             config_dir: Some(dir.to_owned()),
             kubernetes: None,
             grpc_addr: grpc,
@@ -149,9 +156,9 @@ fn write_config(dir: &Path, extra_pods: &str) -> PathBuf {
     path
 }
 
-fn agent(grpc: SocketAddr, node: &str) -> ConfigClient {
+fn agent(grpc: SocketAddr, pki: &Pki, node: &str) -> ConfigClient {
     let mut options = ClientOptions::new(
-        &format!("http://{grpc}"),
+        pki.transport(grpc, node),
         &format!("agent/{node}"),
         node,
         ClientKind::Agent,
@@ -164,12 +171,14 @@ fn agent(grpc: SocketAddr, node: &str) -> ConfigClient {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_change_is_acknowledged_by_both_agents_and_they_survive_a_controller_restart() {
+    let pki = Pki::new(&["node-a", "node-b"]);
     let dir = tempfile::tempdir().expect("temp dir");
     write_config(dir.path(), "");
-    let controller = ControllerProcess::start(dir.path(), SocketAddr::from(([127, 0, 0, 1], 0)));
+    let controller =
+        ControllerProcess::start(dir.path(), SocketAddr::from(([127, 0, 0, 1], 0)), &pki);
     let (grpc, admin) = (controller.grpc, controller.admin);
-    let a = agent(grpc, "node-a");
-    let b = agent(grpc, "node-b");
+    let a = agent(grpc, &pki, "node-a");
+    let b = agent(grpc, &pki, "node-b");
 
     // Initial sync: both acknowledge the controller's version; each sees only its node's policy.
     let v1 = admin_status(admin).await.version;
@@ -213,7 +222,7 @@ async fn file_change_is_acknowledged_by_both_agents_and_they_survive_a_controlle
             pod("d", "node-a", "10.244.1.2")
         ),
     );
-    let controller = ControllerProcess::start(dir.path(), grpc);
+    let controller = ControllerProcess::start(dir.path(), grpc, &pki);
     let v3 = admin_status(controller.admin).await.version;
     assert_ne!(v3, v2);
     wait_for_acks(controller.admin, &v3).await;
@@ -238,6 +247,7 @@ async fn file_change_is_acknowledged_by_both_agents_and_they_survive_a_controlle
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_keeps_its_initial_config_until_a_controller_answers() {
+    let pki = Pki::new(&["x"]);
     let dir = tempfile::tempdir().expect("temp dir");
     // Nothing listens on this port: bind and drop to find a free one.
     let free = std::net::TcpListener::bind("127.0.0.1:0")
@@ -245,7 +255,7 @@ async fn a_client_keeps_its_initial_config_until_a_controller_answers() {
         .local_addr()
         .expect("addr");
     let mut options =
-        ClientOptions::new(&format!("http://{free}"), "agent/x", "x", ClientKind::Agent);
+        ClientOptions::new(pki.transport(free, "x"), "agent/x", "x", ClientKind::Agent);
     options.reconnect_min = Duration::from_millis(20);
     options.reconnect_max = Duration::from_millis(50);
     options.timeout = Duration::from_millis(500);
@@ -260,7 +270,7 @@ async fn a_client_keeps_its_initial_config_until_a_controller_answers() {
     assert!(client.status().last_error.is_some());
 
     write_config(dir.path(), "");
-    let controller = ControllerProcess::start(dir.path(), free);
+    let controller = ControllerProcess::start(dir.path(), free, &pki);
     wait_until("the first sync", || client.status().connected).await;
     assert_eq!(client.snapshot().workloads.len(), 2);
     drop(client);

@@ -58,6 +58,9 @@ pub enum CaError {
     /// Key generation or signing failed.
     #[error("signing failed: {0}")]
     Signing(#[from] rcgen::Error),
+    /// A name for a serving certificate is neither a DNS name nor an IP address.
+    #[error("invalid serving certificate name: {0}")]
+    BadServingName(String),
     /// The secure random source failed.
     #[error("the system's secure random source failed")]
     Random,
@@ -69,6 +72,49 @@ pub enum CaError {
         /// The underlying error.
         source: std::io::Error,
     },
+}
+
+/// A subject alternative name of a control-plane serving certificate: the names clients dial.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ServingName {
+    /// A DNS name, e.g. `mesh-controller.mesh-system.svc`.
+    Dns(String),
+    /// An IP address, e.g. the controller's address in the local cluster.
+    Ip(std::net::IpAddr),
+}
+
+impl std::str::FromStr for ServingName {
+    type Err = CaError;
+
+    /// An IP address if it parses as one, else a DNS name (letters, digits, `-` and `.`).
+    fn from_str(s: &str) -> Result<Self, CaError> {
+        if let Ok(ip) = s.parse() {
+            return Ok(ServingName::Ip(ip));
+        }
+        let valid = !s.is_empty()
+            && s.len() <= 253
+            && s.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if valid {
+            Ok(ServingName::Dns(s.to_ascii_lowercase()))
+        } else {
+            Err(CaError::BadServingName(s.to_owned()))
+        }
+    }
+}
+
+impl std::fmt::Display for ServingName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServingName::Dns(name) => f.write_str(name),
+            ServingName::Ip(ip) => write!(f, "{ip}"),
+        }
+    }
 }
 
 /// Settings of a [`CertificateAuthority`].
@@ -286,6 +332,54 @@ impl CertificateAuthority {
             not_before: truncate_to_secs(not_before),
             not_after: truncate_to_secs(not_after),
         })
+    }
+
+    /// Issues a TLS serving certificate for the control plane itself (the config stream and this
+    /// certificate service): a fresh key pair, DNS/IP subject alternative names only (no SPIFFE
+    /// URI, so the certificate can never pass as a workload identity), server authentication
+    /// only. Returns the chain and the PKCS#8 key (DER).
+    pub fn issue_serving_cert(
+        &self,
+        names: &[ServingName],
+        lifetime: Duration,
+    ) -> Result<(IssuedCert, Vec<u8>), CaError> {
+        if names.is_empty() {
+            return Err(CaError::BadServingName(
+                "a serving certificate needs at least one name".into(),
+            ));
+        }
+        let key = KeyPair::generate()?;
+        let now = SystemTime::now();
+        let not_before = now - (lifetime / 10).min(MAX_BACKDATE);
+        let not_after = now + lifetime;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, "mesh control plane");
+        params.distinguished_name = dn;
+        params.subject_alt_names = names
+            .iter()
+            .map(|n| match n {
+                ServingName::Dns(name) => Ok(SanType::DnsName(name.as_str().try_into()?)),
+                ServingName::Ip(ip) => Ok(SanType::IpAddress(*ip)),
+            })
+            .collect::<Result<_, rcgen::Error>>()?;
+        params.not_before = to_offset(not_before);
+        params.not_after = to_offset(not_after);
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.serial_number = Some(random_serial()?);
+        params.use_authority_key_identifier_extension = true;
+        let root = self.current_root();
+        let cert = params.signed_by(&key, &root.issuer)?;
+        Ok((
+            IssuedCert {
+                chain: vec![cert.der().clone()],
+                not_before: truncate_to_secs(not_before),
+                not_after: truncate_to_secs(not_after),
+            },
+            key.serialize_der(),
+        ))
     }
 
     fn current_root(&self) -> Arc<Root> {

@@ -13,7 +13,9 @@
 //! - [`relay`]: TCP ↔ HBONE and TCP ↔ TCP relays that hold no buffer while a connection is idle;
 //! - `ca_service` (feature `ca-service`, on by default): the CA over gRPC, where node agents
 //!   authenticate through a pluggable `NodeAuthenticator` (per-node bootstrap tokens here; the
-//!   controller adds Kubernetes TokenReview) and get certificates only for workloads on their node.
+//!   controller adds Kubernetes TokenReview) and get certificates only for workloads on their node;
+//!   its `transport` carries it and the config stream over the control plane's TLS
+//!   ([`tls::control`]: a serving certificate from the CA, clients pinning their installed roots).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -1,6 +1,7 @@
 //! rustls configurations for mesh mTLS: aws-lc-rs, TLS 1.3 only, ALPN `h2`, SPIFFE verification on
 //! both sides, certificates taken from a resolver so renewals need no rebuild.
 
+pub mod control;
 mod verify;
 
 use std::sync::Arc;
@@ -41,6 +42,9 @@ pub enum TlsError {
         /// The identity the peer's certificate carries.
         actual: Identity,
     },
+    /// The control plane's certificate is not valid for the name or address dialed.
+    #[error("server certificate is not valid for {0}")]
+    WrongServerName(String),
     /// The certificate has no URI subject alternative name.
     #[error("peer certificate has no URI SAN (no SPIFFE identity)")]
     NoUriSan,
@@ -85,6 +89,7 @@ impl TlsError {
         match self {
             TlsError::WrongIdentity { .. } => "wrong_identity",
             TlsError::WrongTrustDomain { .. } => "wrong_trust_domain",
+            TlsError::WrongServerName(_) => "wrong_server_name",
             TlsError::NoUriSan => "no_uri_san",
             TlsError::SeveralUriSans => "several_uri_sans",
             TlsError::NotSpiffe(_) => "not_spiffe",

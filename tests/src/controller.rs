@@ -1,5 +1,7 @@
 //! Running the controller (config stream and certificate authority) in the local cluster's
-//! `net` namespace, reachable from every node at the control-plane address.
+//! `net` namespace, reachable from every node at the control-plane address, over TLS: the
+//! serving certificate names that address, and agents pin the CA root the controller writes to
+//! `workdir/ca/root-cert.pem`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -24,10 +26,12 @@ pub struct Controller {
     pub config_dir: PathBuf,
     /// Its log file.
     pub log: PathBuf,
-    /// `http://<ip>:15010`.
+    /// `https://<ip>:15010`.
     pub config_url: String,
-    /// `http://<ip>:15012`.
+    /// `https://<ip>:15012`.
     pub ca_url: String,
+    /// The mesh root (PEM) agents pin (`--ca-root-file`).
+    pub root_file: PathBuf,
 }
 
 impl Controller {
@@ -67,6 +71,8 @@ impl Controller {
             .arg(workdir.join("ca"))
             .arg("--bootstrap-tokens")
             .arg(&tokens_file)
+            .arg("--serving-san")
+            .arg(ip.to_string())
             .arg("--cert-lifetime-secs")
             .arg(cert_lifetime.as_secs().to_string())
             .env("RUST_LOG", "info")
@@ -79,8 +85,9 @@ impl Controller {
             child: Some(child),
             config_dir: config_dir.to_owned(),
             log,
-            config_url: format!("http://{ip}:{CONFIG_PORT}"),
-            ca_url: format!("http://{ip}:{CA_PORT}"),
+            config_url: format!("https://{ip}:{CONFIG_PORT}"),
+            ca_url: format!("https://{ip}:{CA_PORT}"),
+            root_file: workdir.join("ca").join("root-cert.pem"),
         };
         let (net, _) = cluster.node_link(1);
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -108,6 +115,21 @@ impl Controller {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The flags that point `node`'s agent at this controller: both URLs, its token (written
+    /// to `workdir/<node>.token` by [`start`](Self::start)) and the pinned root.
+    pub fn agent_args(&self, workdir: &Path, node: &str) -> Vec<String> {
+        vec![
+            "--controller-addr".to_owned(),
+            self.config_url.clone(),
+            "--ca-addr".to_owned(),
+            self.ca_url.clone(),
+            "--ca-token-file".to_owned(),
+            workdir.join(format!("{node}.token")).display().to_string(),
+            "--ca-root-file".to_owned(),
+            self.root_file.display().to_string(),
+        ]
     }
 
     /// The controller's log so far.

@@ -1,5 +1,6 @@
 //! A controlled mesh on the local cluster: the controller (config stream and CA) and one agent
-//! per node, each agent following the controller and holding its node's bootstrap token.
+//! per node, each agent following the controller over TLS, pinning its root and holding its node's
+//! bootstrap token.
 
 use std::path::Path;
 use std::time::Duration;
@@ -30,17 +31,7 @@ impl ControlledMesh {
         let controller = Controller::start(cluster, workdir, config_dir, cert_lifetime)?;
         let mut agents = Vec::new();
         for node in cluster.nodes() {
-            let args = vec![
-                "--controller-addr".to_owned(),
-                controller.config_url.clone(),
-                "--ca-addr".to_owned(),
-                controller.ca_url.clone(),
-                "--ca-token-file".to_owned(),
-                workdir
-                    .join(format!("{}.token", node.name))
-                    .display()
-                    .to_string(),
-            ];
+            let args = controller.agent_args(workdir, &node.name);
             agents.push(Agent::start_with(node, workdir, None, &args)?);
         }
         let applied = format!("workloads={workloads}");

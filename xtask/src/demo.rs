@@ -1,7 +1,8 @@
 //! `cargo xtask demo`: the mesh on a local two-node cluster.
 //!
 //! Builds the cluster (network namespaces, veths, cgroups), starts the controller (config from a
-//! directory of Istio/Kubernetes YAML, certificate authority) and one agent per node, enrols the
+//! directory of Istio/Kubernetes YAML, certificate authority; both served over TLS to agents
+//! that pin its root and authenticate with their node token) and one agent per node, enrols the
 //! pods, and shows what the mesh does: capture by eBPF, the mTLS tunnel between nodes with
 //! workload identities, an AuthorizationPolicy at work, and the agent's metrics. Everything is
 //! torn down at the end.
@@ -68,7 +69,9 @@ pub fn run() -> anyhow::Result<()> {
         println!("    {line}");
     }
 
-    crate::sh::step("control plane (config stream + CA) and one agent per node");
+    crate::sh::step(
+        "control plane (config stream + CA, TLS only, node tokens) and one agent per node (pinning the CA root)",
+    );
     let mesh = ControlledMesh::start(
         &cluster,
         dir.path(),

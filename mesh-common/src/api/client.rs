@@ -1,10 +1,15 @@
 //! The config stream client used by agents and waypoints. It runs in the background, publishes
 //! every good snapshot on a `watch` channel, acknowledges what it applied, and reconnects with
 //! backoff. While the controller is away the last good snapshot stays published, so the data
-//! plane keeps working; each reconnect starts with a full update, so the client resyncs.
+//! plane keeps working; each reconnect starts with a full update, so the client resyncs. The
+//! channel and the node's credential come from a [`Transport`] (TLS with pinned roots, bearer
+//! token), so the controller knows which node is asking.
 
 use std::sync::Arc;
 use std::time::Duration;
+
+use tonic::metadata::MetadataMap;
+use tonic::transport::{Channel, Endpoint};
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -16,11 +21,25 @@ use super::config::{Ack, ClientKind, ConfigRequest, Hello, Nack};
 use super::model_set::ModelSet;
 use crate::model::Snapshot;
 
+/// How a client reaches the controller: the channel (TLS, verified against the roots the node
+/// was installed with) and the node's credential. The control plane accepts nothing else, so
+/// there is no plaintext transport; `mesh_hbone::ca_service::ControlPlaneTransport` is the one
+/// the agent uses.
+#[tonic::async_trait]
+pub trait Transport: Send + Sync + std::fmt::Debug + 'static {
+    /// The controller's URL (`https://host:port`).
+    fn uri(&self) -> &str;
+    /// Connects `endpoint` (built from [`uri`](Self::uri), with the client's timeouts).
+    async fn connect(&self, endpoint: Endpoint) -> Result<Channel, tonic::transport::Error>;
+    /// Adds the node's credential (and its name) to a request's metadata.
+    async fn authorize(&self, metadata: &mut MetadataMap) -> Result<(), String>;
+}
+
 /// How to reach the controller and who this client is.
 #[derive(Clone, Debug)]
 pub struct ClientOptions {
-    /// Controller URL, e.g. `http://127.0.0.1:15012`.
-    pub endpoint: String,
+    /// The channel to the controller and the node's credential.
+    pub transport: Arc<dyn Transport>,
     /// Stable, unique client id (e.g. `agent/<node>`).
     pub client_id: String,
     /// Node this client runs on.
@@ -39,9 +58,14 @@ pub struct ClientOptions {
 
 impl ClientOptions {
     /// Options with the default timings.
-    pub fn new(endpoint: &str, client_id: &str, node: &str, kind: ClientKind) -> Self {
+    pub fn new(
+        transport: Arc<dyn Transport>,
+        client_id: &str,
+        node: &str,
+        kind: ClientKind,
+    ) -> Self {
         ClientOptions {
-            endpoint: endpoint.to_owned(),
+            transport,
             client_id: client_id.to_owned(),
             node: node.to_owned(),
             kind,
@@ -128,6 +152,8 @@ enum StreamError {
     Connect(#[source] tonic::transport::Error),
     #[error("stream: {0}")]
     Status(#[from] tonic::Status),
+    #[error("credential: {0}")]
+    Credential(String),
     #[error("stream closed by the controller")]
     Closed,
     #[error("first update on a stream was not a full one")]
@@ -168,13 +194,17 @@ async fn stream_once(
     snapshot_tx: &watch::Sender<Arc<Snapshot>>,
     status_tx: &watch::Sender<ClientStatus>,
 ) -> Result<(), StreamError> {
-    let endpoint = tonic::transport::Endpoint::from_shared(options.endpoint.clone())
+    let endpoint = Endpoint::from_shared(options.transport.uri().to_owned())
         .map_err(StreamError::Endpoint)?
         .connect_timeout(options.timeout)
         .http2_keep_alive_interval(options.timeout)
         .keep_alive_timeout(options.timeout)
         .keep_alive_while_idle(true);
-    let channel = endpoint.connect().await.map_err(StreamError::Connect)?;
+    let channel = options
+        .transport
+        .connect(endpoint)
+        .await
+        .map_err(StreamError::Connect)?;
     let mut client = ConfigServiceClient::new(channel);
     let (tx, rx) = mpsc::channel(16);
     let hello = Hello {
@@ -189,10 +219,13 @@ async fn stream_once(
             request: Some(Request::Hello(hello)),
         })
         .await;
-    let mut updates = client
-        .stream_config(ReceiverStream::new(rx))
-        .await?
-        .into_inner();
+    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    options
+        .transport
+        .authorize(request.metadata_mut())
+        .await
+        .map_err(StreamError::Credential)?;
+    let mut updates = client.stream_config(request).await?.into_inner();
     let mut first = true;
     while let Some(update) = updates.message().await? {
         if first && !update.full {

@@ -6,7 +6,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
+use tonic::metadata::MetadataMap;
+use tonic::Status;
 
+use super::NODE_METADATA;
 use crate::ca::CaError;
 
 /// Why a node was not authenticated. The message is logged by the service and returned to the
@@ -48,6 +51,44 @@ impl<T: NodeAuthenticator + ?Sized> NodeAuthenticator for Arc<T> {
 impl<T: NodeAuthenticator + ?Sized> NodeAuthenticator for Box<T> {
     async fn authenticate(&self, node: &str, token: &str) -> Result<(), AuthError> {
         (**self).authenticate(node, token).await
+    }
+}
+
+/// The node a request's metadata proves to come from (`x-mesh-node` and the bearer token,
+/// checked by `authenticator`), or the gRPC status refusing it. Every refusal is logged with
+/// `what` (the service) and never with the token.
+pub async fn authenticate_metadata(
+    authenticator: &dyn NodeAuthenticator,
+    meta: &MetadataMap,
+    what: &str,
+) -> Result<String, Status> {
+    let Some(node) = meta
+        .get(NODE_METADATA)
+        .and_then(|v| v.to_str().ok())
+        .filter(|n| !n.is_empty())
+    else {
+        tracing::warn!(service = what, "request without {NODE_METADATA}");
+        return Err(Status::unauthenticated(format!("missing {NODE_METADATA}")));
+    };
+    let Some(token) = meta
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .filter(|t| !t.is_empty())
+    else {
+        tracing::warn!(service = what, node, "request without a bearer token");
+        return Err(Status::unauthenticated("missing bearer token"));
+    };
+    match authenticator.authenticate(node, token).await {
+        Ok(()) => Ok(node.to_owned()),
+        Err(e @ AuthError::Refused(_)) => {
+            tracing::warn!(service = what, node, reason = %e, "request from an unauthenticated node");
+            Err(Status::unauthenticated(e.to_string()))
+        }
+        Err(e @ AuthError::Unavailable(_)) => {
+            tracing::warn!(service = what, node, reason = %e, "request refused: cannot authenticate the node");
+            Err(Status::unavailable(e.to_string()))
+        }
     }
 }
 

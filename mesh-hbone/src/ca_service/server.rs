@@ -6,14 +6,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use mesh_common::identity::Identity;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
-use super::auth::{AuthError, NodeAuthenticator};
+use super::auth::{authenticate_metadata, NodeAuthenticator};
 use super::proto::certificate_service_server::{CertificateService, CertificateServiceServer};
 use super::proto::{CreateCertificateRequest, CreateCertificateResponse};
-use super::NODE_METADATA;
+use super::transport::{tls_incoming, HandshakeStats};
 use crate::ca::{CaError, CertificateAuthority};
 
 /// Decides which identities a node's agent may hold certificates for.
@@ -56,34 +54,6 @@ impl<A: Authorizer> CaService<A> {
     pub fn into_server(self) -> CertificateServiceServer<Self> {
         CertificateServiceServer::new(self)
     }
-
-    /// The node the request proves to come from, or why not.
-    async fn authenticate(&self, meta: &MetadataMap) -> Result<String, Status> {
-        let Some(node) = meta.get(NODE_METADATA).and_then(|v| v.to_str().ok()) else {
-            tracing::warn!("certificate request without {NODE_METADATA}");
-            return Err(Status::unauthenticated(format!("missing {NODE_METADATA}")));
-        };
-        let Some(token) = meta
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .filter(|t| !t.is_empty())
-        else {
-            tracing::warn!(node, "certificate request without a bearer token");
-            return Err(Status::unauthenticated("missing bearer token"));
-        };
-        match self.authenticator.authenticate(node, token).await {
-            Ok(()) => Ok(node.to_owned()),
-            Err(e @ AuthError::Refused(_)) => {
-                tracing::warn!(node, reason = %e, "certificate request from an unauthenticated node");
-                Err(Status::unauthenticated(e.to_string()))
-            }
-            Err(e @ AuthError::Unavailable(_)) => {
-                tracing::warn!(node, reason = %e, "certificate request refused: cannot authenticate the node");
-                Err(Status::unavailable(e.to_string()))
-            }
-        }
-    }
 }
 
 #[async_trait]
@@ -92,7 +62,12 @@ impl<A: Authorizer> CertificateService for CaService<A> {
         &self,
         request: Request<CreateCertificateRequest>,
     ) -> Result<Response<CreateCertificateResponse>, Status> {
-        let node = self.authenticate(request.metadata()).await?;
+        let node = authenticate_metadata(
+            self.authenticator.as_ref(),
+            request.metadata(),
+            "certificate service",
+        )
+        .await?;
         let body = request.into_inner();
         let identity: Identity = body
             .identity
@@ -127,14 +102,21 @@ impl<A: Authorizer> CertificateService for CaService<A> {
     }
 }
 
-/// Serves `service` on `listener` until `shutdown` completes.
+/// Serves `service` on `listener` over TLS with `tls` (a
+/// [`crate::tls::control::server_config`]) until `shutdown` completes. Connections that do not
+/// complete a TLS handshake never reach gRPC; they are counted in `stats` and logged.
 pub async fn serve<A: Authorizer>(
     listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    stats: Arc<HandshakeStats>,
     service: CaService<A>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
         .add_service(service.into_server())
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            tls_incoming(listener, tls, "certificate service", stats),
+            shutdown,
+        )
         .await
 }

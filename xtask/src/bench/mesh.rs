@@ -262,5 +262,7 @@ fn agent_args(controller: &Controller, dir: &Path, node: &str) -> Vec<String> {
         controller.ca_url.clone(),
         "--ca-token-file".to_owned(),
         dir.join(format!("{node}.token")).display().to_string(),
+        "--ca-root-file".to_owned(),
+        controller.root_file.display().to_string(),
     ]
 }
