@@ -302,11 +302,17 @@ fn hostile_connections_to_agent_ports_are_refused_counted_and_bounded() -> anyho
     }
     // A log line per burst, not per connection.
     for agent in agents {
-        let lines = agent
-            .logs()
+        let logs = agent.logs();
+        // Reported, not asserted: the HBONE server (mesh-hbone) logs each failed TLS handshake.
+        let tls = logs
             .lines()
-            .filter(|l| l.contains(REFUSAL_LINE))
+            .filter(|l| l.contains("HBONE connection refused"))
             .count();
+        eprintln!(
+            "{}: {tls} log lines of failed HBONE TLS handshakes",
+            agent.node.name
+        );
+        let lines = logs.lines().filter(|l| l.contains(REFUSAL_LINE)).count();
         assert!(
             (1..=MAX_REFUSAL_LINES).contains(&lines),
             "{} logged {lines} refusal lines:\n{}",
