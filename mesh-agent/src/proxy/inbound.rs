@@ -145,43 +145,24 @@ mod tests {
         let agent = |p| Some(Refusal::AgentPort(p));
         let foreign = |ip: &str| Some(Refusal::NotPodAddress(ip.parse().expect("ip")));
         // (case, destination, expected)
+        #[rustfmt::skip]
         let cases = [
             ("application port, v4", "198.18.1.10:8080", None),
             ("application port, v6", "[fd18:1::10]:8080", None),
-            (
-                "plaintext port on the pod address",
-                "198.18.1.10:15006",
-                agent(15006),
-            ),
+            ("plaintext port on the pod address", "198.18.1.10:15006", agent(15006)),
             ("plaintext port, v6", "[fd18:1::10]:15006", agent(15006)),
             ("HBONE port", "198.18.1.10:15008", agent(15008)),
             ("HBONE port, v6", "[fd18:1::10]:15008", agent(15008)),
             ("outbound capture port", "198.18.1.10:15001", agent(15001)),
-            (
-                "outbound capture port, v6",
-                "[fd18:1::10]:15001",
-                agent(15001),
-            ),
+            ("outbound capture port, v6", "[fd18:1::10]:15001", agent(15001)),
             ("loopback plaintext port", "127.0.0.1:15006", agent(15006)),
             ("v6 loopback plaintext port", "[::1]:15006", agent(15006)),
-            (
-                "loopback application port",
-                "127.0.0.1:8080",
-                foreign("127.0.0.1"),
-            ),
+            ("loopback application port", "127.0.0.1:8080", foreign("127.0.0.1")),
             ("v6 loopback application port", "[::1]:8080", foreign("::1")),
             ("node address", "198.18.0.1:8080", foreign("198.18.0.1")),
             ("another pod", "198.18.1.11:8080", foreign("198.18.1.11")),
-            (
-                "v4-mapped pod address",
-                "[::ffff:198.18.1.10]:8080",
-                foreign("::ffff:198.18.1.10"),
-            ),
-            (
-                "v4-mapped, agent port",
-                "[::ffff:198.18.1.10]:15006",
-                agent(15006),
-            ),
+            ("v4-mapped pod address", "[::ffff:198.18.1.10]:8080", foreign("::ffff:198.18.1.10")),
+            ("v4-mapped, agent port", "[::ffff:198.18.1.10]:15006", agent(15006)),
             ("unspecified", "0.0.0.0:8080", foreign("0.0.0.0")),
         ];
         for (case, dst, want) in cases {
