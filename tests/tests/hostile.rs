@@ -22,7 +22,7 @@ use mesh_hbone::hbone::{HboneClientConfig, HboneConnection};
 use mesh_hbone::tls::{client_config, StaticCert};
 use mesh_tests::agent::ambient;
 use mesh_tests::app::{reply, run as app};
-use mesh_tests::config::{namespace_yaml, pod_yaml};
+use mesh_tests::config::{namespace_yaml, pod_yaml, service_yaml};
 use mesh_tests::controller::Controller;
 use mesh_tests::mesh::ControlledMesh;
 use mesh_tests::{Agent, Cluster, Pod};
@@ -30,7 +30,7 @@ use serde_json::json;
 
 const APP_PORT: u16 = 8080;
 const AGENT_PORTS: [u16; 3] = [OUTBOUND_CAPTURE, INBOUND_PLAINTEXT, HBONE];
-/// Hostile connections per case (48 cases: over 2,000 in all).
+/// Hostile connections per case (50 cases: 2,500 in all).
 const PER_CASE: u64 = 50;
 /// Descriptors the agent may hold above its starting count once the hostile connections end.
 const FD_SLACK: usize = 16;
@@ -38,9 +38,12 @@ const FD_SLACK: usize = 16;
 const MAX_REFUSAL_LINES: usize = 12;
 const REFUSAL_LINE: &str = "(logged once per burst)";
 const TRUST_DOMAIN: &str = "cluster.local";
+/// A service whose `targetPort` is the agent's plaintext port (selects `apps/server`).
+const SELF_SERVICE: &str = "198.19.0.20:80";
 
 /// The cluster: `apps/server` (meshed, node 1, the echo app on 8080), `apps/neighbour` (meshed,
-/// node 1), `legacy/outsider` (not meshed, node 1), `apps/remote` (meshed, node 2).
+/// node 1), `legacy/outsider` (not meshed, node 1), `apps/remote` (meshed, node 2); the service
+/// `apps/selfcall` ([`SELF_SERVICE`]) targets the server's port 15006.
 struct Mesh {
     server: Pod,
     neighbour: Pod,
@@ -67,6 +70,14 @@ fn start_mesh() -> anyhow::Result<Mesh> {
     let config = [
         namespace_yaml("apps", true),
         namespace_yaml("legacy", false),
+        service_yaml(
+            "apps",
+            "selfcall",
+            "198.19.0.20",
+            80,
+            INBOUND_PLAINTEXT,
+            "server",
+        ),
         pod_yaml(&server, "node1", "server"),
         pod_yaml(&neighbour, "node1", "neighbour"),
         pod_yaml(&outsider, "node1", "outsider"),
@@ -268,6 +279,19 @@ fn hostile_connections_to_agent_ports_are_refused_counted_and_bounded() -> anyho
             cases.push((&mesh.server, at(loopback, port), inside));
         }
     }
+
+    // A service resolving to an agent port is refused like a direct connect to it.
+    let self_service: SocketAddr = SELF_SERVICE.parse()?;
+    cases.push((
+        &mesh.neighbour,
+        self_service,
+        Expect::Counted(0, neighbour.clone(), "agent_port"),
+    ));
+    cases.push((
+        &mesh.remote,
+        self_service,
+        Expect::Counted(1, remote.clone(), "agent_port"),
+    ));
 
     for (from, to, expect) in &cases {
         let counted_before = match expect {
