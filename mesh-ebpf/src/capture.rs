@@ -1,8 +1,12 @@
 //! Outbound capture: `cgroup/connect{4,6}` rewrite a pod's TCP connects to non-loopback
-//! destinations into the agent's in-pod listener; `sockops` re-keys the original destination.
+//! destinations, whatever their port, into the agent's in-pod listener; `sockops` re-keys the
+//! original destination.
 //!
 //! The programs are attached only to the cgroups of enrolled pods, so the agent's own sockets
-//! (created from the agent's cgroup) are never captured.
+//! (created by the agent's threads, in the agent's cgroup, even when they work inside a pod's
+//! netns) are never captured. No port is exempt: a connect to an agent port (15001/15006/15008)
+//! of any address is captured too, and the agent's outbound route refuses it, so an application
+//! cannot reach an agent listener around the agent's checks.
 
 use crate::addr::{is_loopback_v4, is_loopback_v6, read_ip6, v4_mapped, write_ip6};
 use crate::splice::{self, Fast};
@@ -20,7 +24,7 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use mesh_common::{
     kernel::{FastKey, OrigDstKey, SockAddr, AF_INET, AF_INET6},
-    ports::{AGENT_POD_PORTS, OUTBOUND_CAPTURE},
+    ports::OUTBOUND_CAPTURE,
 };
 
 /// Allow the connect (cgroup sock_addr programs return 1 to allow, 0 to refuse).
@@ -47,7 +51,7 @@ pub fn mesh_connect4(ctx: SockAddrContext) -> i32 {
     }
     let dst_ip = u32::from_be(sa.user_ip4);
     let dst_port = u16::from_be(sa.user_port as u16);
-    if is_loopback_v4(sa.user_ip4) || is_agent_port(dst_port) {
+    if is_loopback_v4(sa.user_ip4) {
         return ALLOW;
     }
     let orig = SockAddr {
@@ -66,7 +70,9 @@ pub fn mesh_connect4(ctx: SockAddrContext) -> i32 {
         Fast::Capture => {}
     }
     if ORIG_DST_BY_COOKIE.insert(&cookie, &orig, 0).is_err() {
-        return ALLOW; // cannot remember the destination: better uncaptured than unroutable
+        // Cannot remember the destination: refused, since an uncaptured connect would bypass
+        // the agent's route and policy (fail closed).
+        return REFUSE;
     }
     sa.user_ip4 = LOOPBACK_V4.to_be();
     sa.user_port = u32::from(OUTBOUND_CAPTURE.to_be());
@@ -83,7 +89,7 @@ pub fn mesh_connect6(ctx: SockAddrContext) -> i32 {
     }
     let ip = read_ip6(&sa.user_ip6);
     let dst_port = u16::from_be(sa.user_port as u16);
-    if is_loopback_v6(ip) || is_agent_port(dst_port) {
+    if is_loopback_v6(ip) {
         return ALLOW;
     }
     let orig = SockAddr {
@@ -111,7 +117,7 @@ pub fn mesh_connect6(ctx: SockAddrContext) -> i32 {
         Fast::Capture => {}
     }
     if ORIG_DST_BY_COOKIE.insert(&cookie, &orig, 0).is_err() {
-        return ALLOW;
+        return REFUSE; // as in connect4
     }
     // [::1]: also for v4-mapped destinations, so the accepted socket's family matches the key.
     sa.user_ip6 = [0, 0, 0, 1u32.to_be()];
@@ -171,8 +177,4 @@ fn rekey_established(ctx: &SockOpsContext) {
     };
     let _ = ORIG_DST.insert(&key, &orig, 0);
     let _ = ORIG_DST_BY_COOKIE.remove(&cookie);
-}
-
-fn is_agent_port(port: u16) -> bool {
-    AGENT_POD_PORTS.iter().any(|p| *p == port)
 }

@@ -5,6 +5,12 @@
 //! authorized them: see `splice`), and connections whose source is the pod itself
 //! (the agent delivers to the application from inside the pod, so its delivery connections have
 //! remote address == local address and must reach the application).
+//!
+//! The agent's ports keep their ordinary lookup: HBONE must reach the pod's 15008 server, 15001
+//! listens on loopback only (so `<pod>:15001` is reset by the kernel), and a direct connection to
+//! `<pod>:15006` reaches the 15006 listener as itself, whose local address then names an agent
+//! port: the agent refuses it (`mesh-agent/src/proxy/inbound.rs`) instead of delivering it to
+//! itself. Steering them to 15006 would gain nothing and would break HBONE.
 
 use crate::addr::{endpoints, is_loopback};
 use crate::splice;

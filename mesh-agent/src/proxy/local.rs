@@ -12,7 +12,7 @@ use crate::authz::{self, Decision};
 use crate::fastpath::Decided;
 use crate::metrics::{ConnectionLabels, Direction, Transport};
 use crate::pod_context::PodContext;
-use crate::proxy::relay_and_record;
+use crate::proxy::{inbound, relay_and_record};
 use mesh_hbone::relay;
 
 /// Delivers `stream` from `src` to `target` in `dst`, if `dst`'s policies allow `src`.
@@ -26,6 +26,13 @@ pub async fn deliver(
     requested: Option<SocketAddr>,
     outbound: ConnectionLabels,
 ) {
+    // The route already refuses agent ports; checked again here so that no way into this
+    // function can make the agent deliver to its own listeners in `dst`.
+    if let Some(refusal) = inbound::refusal(target, &dst.info.addresses) {
+        inbound::record_refusal(dst, refusal, "same_node", &src.identity, target);
+        dst.metrics.record_relay(&outbound, 0, 0);
+        return;
+    }
     // Read before the model: a change after this point makes the decision stale, not reused.
     let epoch = src.fastpath.epoch();
     // The source address the destination would see over the wire: the pod's own, same family.

@@ -28,7 +28,11 @@ pub async fn serve(listener: TcpListener, pod: Arc<PodContext>) {
 async fn handle(stream: TcpStream, peer: SocketAddr, pod: &PodContext) {
     let _ = stream.set_nodelay(true);
     let Some(orig_dst) = pod.programs.take_original_dst(pod.netns.cookie(), peer) else {
-        warn!(pod = %pod.info.uid, %peer, "outbound connection without a recorded original destination; closing");
+        // Not captured: a direct connection to the 15001 listener (an application connecting
+        // to its own loopback:15001). Counted and logged once per burst; it can be repeated at will.
+        if let Some(unlogged) = pod.metrics.refuse(&pod.info.uid, "no_original_destination") {
+            warn!(pod = %pod.info.uid, %peer, unlogged, "outbound connection without a recorded original destination refused (logged once per burst)");
+        }
         return;
     };
     let resolved = match pod.state.resolve(orig_dst) {

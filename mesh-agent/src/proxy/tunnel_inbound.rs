@@ -1,5 +1,8 @@
-//! Inbound HBONE: each enrolled pod's 15008 server. The peer's identity comes from its verified
-//! certificate; L4 authorization decides; the connection is delivered from inside the pod.
+//! Inbound HBONE: each enrolled pod's 15008 server. The CONNECT target must be one of the pod's
+//! addresses on a port that is not the agent's (`inbound::refusal`: a CONNECT to `<pod>:15006`
+//! would otherwise be delivered to the agent's own listener); the peer's identity comes from its
+//! verified certificate; L4 authorization decides; the connection is delivered from inside the
+//! pod.
 
 use std::sync::Arc;
 
@@ -11,7 +14,7 @@ use tracing::{info, warn};
 use crate::authz::{self, Decision};
 use crate::metrics::{ConnectionLabels, Transport};
 use crate::pod_context::PodContext;
-use crate::proxy::relay_and_record;
+use crate::proxy::{inbound, relay_and_record};
 use mesh_hbone::relay;
 
 /// Handles the CONNECT streams arriving for one pod.
@@ -37,13 +40,10 @@ impl ConnectHandler for InboundTunnel {
 
     async fn open(&self, request: &ConnectRequest) -> Result<TcpStream, ConnectError> {
         let pod = &self.pod;
-        if !pod.info.addresses.contains(&request.target.ip()) {
-            warn!(pod = %pod.info.uid, peer = %request.peer, target = %request.target, "HBONE target is not an address of this pod; refused");
-            return Err(ConnectError::Forbidden(format!(
-                "{} is not an address of {}",
-                request.target.ip(),
-                pod.info.uid
-            )));
+        // Before policy: even a peer that every policy allows cannot make the agent call itself.
+        if let Some(refusal) = inbound::refusal(request.target, &pod.info.addresses) {
+            inbound::record_refusal(pod, refusal, "hbone", &request.peer, request.target);
+            return Err(ConnectError::Forbidden(refusal.to_string()));
         }
         let workload = pod.workload();
         let decision = authz::authorize(

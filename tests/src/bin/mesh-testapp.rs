@@ -10,6 +10,10 @@
 //!   prints `ok <n>`, exits 1 if any failed.
 //! - `mesh-testapp loop <addr> <seconds>`: one connection after another for that long; prints
 //!   `ok <count> failed <count>`, exits 1 if any failed.
+//! - `mesh-testapp hostile <addr> <n>`: `n` connections one after another, each sending one line
+//!   and reading what comes back until EOF (1 s per step); prints how they ended:
+//!   `app=<answered by the echo app> closed=<EOF or reset, nothing read> other=<other bytes,
+//!   e.g. a TLS alert> open=<still open after 1 s> refused=<connect failed>`; always exits 0.
 //! - `mesh-testapp get <addr> <path>`: HTTP/1.0 GET, prints the body; exits 1 unless status 200.
 //! - `mesh-testapp post <addr> <path>`: the same with POST (no body).
 //! - `mesh-testapp status <method> <addr> <path>`: one HTTP/1.0 request (no body); prints the
@@ -54,6 +58,7 @@ fn main() {
         Some("udp") if args.len() == 4 => udp(&args[2], &args[3]),
         Some("burst") if args.len() == 4 => burst(&args[2], &args[3]),
         Some("loop") if args.len() == 4 => repeat(&args[2], &args[3]),
+        Some("hostile") if args.len() == 4 => hostile(&args[2], &args[3]),
         Some("echo") if args.len() == 3 => bench::echo_server(&args[2]),
         Some("http") if args.len() == 3 => bench::http_server(&args[2]),
         Some("pingpong") if args.len() == 5 => bench::pingpong(&args[2], &args[3], &args[4]),
@@ -197,6 +202,52 @@ fn repeat(addr: &str, seconds: &str) -> Result<(), String> {
     if failed > 0 {
         return Err(format!("{failed} connections failed"));
     }
+    Ok(())
+}
+
+fn hostile(addr: &str, n: &str) -> Result<(), String> {
+    use std::io::Read;
+    let addr: SocketAddr = parse("address", addr)?;
+    let n: u64 = parse("count", n)?;
+    let step = Duration::from_secs(1);
+    let (mut app, mut closed, mut other, mut open, mut refused) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    for _ in 0..n {
+        let Ok(mut stream) = TcpStream::connect_timeout(&addr, step) else {
+            refused += 1;
+            continue;
+        };
+        let _ = stream.set_read_timeout(Some(step));
+        let _ = stream.set_write_timeout(Some(step));
+        let _ = writeln!(stream, "hostile");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        let still_open = loop {
+            match stream.read(&mut buf) {
+                Ok(0) => break false,
+                Ok(k) if got.len() < 4096 => got.extend_from_slice(&buf[..k]),
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break true
+                }
+                Err(_) => break false, // reset
+            }
+        };
+        if String::from_utf8_lossy(&got).contains(" says: ") {
+            app += 1;
+        } else if still_open {
+            open += 1;
+        } else if got.is_empty() {
+            closed += 1;
+        } else {
+            other += 1;
+        }
+    }
+    println!("app={app} closed={closed} other={other} open={open} refused={refused}");
     Ok(())
 }
 
