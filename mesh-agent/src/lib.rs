@@ -5,7 +5,6 @@
 
 pub mod admin;
 pub mod authz;
-pub mod burst_log;
 pub mod cgroup;
 pub mod config;
 pub mod ebpf;

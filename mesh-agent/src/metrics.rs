@@ -225,7 +225,7 @@ pub struct Metrics {
     /// Outbound CONNECT streams opened.
     pub hbone_streams_opened: Counter<u64, AtomicU64>,
     /// Which refusals are logged: once per burst and kind (see [`Metrics::refuse`]).
-    pub refusal_log: crate::burst_log::BurstLog,
+    pub refusal_log: mesh_common::burst_log::BurstLog,
     /// Outbound HBONE connections closed and removed from the pool (idle, ended, lost).
     pub hbone_connections_closed: Counter<u64, AtomicU64>,
     /// Outbound HBONE connections closed because the peer stopped answering PINGs.

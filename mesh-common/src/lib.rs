@@ -2,8 +2,8 @@
 //!
 //! Without features this crate is `no_std` and holds only `#[repr(C)]` map keys and values and the
 //! port numbers, so the eBPF programs (`mesh-ebpf`) and the agent agree on every byte. The `user`
-//! feature implements `aya::Pod` for them; the `std` feature adds the workload identity and the
-//! config model; the `api` feature adds the gRPC config stream and its client; `http-server` the
+//! feature implements `aya::Pod` for them; the `std` feature adds the workload identity, the
+//! config model and once-per-burst logging of refusals; the `api` feature adds the gRPC config stream and its client; `http-server` the
 //! bounded HTTP/1 server of the agent's and the controller's own endpoints; `heap-count` a
 //! counting allocator for memory tests.
 #![cfg_attr(not(feature = "std"), no_std)]
@@ -11,6 +11,8 @@
 pub mod kernel;
 pub mod ports;
 
+#[cfg(feature = "std")]
+pub mod burst_log;
 #[cfg(feature = "heap-count")]
 pub mod heap;
 #[cfg(feature = "std")]

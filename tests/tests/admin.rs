@@ -158,19 +158,15 @@ fn readiness_waits_for_the_config_and_the_pods_certificates() -> anyhow::Result<
         ]
         .join("---\n"),
     )?;
-    // The agent starts before its control plane: no config, and no certificate service yet (the
-    // token file is rewritten by the controller when it starts; the agent re-reads it).
-    let ip = cluster.control_plane_ip();
-    let token = dir.path().join("node1.token");
-    std::fs::write(&token, "not-yet")?;
-    let args = [
-        "--controller-addr".to_owned(),
-        format!("http://{ip}:{}", mesh_tests::controller::CONFIG_PORT),
-        "--ca-addr".to_owned(),
-        format!("http://{ip}:{}", mesh_tests::controller::CA_PORT),
-        "--ca-token-file".to_owned(),
-        token.display().to_string(),
-    ];
+    // The agent starts while its control plane is down: no config, and no certificate service
+    // (the token file is rewritten by the controller when it starts again; the agent re-reads
+    // it). The controller runs once first so that the mesh root the agent pins exists.
+    let args = {
+        let first =
+            Controller::start(&cluster, dir.path(), &config_dir, Duration::from_secs(3600))?;
+        first.agent_args(dir.path(), "node1")
+    };
+    std::fs::write(dir.path().join("node1.token"), "not-yet")?;
     let agent = Agent::start_with(cluster.node(1)?, dir.path(), None, &args)?;
     let (code, body) = wait_readiness(&agent, Duration::from_secs(10), Option::is_some)?
         .context("readiness answered")?;

@@ -327,13 +327,18 @@ fn hostile_connections_to_agent_ports_are_refused_counted_and_bounded() -> anyho
     // A log line per burst, not per connection.
     for agent in agents {
         let logs = agent.logs();
-        // Reported, not asserted: the HBONE server (mesh-hbone) logs each failed TLS handshake.
+        // The HBONE server logs failed TLS handshakes once per burst too.
         let tls = logs
             .lines()
             .filter(|l| l.contains("HBONE connection refused"))
             .count();
         eprintln!(
             "{}: {tls} log lines of failed HBONE TLS handshakes",
+            agent.node.name
+        );
+        assert!(
+            tls <= MAX_REFUSAL_LINES,
+            "{} logged {tls} failed HBONE handshakes, not once per burst",
             agent.node.name
         );
         let lines = logs.lines().filter(|l| l.contains(REFUSAL_LINE)).count();

@@ -17,6 +17,7 @@ use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::RecvStream;
 use http::{Method, Request, Response, StatusCode};
+use mesh_common::burst_log::BurstLog;
 use mesh_common::identity::Identity;
 use rustls::ServerConfig;
 use tokio::net::{TcpListener, TcpStream};
@@ -171,6 +172,8 @@ pub struct ServerStats {
     lost: AtomicU64,
     streams: AtomicU64,
     refusals: Mutex<HashMap<&'static str, u64>>,
+    /// Refusals are logged once per burst of a kind: a client can cause them at will.
+    refusal_log: BurstLog,
 }
 
 impl ServerStats {
@@ -392,7 +395,13 @@ impl<H: ConnectHandler> Conn<H> {
 
     fn refuse(&self, remote: SocketAddr, reason: TlsError) {
         self.stats.refused(&reason);
-        tracing::warn!(%remote, reason = %reason, kind = reason.kind(), "HBONE connection refused");
+        if let Some(unlogged) = self
+            .stats
+            .refusal_log
+            .admit(reason.kind(), std::time::Instant::now())
+        {
+            tracing::warn!(%remote, reason = %reason, kind = reason.kind(), unlogged, "HBONE connection refused (logged once per burst)");
+        }
     }
 }
 
@@ -422,7 +431,9 @@ impl<H: ConnectHandler> StreamCtx<H> {
         let upstream = match self.handler.open(&req).await {
             Ok(upstream) => upstream,
             Err(e) => {
-                tracing::info!(peer = %req.peer, target = %req.target, error = %e, "CONNECT refused");
+                // The handler logs its refusals (once per burst); a line per stream here would let
+                // a client flood the log.
+                tracing::debug!(peer = %req.peer, target = %req.target, error = %e, "CONNECT refused");
                 return send_status(&mut respond, e.status());
             }
         };
