@@ -120,6 +120,7 @@ async fn first_update_is_full_and_nacks_are_recorded() {
     tx.send(ConfigRequest {
         request: Some(Request::Ack(Ack {
             version: first.version.clone(),
+            warnings: vec![],
         })),
     })
     .await
@@ -156,6 +157,7 @@ async fn a_stream_must_start_with_hello() {
     tx.send(ConfigRequest {
         request: Some(Request::Ack(Ack {
             version: "x".to_owned(),
+            warnings: vec![],
         })),
     })
     .await
