@@ -47,7 +47,8 @@ pub enum Via {
 
 impl std::fmt::Display for Via {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+        // `pad`, so `{via:<6}` aligns the bench's per-run lines.
+        f.pad(match self {
             Via::Direct => "direct",
             Via::Mesh => "mesh",
         })
