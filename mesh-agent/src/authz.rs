@@ -3,7 +3,8 @@
 //!
 //! Order, as in Istio: any matching DENY policy denies; then, if any ALLOW policy applies to the
 //! workload, the connection must match one of them; with no ALLOW policy, it is allowed. AUDIT
-//! policies never change the decision.
+//! policies never change the decision. A policy whose action this build does not know (a newer
+//! controller) denies every connection it applies to: fail closed (`mesh_common::model::compat`).
 
 use std::net::IpAddr;
 
@@ -57,6 +58,13 @@ pub fn authorize(snapshot: &Snapshot, workload: &Workload, conn: Connection<'_>)
                 allowed = allowed || policy.matches_l4(principal, conn.src, conn.dst_port);
             }
             AuthorizationAction::Audit => {}
+            // A newer controller's action this build cannot evaluate: fail closed.
+            AuthorizationAction::Unknown => {
+                return Decision::Deny(format!(
+                    "AuthorizationPolicy {}/{} has an action this agent does not know",
+                    policy.namespace, policy.name
+                ));
+            }
         }
     }
     if allow_policies > 0 && !allowed {
@@ -164,5 +172,33 @@ mod tests {
             check(&snap, Some(CLIENT), "198.18.1.10", 80),
             Decision::Allow
         );
+    }
+
+    #[test]
+    fn an_unknown_action_fails_closed() {
+        // (what, policies, allowed?) for a request from CLIENT; the unknown action is what a
+        // newer controller might send (e.g. Istio's CUSTOM).
+        let cases = [
+            (
+                "unknown action whose rule would not even match",
+                "- {name: newer, namespace: prod, action: CUSTOM, rules: [{from: [{principals: [nobody]}]}]}\n",
+                false,
+            ),
+            (
+                "unknown action next to an ALLOW that matches",
+                "- {name: ok, namespace: prod, action: ALLOW, rules: [{}]}\n- {name: newer, namespace: prod, action: CUSTOM, rules: []}\n",
+                false,
+            ),
+            (
+                "unknown action in a policy that does not apply",
+                "- {name: newer, namespace: apps, action: CUSTOM, rules: [{}]}\n",
+                true,
+            ),
+        ];
+        for (what, policies, allowed) in cases {
+            let snap = snapshot(policies);
+            let decision = check(&snap, Some(CLIENT), "198.18.1.10", 80);
+            assert_eq!(decision == Decision::Allow, allowed, "{what}: {decision:?}");
+        }
     }
 }

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
+use mesh_common::model::compat::{self, UnknownValues};
 use mesh_common::model::{Endpoint, Service, Snapshot, WaypointRef, Workload};
 
 /// Errors loading the data-plane model or resolving a destination.
@@ -158,10 +159,24 @@ impl State {
             path: path.display().to_string(),
             source,
         })?;
-        yaml_serde::from_str(&text).map_err(|e| StateError::Parse {
+        let parse_error = |message: String| StateError::Parse {
             path: path.display().to_string(),
-            message: e.to_string(),
-        })
+            message,
+        };
+        let de = yaml_serde::Deserializer::from_str(&text);
+        let (snapshot, fields): (Snapshot, _) =
+            compat::deserialize_reporting(de).map_err(|e| parse_error(e.to_string()))?;
+        // The model tolerates what a newer controller adds; a file written by hand must match
+        // this build exactly, so a typo is an error naming the field, not a silent default.
+        let problems: Vec<String> = fields
+            .iter()
+            .map(|field| format!("unknown field `{field}`"))
+            .chain(snapshot.unknown_values().iter().map(ToString::to_string))
+            .collect();
+        if !problems.is_empty() {
+            return Err(parse_error(problems.join("; ")));
+        }
+        Ok(snapshot)
     }
 
     /// Follows a controller: every snapshot the config client publishes replaces the current one
@@ -341,5 +356,33 @@ mod tests {
             .expect_err("unknown field must fail")
             .to_string();
         assert!(err.contains("model.yaml") && err.contains("vipz"), "{err}");
+    }
+
+    #[test]
+    fn load_file_refuses_what_the_stream_would_tolerate() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("model.yaml");
+        // (file, what the error must name)
+        let cases = [
+            (
+                "workloads:\n- {uid: a/b, name: b, namespace: a, addresses: [], waypoint: {name: w, namespace: a, adresses: []}}\n",
+                "unknown field `workloads.0.waypoint.adresses`",
+            ),
+            (
+                "authorizationPolicies:\n- {name: p, namespace: a, action: DENNY}\n",
+                "authorizationPolicies.0.action: unknown value",
+            ),
+            (
+                "peerAuthentications:\n- {name: p, namespace: a, mode: STRCT}\n",
+                "peerAuthentications.0.mode: unknown value",
+            ),
+        ];
+        for (text, named) in cases {
+            std::fs::write(&path, text).expect("write");
+            let err = State::load_file(&path).expect_err("must fail").to_string();
+            assert!(err.contains(named), "{text}: {err}");
+        }
+        std::fs::write(&path, "services:\n- {name: a, namespace: b}\n").expect("write");
+        assert_eq!(State::load_file(&path).expect("valid").services.len(), 1);
     }
 }

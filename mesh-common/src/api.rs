@@ -11,7 +11,7 @@ mod resources;
 pub const CONTROLLER_PORT: u16 = 15010;
 
 pub use client::{ClientOptions, ClientStatus, ConfigClient, Transport};
-pub use model_set::ModelSet;
+pub use model_set::{bounded, Applied, ModelSet, MAX_WARNINGS, MAX_WARNING_LEN};
 pub use resources::{ResourceError, ResourceSet};
 
 /// Generated protobuf messages and tonic services, one module per proto package

@@ -9,6 +9,7 @@ use std::net::IpAddr;
 
 use crate::identity::Identity;
 
+pub mod compat;
 mod policy;
 mod route;
 
@@ -24,7 +25,7 @@ pub use route::{
 
 /// Everything one agent or waypoint needs, at one version.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Snapshot {
     /// Opaque version, echoed in acknowledgements.
     #[serde(default)]
@@ -84,7 +85,7 @@ impl Snapshot {
 
 /// One workload (a pod).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Workload {
     /// Unique id, e.g. `<namespace>/<pod-name>`.
     pub uid: String,
@@ -124,7 +125,7 @@ impl Workload {
 
 /// A service: virtual IPs and ports in front of a set of endpoints.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Service {
     /// Service name.
     pub name: String,
@@ -150,7 +151,7 @@ pub struct Service {
 
 /// A waypoint a workload or service is assigned to.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct WaypointRef {
     /// Name of the waypoint (its Gateway and Service).
     pub name: String,
@@ -163,7 +164,7 @@ pub struct WaypointRef {
 
 /// A service port and the port it maps to on the endpoints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct ServicePort {
     /// Port on the virtual IP.
     pub port: u16,
@@ -174,7 +175,7 @@ pub struct ServicePort {
 
 /// One endpoint of a service.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Endpoint {
     /// Uid of the workload behind the endpoint.
     pub workload_uid: String,

@@ -16,7 +16,7 @@ use std::time::Duration;
 use mesh_common::api::config::config_request::Request;
 use mesh_common::api::config::config_service_server::{ConfigService, ConfigServiceServer};
 use mesh_common::api::config::{ClientKind, ConfigRequest, ConfigUpdate, Hello};
-use mesh_common::api::ResourceSet;
+use mesh_common::api::{bounded, ResourceSet};
 use mesh_hbone::ca_service::transport::tls_incoming;
 use mesh_hbone::ca_service::{authenticate_metadata, HandshakeStats, NodeAuthenticator};
 use tokio::sync::{mpsc, watch};
@@ -247,7 +247,15 @@ impl Session {
                 changed = published.changed() => if changed.is_err() { break },
                 message = inbound.message() => match message {
                     Ok(Some(ConfigRequest { request: Some(Request::Ack(ack)) })) => {
-                        self.registry.update(id, |c| c.acked_version = ack.version);
+                        if !ack.warnings.is_empty() {
+                            tracing::warn!(client = %hello.client_id, version = %ack.version, warnings = ack.warnings.len(), first = ?ack.warnings.first(), "client applied config it does not fully understand (version skew)");
+                        }
+                        // Bounded again here: the client is not trusted to have bounded them.
+                        let warnings = bounded(&ack.warnings);
+                        self.registry.update(id, |c| {
+                            c.acked_version = ack.version;
+                            c.warnings = warnings;
+                        });
                     }
                     Ok(Some(ConfigRequest { request: Some(Request::Nack(nack)) })) => {
                         tracing::warn!(client = %hello.client_id, version = %nack.version, error = %nack.error, "client rejected config");

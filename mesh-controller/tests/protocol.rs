@@ -178,6 +178,7 @@ async fn first_update_is_full_and_nacks_are_recorded() {
     tx.send(ConfigRequest {
         request: Some(Request::Ack(Ack {
             version: first.version.clone(),
+            warnings: vec![],
         })),
     })
     .await
@@ -212,6 +213,7 @@ async fn a_stream_must_start_with_hello() {
     let ack = ConfigRequest {
         request: Some(Request::Ack(Ack {
             version: "x".to_owned(),
+            warnings: vec![],
         })),
     };
     let status = open(addr, &pki, credential, ack)

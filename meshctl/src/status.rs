@@ -67,6 +67,17 @@ pub fn render(report: &StatusReport) -> String {
     for row in &rows {
         line(row);
     }
+    // Version skew: what a client applied without understanding it (a newer controller).
+    for c in report.clients.iter().filter(|c| !c.warnings.is_empty()) {
+        let _ = writeln!(
+            out,
+            "{} applied config it does not fully understand:",
+            c.client_id
+        );
+        for w in &c.warnings {
+            let _ = writeln!(out, "  {w}");
+        }
+    }
     out
 }
 
@@ -93,6 +104,7 @@ mod tests {
                     kind: "agent".to_owned(),
                     node: "b".to_owned(),
                     acked_version: "v1".to_owned(),
+                    warnings: vec!["Workload default/x: unknown field zone".to_owned()],
                     ..ClientInfo::default()
                 },
             ],
@@ -103,5 +115,10 @@ mod tests {
         assert!(lines[1].starts_with("CLIENT"));
         assert!(lines[2].contains("agent/a") && lines[2].contains("SYNCED"));
         assert!(lines[3].contains("agent/b") && lines[3].contains("STALE"));
+        assert_eq!(
+            lines[4],
+            "agent/b applied config it does not fully understand:"
+        );
+        assert_eq!(lines[5], "  Workload default/x: unknown field zone");
     }
 }

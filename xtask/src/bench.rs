@@ -1,19 +1,22 @@
 //! `cargo xtask bench`: L4 benchmarks of the mesh against direct traffic on the same topology.
 //!
 //! On a two-node local cluster, a meshed client/server pair and a direct (not captured) pair sit
-//! on the same nodes; each case runs on both in the same run, alternating, several times, and
-//! the medians are compared with the targets of issue 6. Cases: single- and 4-stream throughput
-//! (iperf3), 64-byte ping-pong latency p50/p99 (`mesh-testapp pingpong`), HTTP/1.1 keep-alive
-//! requests/s on 1 and 16 connections (wrk against `mesh-testapp http`), new connections/s from
-//! one client (`mesh-testapp crr`), agent CPU per GB and per 10k requests, the same-node path,
-//! and agent memory (idle, per enrolled pod, per idle tunnelled connection). Prints a markdown
-//! table and writes JSON. See benches/README.md.
+//! on the same nodes; each case runs on both in the same run, alternating, several times. The
+//! direct baseline is bimodal on this machine kind, so each run's mode is probed (`mode`) and
+//! the targets of issue 6 are judged per mode, mesh against the same runs' baseline; a case
+//! whose client reported errors is failed and shows no figure (`report`). Cases: single- and
+//! 4-stream throughput (iperf3), 64-byte ping-pong latency p50/p99 (`mesh-testapp pingpong`),
+//! HTTP/1.1 keep-alive requests/s on 1 and 16 connections (wrk against `mesh-testapp http`), new
+//! connections/s from one client (`mesh-testapp crr`), agent CPU per GB and per 10k requests,
+//! the same-node path, and agent memory (idle, per enrolled pod, per idle tunnelled connection).
+//! Prints markdown tables and writes JSON. See benches/README.md.
 //!
 //! The measurement runs from the release build: `run` builds nothing itself (main.rs builds
 //! first) and executes `target/release/xtask bench-run`, whose `binary()` lookups then find the
 //! release `mesh-agent`, `mesh-controller` and `mesh-testapp` beside it.
 
 mod mesh;
+mod mode;
 mod report;
 mod tools;
 
@@ -23,7 +26,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde_json::json;
 
-use report::{Case, Target};
+use mode::RunMode;
+use report::{Case, Target, Via};
 use tools::{cpu_seconds, rss_kib, sum};
 
 /// How long and how often each case runs.
@@ -108,8 +112,8 @@ pub fn run_here(quick: bool, json_path: &Path) -> anyhow::Result<()> {
     );
     let bench = mesh::BenchMesh::start(plan.idle_pods)?;
     let result = measure(&bench, plan);
-    let cases = match result {
-        Ok(cases) => cases,
+    let measured = match result {
+        Ok(measured) => measured,
         Err(e) => {
             eprintln!("{}", bench.logs());
             return Err(e);
@@ -117,21 +121,77 @@ pub fn run_here(quick: bool, json_path: &Path) -> anyhow::Result<()> {
     };
     drop(bench);
     let seconds = started.elapsed().as_secs_f64();
+    let Measured {
+        cases,
+        runs,
+        baseline,
+    } = measured;
 
-    let table = report::table(&cases);
     crate::sh::step(&format!(
-        "results ({mode}, medians of {} runs, {seconds:.0} s in all)",
+        "direct baseline mode (direct 2-node 64 B ping-pong p50; fast below {} µs)",
+        mode::FAST_BELOW_US
+    ));
+    println!("{}", baseline_text(&baseline));
+    crate::sh::step(&format!(
+        "results ({mode}, medians of the runs in each baseline mode; {} runs, {seconds:.0} s in all)",
         plan.reps
     ));
-    println!("{table}");
-    let doc = report::json(&cases, &machine, mode, seconds);
+    println!("{}", report::table(&cases, &runs));
+    crate::sh::step(
+        "targets, judged in each baseline mode against the direct figures of the same runs",
+    );
+    println!("{}", report::targets(&cases, &runs));
+    let failures = report::failures(&cases);
+    if !failures.is_empty() {
+        crate::sh::step(
+            "failed cases (a client reported errors: no figure of these is shown or judged)",
+        );
+        for f in &failures {
+            println!("- {f}");
+        }
+    }
+    let doc = report::json(&cases, &runs, baseline, &machine, mode, seconds);
     if let Some(dir) = json_path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     std::fs::write(json_path, serde_json::to_string_pretty(&doc)? + "\n")
         .with_context(|| format!("writing {}", json_path.display()))?;
     println!("JSON written to {}", json_path.display());
+    let failed = cases.iter().filter(|c| !c.failures.is_empty()).count();
+    if failed > 0 {
+        bail!("{failed} case(s) failed: their clients reported errors (listed above)");
+    }
     Ok(())
+}
+
+/// The probes and the runs' modes, as printed.
+fn baseline_text(baseline: &serde_json::Value) -> String {
+    let mut out = String::new();
+    for p in baseline["probes"].as_array().into_iter().flatten() {
+        let at = p["at"].as_str().unwrap_or_default();
+        match p["p50_us"].as_f64() {
+            Some(v) => out.push_str(&format!("probe {at}: {v:.1} µs ({})\n", mode::classify(v))),
+            None => out.push_str(&format!("probe {at}: failed\n")),
+        }
+    }
+    for r in baseline["runs"].as_array().into_iter().flatten() {
+        let indicators: Vec<String> = r["indicators_us"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|v| {
+                v.as_f64()
+                    .map_or("failed".to_owned(), |v| format!("{v:.1}"))
+            })
+            .collect();
+        out.push_str(&format!(
+            "run {}: {} (direct p50s around and in it: {} µs)\n",
+            r["run"],
+            r["mode"].as_str().unwrap_or_default(),
+            indicators.join(", ")
+        ));
+    }
+    out
 }
 
 /// nproc, memory, kernel and load, as JSON.
@@ -158,14 +218,62 @@ fn machine() -> serde_json::Value {
     })
 }
 
-/// Which side of the comparison.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Via {
-    Direct,
-    Mesh,
+/// What [`measure`] returns: the cases, each run's baseline mode, and the probes (JSON).
+struct Measured {
+    cases: Vec<Case>,
+    runs: Vec<RunMode>,
+    baseline: serde_json::Value,
 }
 
-fn measure(bench: &mesh::BenchMesh, plan: Plan) -> anyhow::Result<Vec<Case>> {
+/// A client run's figure, or why it failed.
+type Outcome<T> = Result<T, String>;
+
+fn outcome<T>(result: anyhow::Result<T>) -> Outcome<T> {
+    result.map_err(|e| format!("{e:#}"))
+}
+
+fn value<T>(o: &Outcome<T>, f: impl Fn(&T) -> f64) -> Outcome<f64> {
+    o.as_ref().map(f).map_err(Clone::clone)
+}
+
+fn show(o: &Outcome<f64>, unit: &str) -> String {
+    match o {
+        Ok(v) if *v >= 100.0 => format!("{v:.0} {unit}"),
+        Ok(v) => format!("{v:.2} {unit}"),
+        Err(_) => "FAILED".to_owned(),
+    }
+}
+
+/// Direct ping-pong probes of the baseline's mode, in the order taken.
+struct Probes {
+    pings: u32,
+    taken: Vec<(String, Option<f64>)>,
+}
+
+impl Probes {
+    /// One probe: the direct 2-node ping-pong p50 now (`None` if the client failed).
+    fn take(&mut self, bench: &mesh::BenchMesh, at: String) -> Option<f64> {
+        let p50 = match tools::pingpong(&bench.direct.client, &bench.direct.remote, self.pings, 64)
+        {
+            Ok(l) => {
+                eprintln!(
+                    "  baseline probe {at}: direct p50 {:.1} µs ({} mode)",
+                    l.p50,
+                    mode::classify(l.p50)
+                );
+                Some(l.p50)
+            }
+            Err(e) => {
+                eprintln!("  baseline probe {at} failed: {e:#}");
+                None
+            }
+        };
+        self.taken.push((at, p50));
+        p50
+    }
+}
+
+fn measure(bench: &mesh::BenchMesh, plan: Plan) -> anyhow::Result<Measured> {
     let pids = bench.agent_pids()?;
     let settle = || std::thread::sleep(Duration::from_secs(2));
 
@@ -177,10 +285,9 @@ fn measure(bench: &mesh::BenchMesh, plan: Plan) -> anyhow::Result<Vec<Case>> {
         "MiB",
         Target::None,
     );
-    rss_idle.mesh = pids
-        .iter()
-        .map(|&p| rss_kib(p).map(|k| k / 1024.0))
-        .collect::<anyhow::Result<_>>()?;
+    for &p in &pids {
+        rss_idle.record(Via::Mesh, None, &Ok(rss_kib(p)? / 1024.0));
+    }
 
     crate::sh::step("enrolling the pods (meshed: captured; direct: not captured)");
     bench.enrol()?;
@@ -204,7 +311,8 @@ fn measure(bench: &mesh::BenchMesh, plan: Plan) -> anyhow::Result<Vec<Case>> {
         "KiB",
         Target::None,
     );
-    per_pod.mesh = vec![(rss_kib(pids[0])? - before) / f64::from(plan.idle_pods.max(1))];
+    let grown = (rss_kib(pids[0])? - before) / f64::from(plan.idle_pods.max(1));
+    per_pod.record(Via::Mesh, None, &Ok(grown));
 
     // Memory per idle tunnelled connection: both agents, around `held` connections held open.
     crate::sh::step(&format!(
@@ -222,7 +330,11 @@ fn measure(bench: &mesh::BenchMesh, plan: Plan) -> anyhow::Result<Vec<Case>> {
         "KiB",
         Target::AtMost(4.0),
     );
-    per_conn.mesh = vec![(during - before) / f64::from(plan.held.max(1))];
+    per_conn.record(
+        Via::Mesh,
+        None,
+        &Ok((during - before) / f64::from(plan.held.max(1))),
+    );
     settle();
 
     let mut thr1 = Case::new(
@@ -341,98 +453,112 @@ fn measure(bench: &mesh::BenchMesh, plan: Plan) -> anyhow::Result<Vec<Case>> {
     );
 
     let secs = plan.seconds;
+    // The baseline's mode is probed before the first run, between the halves of each run and
+    // after each run; a run's mode is that of every probe around and in it and of its own direct
+    // ping-pong p50 (`mode::run_mode`).
+    let mut probes = Probes {
+        pings: (plan.pings / 4).max(1_000),
+        taken: Vec::new(),
+    };
+    let mut before = probes.take(bench, "before run 1".to_owned());
+    let mut indicators: Vec<Vec<Option<f64>>> = Vec::new();
     for rep in 0..plan.reps {
         crate::sh::step(&format!("run {} of {}", rep + 1, plan.reps));
+        let run = Some(rep);
+        let mut around = vec![before];
         // Alternate which side goes first, so a drift in machine load hits both alike.
         let order = if rep % 2 == 0 {
             [Via::Direct, Via::Mesh]
         } else {
             [Via::Mesh, Via::Direct]
         };
-        for via in order {
+        for (half, via) in order.into_iter().enumerate() {
+            if half == 1 {
+                around.push(probes.take(bench, format!("run {}, between halves", rep + 1)));
+            }
             let side = match via {
                 Via::Direct => &bench.direct,
                 Via::Mesh => &bench.mesh,
             };
-            let push = |case: &mut Case, value: f64| match via {
-                Via::Direct => case.direct.push(value),
-                Via::Mesh => case.mesh.push(value),
-            };
-            let tag = match via {
-                Via::Direct => "direct",
-                Via::Mesh => "mesh",
-            };
 
             let cpu0 = sum(&pids, cpu_seconds)?;
-            let t = tools::iperf(&side.client, &side.remote, secs, 1)?;
+            let t = outcome(tools::iperf(&side.client, &side.remote, secs, 1));
             let cpu = sum(&pids, cpu_seconds)? - cpu0;
-            push(&mut thr1, t.gbits);
+            thr1.record(via, run, &value(&t, |t| t.gbits));
             if via == Via::Mesh {
-                if cpu < 0.05 {
+                if t.is_ok() && cpu < 0.05 {
                     bail!("the agents used {cpu:.3} CPU s during a meshed iperf3 run: the traffic was not captured");
                 }
-                cpu_gb.mesh.push(cpu / (t.bytes / 1e9));
+                cpu_gb.record(via, run, &value(&t, |t| cpu / (t.bytes / 1e9)));
             }
-            let t4 = tools::iperf(&side.client, &side.remote, secs, 4)?;
-            push(&mut thr4, t4.gbits);
+            let t4 = outcome(tools::iperf(&side.client, &side.remote, secs, 4));
+            thr4.record(via, run, &value(&t4, |t| t.gbits));
 
-            let lat = tools::pingpong(&side.client, &side.remote, plan.pings, 64)?;
-            push(&mut p50, lat.p50);
-            push(&mut p99, lat.p99);
+            let lat = outcome(tools::pingpong(&side.client, &side.remote, plan.pings, 64));
+            p50.record(via, run, &value(&lat, |l| l.p50));
+            p99.record(via, run, &value(&lat, |l| l.p99));
+            if via == Via::Direct {
+                around.push(lat.as_ref().ok().map(|l| l.p50));
+            }
 
-            let h1 = tools::wrk(&side.client, &side.remote, secs, 1)?;
-            push(&mut http1, h1.rps);
+            let h1 = outcome(tools::wrk(&side.client, &side.remote, secs, 1));
+            http1.record(via, run, &value(&h1, |h| h.rps));
             let cpu0 = sum(&pids, cpu_seconds)?;
-            let h16 = tools::wrk(&side.client, &side.remote, secs, 16)?;
+            let h16 = outcome(tools::wrk(&side.client, &side.remote, secs, 16));
             let cpu = sum(&pids, cpu_seconds)? - cpu0;
-            push(&mut http16, h16.rps);
-            if via == Via::Mesh && h16.requests > 0.0 {
-                cpu_req.mesh.push(cpu / (h16.requests / 1e4));
+            http16.record(via, run, &value(&h16, |h| h.rps));
+            if via == Via::Mesh {
+                let per_10k = h16.as_ref().map_err(Clone::clone).and_then(|h| {
+                    (h.requests > 0.0)
+                        .then(|| cpu / (h.requests / 1e4))
+                        .ok_or_else(|| "wrk completed no request".to_owned())
+                });
+                cpu_req.record(via, run, &per_10k);
             }
 
-            let c = tools::crr(&side.client, &side.remote, secs)?;
-            push(&mut crr, c);
+            let c = outcome(tools::crr(&side.client, &side.remote, secs));
+            crr.record(via, run, &c);
 
             // Same node. The direct side is measured once and is the baseline of the three mesh
             // variants: the agent's relay (fast path off), the kernel fast path (the default:
             // decided at connect, straight to the destination pod) and the kernel splice.
             let same_node = match via {
                 Via::Direct => {
-                    let m = SameNode::measure(&side.client, &side.local, secs, plan.pings)?;
+                    let m = SameNode::measure(&side.client, &side.local, secs, plan.pings);
                     for rows in [&mut relay, &mut kernel, &mut splice] {
-                        rows.push_direct(&m);
+                        rows.record(via, run, &m);
                     }
                     let loopback = format!("127.0.0.1:{}", tools::LOOPBACK_ECHO_PORT);
-                    let lo = tools::pingpong_to(&side.client, &loopback, plan.pings, 64)?;
-                    splice_vs_loopback.direct.push(lo.p50);
-                    legs_p50.direct.push(lat.p50);
-                    legs_http1.direct.push(h1.rps);
+                    let lo = outcome(tools::pingpong_to(&side.client, &loopback, plan.pings, 64));
+                    splice_vs_loopback.record(via, run, &value(&lo, |l| l.p50));
+                    legs_p50.record(via, run, &value(&lat, |l| l.p50));
+                    legs_http1.record(via, run, &value(&h1, |h| h.rps));
                     m.summary()
                 }
                 Via::Mesh => {
                     bench.fast_path("enabled=false")?;
-                    let r = SameNode::measure(&side.client, &side.local, secs, plan.pings)?;
-                    relay.push_mesh(&r);
+                    let r = SameNode::measure(&side.client, &side.local, secs, plan.pings);
+                    relay.record(via, run, &r);
                     bench.fast_path("enabled=true")?;
                     // The agent decides the first connection to each port; the kernel the rest.
-                    tools::pingpong(&side.client, &side.local, 1, 64)?;
+                    tools::pingpong(&side.client, &side.local, 1, 64)
+                        .context("the warm-up connection of the kernel fast path")?;
                     let (decided, _) = bench.fast_path_counts()?;
-                    let k = SameNode::measure(&side.client, &side.local, secs, plan.pings)?;
+                    let k = SameNode::measure(&side.client, &side.local, secs, plan.pings);
                     let (now, _) = bench.fast_path_counts()?;
                     if now <= decided {
                         bail!("no same-node connection was decided in the kernel: the fast path did not engage");
                     }
-                    kernel.push_mesh(&k);
+                    kernel.record(via, run, &k);
                     bench.fast_path("splice=true")?;
                     let (_, fallbacks_before) = bench.fast_path_counts()?;
-                    let sp = SameNode::measure(&side.client, &side.local, secs, plan.pings)?;
-                    splice.push_mesh(&sp);
-                    splice_vs_loopback.mesh.push(sp.latency.p50);
-                    let legs = tools::pingpong(&side.client, &side.remote, plan.pings, 64)?;
-                    legs_p50.mesh.push(legs.p50);
-                    legs_http1
-                        .mesh
-                        .push(tools::wrk(&side.client, &side.remote, secs, 1)?.rps);
+                    let sp = SameNode::measure(&side.client, &side.local, secs, plan.pings);
+                    splice.record(via, run, &sp);
+                    splice_vs_loopback.record(via, run, &value(&sp.latency, |l| l.p50));
+                    let legs = outcome(tools::pingpong(&side.client, &side.remote, plan.pings, 64));
+                    legs_p50.record(via, run, &value(&legs, |l| l.p50));
+                    let legs_h1 = outcome(tools::wrk(&side.client, &side.remote, secs, 1));
+                    legs_http1.record(via, run, &value(&legs_h1, |h| h.rps));
                     let (_, fallbacks) = bench.fast_path_counts()?;
                     if fallbacks > fallbacks_before {
                         eprintln!(
@@ -450,13 +576,49 @@ fn measure(bench: &mesh::BenchMesh, plan: Plan) -> anyhow::Result<Vec<Case>> {
                 }
             };
             eprintln!(
-                "  {tag:<6} 1-stream {:.2} Gbit/s, 4-stream {:.2} Gbit/s, p50 {:.1} µs p99 {:.1} µs, http {:.0}/{:.0} req/s, {:.0} conn/s; same node: {same_node}",
-                t.gbits, t4.gbits, lat.p50, lat.p99, h1.rps, h16.rps, c
+                "  {via:<6} 1-stream {}, 4-stream {}, p50 {} p99 {}, http {} / {}, {}; same node: {same_node}",
+                show(&value(&t, |t| t.gbits), "Gbit/s"),
+                show(&value(&t4, |t| t.gbits), "Gbit/s"),
+                show(&value(&lat, |l| l.p50), "µs"),
+                show(&value(&lat, |l| l.p99), "µs"),
+                show(&value(&h1, |h| h.rps), "req/s"),
+                show(&value(&h16, |h| h.rps), "req/s"),
+                show(&c, "conn/s"),
             );
+            for (what, o) in [
+                ("iperf3 1 stream", t.as_ref().err()),
+                ("iperf3 4 streams", t4.as_ref().err()),
+                ("ping-pong", lat.as_ref().err()),
+                ("wrk 1 connection", h1.as_ref().err()),
+                ("wrk 16 connections", h16.as_ref().err()),
+                ("new connections", c.as_ref().err()),
+            ] {
+                if let Some(why) = o {
+                    eprintln!("  {via} {what} FAILED: {why}");
+                }
+            }
         }
+        before = probes.take(bench, format!("after run {}", rep + 1));
+        around.push(before);
+        indicators.push(around);
     }
+    let runs: Vec<RunMode> = indicators.iter().map(|i| mode::run_mode(i)).collect();
+    let baseline = serde_json::json!({
+        "indicator": "direct 2-node 64 B ping-pong p50 (µs)",
+        "fast_below_us": mode::FAST_BELOW_US,
+        "probes": probes.taken.iter().map(|(at, p50)| serde_json::json!({
+            "at": at,
+            "p50_us": p50,
+            "mode": p50.map(|p| mode::classify(p).key()),
+        })).collect::<Vec<_>>(),
+        "runs": indicators.iter().zip(&runs).enumerate().map(|(i, (ind, m))| serde_json::json!({
+            "run": i + 1,
+            "indicators_us": ind,
+            "mode": m.to_string(),
+        })).collect::<Vec<_>>(),
+    });
 
-    Ok(vec![
+    let cases = vec![
         thr1, thr4, p50, p99, http1, http16, crr, cpu_gb, cpu_req, legs_p50, legs_http1,
     ]
     .into_iter()
@@ -464,16 +626,21 @@ fn measure(bench: &mesh::BenchMesh, plan: Plan) -> anyhow::Result<Vec<Case>> {
     .chain(kernel.into_cases())
     .chain(splice.into_cases())
     .chain([splice_vs_loopback, rss_idle, per_pod, per_conn])
-    .collect())
+    .collect();
+    Ok(Measured {
+        cases,
+        runs,
+        baseline,
+    })
 }
 
 /// One same-node measurement: throughput, ping-pong and connection rate from the client to the
-/// server on its node.
+/// server on its node, each a figure or why its client failed.
 #[derive(Debug)]
 struct SameNode {
-    throughput: tools::Throughput,
-    latency: tools::Latency,
-    connections_per_second: f64,
+    throughput: Outcome<tools::Throughput>,
+    latency: Outcome<tools::Latency>,
+    connections_per_second: Outcome<f64>,
 }
 
 impl SameNode {
@@ -482,18 +649,20 @@ impl SameNode {
         server: &mesh_tests::Pod,
         secs: u64,
         pings: u32,
-    ) -> anyhow::Result<SameNode> {
-        Ok(SameNode {
-            throughput: tools::iperf(client, server, secs, 1)?,
-            latency: tools::pingpong(client, server, pings, 64)?,
-            connections_per_second: tools::crr(client, server, secs)?,
-        })
+    ) -> SameNode {
+        SameNode {
+            throughput: outcome(tools::iperf(client, server, secs, 1)),
+            latency: outcome(tools::pingpong(client, server, pings, 64)),
+            connections_per_second: outcome(tools::crr(client, server, secs)),
+        }
     }
 
     fn summary(&self) -> String {
         format!(
-            "{:.2} Gbit/s p50 {:.1} µs {:.0} conn/s",
-            self.throughput.gbits, self.latency.p50, self.connections_per_second
+            "{} p50 {} {}",
+            show(&value(&self.throughput, |t| t.gbits), "Gbit/s"),
+            show(&value(&self.latency, |l| l.p50), "µs"),
+            show(&self.connections_per_second, "conn/s"),
         )
     }
 }
@@ -516,18 +685,12 @@ impl SameNodeRows {
         }
     }
 
-    fn push_direct(&mut self, m: &SameNode) {
-        self.throughput.direct.push(m.throughput.gbits);
-        self.p50.direct.push(m.latency.p50);
-        self.p99.direct.push(m.latency.p99);
-        self.connections.direct.push(m.connections_per_second);
-    }
-
-    fn push_mesh(&mut self, m: &SameNode) {
-        self.throughput.mesh.push(m.throughput.gbits);
-        self.p50.mesh.push(m.latency.p50);
-        self.p99.mesh.push(m.latency.p99);
-        self.connections.mesh.push(m.connections_per_second);
+    fn record(&mut self, via: Via, run: Option<usize>, m: &SameNode) {
+        self.throughput
+            .record(via, run, &value(&m.throughput, |t| t.gbits));
+        self.p50.record(via, run, &value(&m.latency, |l| l.p50));
+        self.p99.record(via, run, &value(&m.latency, |l| l.p99));
+        self.connections.record(via, run, &m.connections_per_second);
     }
 
     fn into_cases(self) -> [Case; 4] {

@@ -88,6 +88,9 @@ pub struct ClientStatus {
     pub connections: u64,
     /// Last stream or decode error.
     pub last_error: Option<String>,
+    /// What the published snapshot holds that this build does not understand (unknown fields
+    /// and enum values, bounded as in the acknowledgement that carried them).
+    pub warnings: Vec<String>,
 }
 
 /// A running config stream client; dropping it stops the background task.
@@ -233,14 +236,18 @@ async fn stream_once(
         }
         first = false;
         let reply = match set.apply(&update) {
-            Ok(snapshot) => {
-                snapshot_tx.send_replace(Arc::new(snapshot));
+            Ok(applied) => {
+                log_warnings(&update.version, &applied.new_warnings);
+                let warnings = set.warnings();
+                snapshot_tx.send_replace(Arc::new(applied.snapshot));
                 status_tx.send_modify(|s| {
                     s.connected = true;
                     s.version = update.version.clone();
+                    s.warnings = warnings.clone();
                 });
                 Request::Ack(Ack {
                     version: update.version,
+                    warnings,
                 })
             }
             Err(e) => {
@@ -263,4 +270,18 @@ async fn stream_once(
         }
     }
     Ok(())
+}
+
+/// At most this many warning lines per applied version; the rest are counted in one line.
+const MAX_LOGGED_WARNINGS: usize = 20;
+
+/// Logs what an update carried that this build does not understand: once per version (each
+/// resource is decoded once per update that carries it), bounded.
+fn log_warnings(version: &str, warnings: &[String]) {
+    for warning in warnings.iter().take(MAX_LOGGED_WARNINGS) {
+        tracing::warn!(%version, %warning, "config applied with parts this build does not know (newer controller?)");
+    }
+    if warnings.len() > MAX_LOGGED_WARNINGS {
+        tracing::warn!(%version, more = warnings.len() - MAX_LOGGED_WARNINGS, "more config warnings in this version");
+    }
 }

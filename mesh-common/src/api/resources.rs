@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use prost::bytes::Bytes;
 
 use super::config::{ConfigUpdate, Resource, ResourceKey, ResourceKind};
+use crate::model::compat::{self, UnknownValues};
 use crate::model::{
     AuthorizationPolicy, DestinationPolicy, PeerAuthentication, Route, Service, Snapshot, Workload,
 };
@@ -61,16 +62,46 @@ fn encode<T: serde::Serialize>(
     Ok(())
 }
 
-fn decode<T: serde::de::DeserializeOwned>(
+/// Decodes one resource, tolerating what a newer controller may add: returns the value and a
+/// warning (`<Kind> <key>: <path> …`) per unknown field or enum value.
+fn decode<T: serde::de::DeserializeOwned + UnknownValues>(
     kind: ResourceKind,
     key: &str,
     json: &[u8],
-) -> Result<T, ResourceError> {
-    serde_json::from_slice(json).map_err(|source| ResourceError::Decode {
+) -> Result<(T, Vec<String>), ResourceError> {
+    let error = |source| ResourceError::Decode {
         kind,
         key: key.to_owned(),
         source,
-    })
+    };
+    let mut de = serde_json::Deserializer::from_slice(json);
+    let (value, fields): (T, _) = compat::deserialize_reporting(&mut de).map_err(error)?;
+    de.end().map_err(error)?;
+    let name = kind_name(kind);
+    let mut warnings: Vec<String> = fields
+        .iter()
+        .map(|path| format!("{name} {key}: unknown field {path}"))
+        .collect();
+    warnings.extend(
+        value
+            .unknown_values()
+            .iter()
+            .map(|v| format!("{name} {key}: {v}")),
+    );
+    Ok((value, warnings))
+}
+
+/// The kind's name without the proto prefix, e.g. `AuthorizationPolicy`.
+pub(crate) fn kind_name(kind: ResourceKind) -> &'static str {
+    match kind {
+        ResourceKind::Unspecified => "Unspecified",
+        ResourceKind::Workload => "Workload",
+        ResourceKind::Service => "Service",
+        ResourceKind::AuthorizationPolicy => "AuthorizationPolicy",
+        ResourceKind::PeerAuthentication => "PeerAuthentication",
+        ResourceKind::Route => "Route",
+        ResourceKind::DestinationPolicy => "DestinationPolicy",
+    }
 }
 
 impl ResourceSet {
@@ -189,12 +220,13 @@ impl ResourceSet {
     }
 
     /// Decodes the set back into a snapshot with the given version; any bad resource fails the
-    /// whole decode, so a client never applies half an update.
+    /// whole decode, so a client never applies half an update. Unknown fields are tolerated
+    /// (and not reported here: see [`ModelSet`](super::ModelSet)).
     pub fn to_snapshot(&self, version: &str) -> Result<Snapshot, ResourceError> {
         let decoded = self
             .items
             .iter()
-            .map(|((kind, key), json)| Decoded::decode(*kind, key, json))
+            .map(|((kind, key), json)| Decoded::decode(*kind, key, json).map(|(d, _)| d))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Decoded::snapshot(version, decoded.iter()))
     }
@@ -212,24 +244,34 @@ pub(crate) enum Decoded {
 }
 
 impl Decoded {
-    /// Decodes one resource by its kind.
-    pub(crate) fn decode(raw_kind: i32, key: &str, json: &[u8]) -> Result<Self, ResourceError> {
+    /// Decodes one resource by its kind, with its warnings (unknown fields and values). A kind
+    /// this build does not know fails: it could carry policy (see `model::compat`).
+    pub(crate) fn decode(
+        raw_kind: i32,
+        key: &str,
+        json: &[u8],
+    ) -> Result<(Self, Vec<String>), ResourceError> {
+        fn wrap<T>(decoded: (T, Vec<String>), variant: fn(T) -> Decoded) -> (Decoded, Vec<String>) {
+            (variant(decoded.0), decoded.1)
+        }
         let unknown = || ResourceError::UnknownKind {
             kind: raw_kind,
             key: key.to_owned(),
         };
         let kind = ResourceKind::try_from(raw_kind).map_err(|_| unknown())?;
         Ok(match kind {
-            ResourceKind::Workload => Decoded::Workload(decode(kind, key, json)?),
-            ResourceKind::Service => Decoded::Service(decode(kind, key, json)?),
+            ResourceKind::Workload => wrap(decode(kind, key, json)?, Decoded::Workload),
+            ResourceKind::Service => wrap(decode(kind, key, json)?, Decoded::Service),
             ResourceKind::AuthorizationPolicy => {
-                Decoded::AuthorizationPolicy(decode(kind, key, json)?)
+                wrap(decode(kind, key, json)?, Decoded::AuthorizationPolicy)
             }
             ResourceKind::PeerAuthentication => {
-                Decoded::PeerAuthentication(decode(kind, key, json)?)
+                wrap(decode(kind, key, json)?, Decoded::PeerAuthentication)
             }
-            ResourceKind::Route => Decoded::Route(decode(kind, key, json)?),
-            ResourceKind::DestinationPolicy => Decoded::DestinationPolicy(decode(kind, key, json)?),
+            ResourceKind::Route => wrap(decode(kind, key, json)?, Decoded::Route),
+            ResourceKind::DestinationPolicy => {
+                wrap(decode(kind, key, json)?, Decoded::DestinationPolicy)
+            }
             ResourceKind::Unspecified => return Err(unknown()),
         })
     }
@@ -320,5 +362,54 @@ mod tests {
         };
         let set = ResourceSet::default().apply(&update);
         assert!(set.to_snapshot("1").is_err());
+    }
+
+    #[test]
+    fn resources_of_an_older_or_newer_controller_decode() {
+        // (what, kind, JSON, warnings)
+        let cases: &[(&str, ResourceKind, &str, &[&str])] = &[
+            (
+                "older controller: only the fields of the first release, the rest defaults",
+                ResourceKind::Workload,
+                r#"{"uid":"default/a","name":"a","namespace":"default","addresses":["10.0.0.1"]}"#,
+                &[],
+            ),
+            (
+                "newer controller: one field more",
+                ResourceKind::Workload,
+                r#"{"uid":"default/a","name":"a","namespace":"default","addresses":["10.0.0.1"],"zone":"z1"}"#,
+                &["Workload default/a: unknown field zone"],
+            ),
+            (
+                "newer controller: an action this build does not know",
+                ResourceKind::AuthorizationPolicy,
+                r#"{"name":"p","namespace":"default","action":"CUSTOM","provider":{"name":"ext"}}"#,
+                &[
+                    "AuthorizationPolicy default/a: unknown field provider",
+                    "AuthorizationPolicy default/a: action: unknown value (the policy denies every connection to the workloads it applies to)",
+                ],
+            ),
+        ];
+        for (what, kind, json, warnings) in cases {
+            let (decoded, got) =
+                Decoded::decode(*kind as i32, "default/a", json.as_bytes()).expect(what);
+            assert_eq!(&got, warnings, "{what}");
+            if let Decoded::Workload(w) = decoded {
+                assert_eq!(
+                    w.service_account, "default",
+                    "{what}: default service account"
+                );
+                assert!(
+                    !w.meshed && w.labels.is_empty() && w.waypoint.is_none(),
+                    "{what}"
+                );
+            }
+        }
+        let trailing = Decoded::decode(
+            ResourceKind::Service as i32,
+            "k",
+            br#"{"name":"a","namespace":"b"} x"#,
+        );
+        assert!(trailing.is_err(), "trailing bytes are still an error");
     }
 }

@@ -31,11 +31,16 @@ pub enum AuthorizationAction {
     Deny,
     /// Record matching requests; no effect on the decision.
     Audit,
+    /// An action this build does not know (from a newer controller): the policy denies every
+    /// connection to the workloads it applies to, whatever its rules. It might be a stricter
+    /// action, so it is never taken as ALLOW, nor ignored (see `compat`).
+    #[serde(other)]
+    Unknown,
 }
 
 /// An authorization policy (from an Istio AuthorizationPolicy).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct AuthorizationPolicy {
     /// Policy name.
     pub name: String,
@@ -86,7 +91,7 @@ impl AuthorizationPolicy {
 
 /// A reference from a policy to the object it attaches to (`targetRefs`).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct PolicyTargetRef {
     /// API group, e.g. `gateway.networking.k8s.io` or empty for core.
     #[serde(default)]
@@ -101,7 +106,7 @@ pub struct PolicyTargetRef {
 
 /// One rule: all of `from`, `to` and `when` must match; within each, any entry may match.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct AuthorizationRule {
     /// Sources, any of which may match; empty matches any source.
     #[serde(default)]
@@ -116,7 +121,7 @@ pub struct AuthorizationRule {
 
 /// A `when` condition of an authorization rule.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Condition {
     /// Attribute name, e.g. `request.headers[version]` or `source.ip`.
     pub key: String,
@@ -149,7 +154,7 @@ impl AuthorizationRule {
 
 /// Who a request comes from (`from.source`); every non-empty field must match.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Source {
     /// Peer identities without `spiffe://`, e.g. `cluster.local/ns/default/sa/sleep`; `*`
     /// prefix/suffix wildcards as in Istio.
@@ -222,7 +227,7 @@ impl Source {
 
 /// What a request is for (`to.operation`); every non-empty field must match.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Operation {
     /// Destination ports.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -271,7 +276,7 @@ impl Operation {
 
 /// An address range (CIDR); a bare address is a /32 or /128.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct IpBlock {
     /// Network address.
     pub address: IpAddr,
@@ -311,11 +316,25 @@ pub enum PeerAuthMode {
     Strict,
     /// Plaintext only (treated as permissive by ambient data planes).
     Disable,
+    /// A mode this build does not know (from a newer controller): taken as STRICT, so plaintext
+    /// is refused rather than let in (see `compat`).
+    #[serde(other)]
+    Unknown,
+}
+
+impl PeerAuthMode {
+    /// The mode as enforced: an unknown mode is STRICT.
+    fn enforced(self) -> PeerAuthMode {
+        match self {
+            PeerAuthMode::Unknown => PeerAuthMode::Strict,
+            mode => mode,
+        }
+    }
 }
 
 /// A peer authentication policy (from an Istio PeerAuthentication).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct PeerAuthentication {
     /// Policy name.
     pub name: String,
@@ -335,7 +354,8 @@ pub struct PeerAuthentication {
     pub port_level_mtls: BTreeMap<u16, PeerAuthMode>,
 }
 
-/// Picks the effective mode: workload policy (port level first), namespace policy, mesh policy.
+/// Picks the effective mode: workload policy (port level first), namespace policy, mesh policy;
+/// an unknown mode is enforced as STRICT.
 pub(super) fn resolve_peer_auth(
     policies: &[PeerAuthentication],
     workload: &Workload,
@@ -354,7 +374,7 @@ pub(super) fn resolve_peer_auth(
                 .get(&port)
                 .filter(|m| **m != PeerAuthMode::Unset)
             {
-                return *mode;
+                return mode.enforced();
             }
             workload_level.get_or_insert(p.mode);
         } else if p.mesh_wide {
@@ -367,5 +387,85 @@ pub(super) fn resolve_peer_auth(
         .into_iter()
         .flatten()
         .find(|m| *m != PeerAuthMode::Unset)
-        .unwrap_or(PeerAuthMode::Permissive)
+        .map_or(PeerAuthMode::Permissive, PeerAuthMode::enforced)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn workload() -> Workload {
+        Workload {
+            uid: "prod/a".to_owned(),
+            name: "a".to_owned(),
+            namespace: "prod".to_owned(),
+            service_account: "default".to_owned(),
+            node: String::new(),
+            addresses: vec![],
+            meshed: true,
+            labels: BTreeMap::from([("app".to_owned(), "a".to_owned())]),
+            waypoint: None,
+        }
+    }
+
+    fn policy(
+        mode: PeerAuthMode,
+        selector: bool,
+        ports: &[(u16, PeerAuthMode)],
+    ) -> PeerAuthentication {
+        PeerAuthentication {
+            name: "p".to_owned(),
+            namespace: "prod".to_owned(),
+            mesh_wide: false,
+            selector: selector.then(|| BTreeMap::from([("app".to_owned(), "a".to_owned())])),
+            mode,
+            port_level_mtls: ports.iter().copied().collect(),
+        }
+    }
+
+    #[test]
+    fn an_unknown_peer_auth_mode_is_enforced_as_strict() {
+        use PeerAuthMode::*;
+        // (what, policies, port, effective mode)
+        let cases = [
+            ("no policy", vec![], 80, Permissive),
+            (
+                "namespace STRICT",
+                vec![policy(Strict, false, &[])],
+                80,
+                Strict,
+            ),
+            (
+                "namespace unknown",
+                vec![policy(Unknown, false, &[])],
+                80,
+                Strict,
+            ),
+            (
+                "workload unknown over namespace PERMISSIVE",
+                vec![policy(Unknown, true, &[]), policy(Permissive, false, &[])],
+                80,
+                Strict,
+            ),
+            (
+                "port-level unknown",
+                vec![policy(Permissive, true, &[(8080, Unknown)])],
+                8080,
+                Strict,
+            ),
+            (
+                "port-level unknown, other port",
+                vec![policy(Permissive, true, &[(8080, Unknown)])],
+                80,
+                Permissive,
+            ),
+        ];
+        for (what, policies, port, expected) in cases {
+            assert_eq!(
+                resolve_peer_auth(&policies, &workload(), port),
+                expected,
+                "{what}"
+            );
+        }
+    }
 }

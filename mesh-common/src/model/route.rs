@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use super::compat::Skip;
+
 /// Where a route came from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -13,11 +15,14 @@ pub enum RouteKind {
     VirtualService,
     /// gateway.networking.k8s.io HTTPRoute.
     HttpRoute,
+    /// A source kind this build does not know (from a newer controller); informational only.
+    #[serde(other)]
+    Unknown,
 }
 
 /// HTTP routing for a set of hosts.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Route {
     /// Name of the source object.
     pub name: String,
@@ -35,7 +40,7 @@ pub struct Route {
 
 /// One rule: matches, then where and how to send the request.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct RouteRule {
     /// Rule name, if given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -74,7 +79,7 @@ pub struct RouteRule {
 
 /// A request match; every present field must match.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct HttpMatch {
     /// Path match.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -96,8 +101,8 @@ pub struct HttpMatch {
     pub port: Option<u16>,
 }
 
-/// A string match.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// A string match (`{"exact": "…"}`, `{"prefix": "…"}` or `{"regex": "…"}`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum StringMatch {
     /// Equal.
@@ -106,11 +111,50 @@ pub enum StringMatch {
     Prefix(String),
     /// RE2 regular expression, matched against the whole value.
     Regex(String),
+    /// A kind of match this build does not know (from a newer controller), with its tag: it
+    /// never matches, so the rule holding it is not taken.
+    Unknown(String),
+}
+
+impl<'de> serde::Deserialize<'de> for StringMatch {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct MatchVisitor;
+        impl<'de> serde::de::Visitor<'de> for MatchVisitor {
+            type Value = StringMatch;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string match: one of exact, prefix, regex")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<StringMatch, A::Error> {
+                let Some(tag) = map.next_key::<String>()? else {
+                    return Err(serde::de::Error::invalid_length(0, &self));
+                };
+                let value = match tag.as_str() {
+                    "exact" => StringMatch::Exact(map.next_value()?),
+                    "prefix" => StringMatch::Prefix(map.next_value()?),
+                    "regex" => StringMatch::Regex(map.next_value()?),
+                    _ => {
+                        map.next_value::<Skip>()?;
+                        StringMatch::Unknown(tag)
+                    }
+                };
+                if map.next_key::<Skip>()?.is_some() {
+                    return Err(serde::de::Error::invalid_length(2, &self));
+                }
+                Ok(value)
+            }
+        }
+        de.deserialize_map(MatchVisitor)
+    }
 }
 
 /// A weighted destination.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct RouteDestination {
     /// Fully qualified host.
     pub host: String,
@@ -126,7 +170,7 @@ pub struct RouteDestination {
 
 /// An HTTP redirect.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Redirect {
     /// New path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -140,7 +184,7 @@ pub struct Redirect {
 
 /// A rewrite before forwarding.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Rewrite {
     /// Replacement for the matched path prefix.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -152,7 +196,7 @@ pub struct Rewrite {
 
 /// Retries.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct RetryPolicy {
     /// Number of retries.
     pub attempts: u32,
@@ -166,7 +210,7 @@ pub struct RetryPolicy {
 
 /// Fault injection.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Fault {
     /// Delay some requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -178,7 +222,7 @@ pub struct Fault {
 
 /// Injected delay.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct FaultDelay {
     /// Delay in milliseconds.
     pub fixed_delay_ms: u64,
@@ -188,7 +232,7 @@ pub struct FaultDelay {
 
 /// Injected abort.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct FaultAbort {
     /// HTTP status returned.
     pub http_status: u16,
@@ -198,7 +242,7 @@ pub struct FaultAbort {
 
 /// Mirroring.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Mirror {
     /// Where copies go (weight unused).
     pub destination: RouteDestination,
@@ -208,7 +252,7 @@ pub struct Mirror {
 
 /// Header changes.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct HeaderOps {
     /// Set (overwrite).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -230,7 +274,7 @@ impl HeaderOps {
 
 /// Traffic policy and subsets for one host (from a DestinationRule).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct DestinationPolicy {
     /// Name of the DestinationRule.
     pub name: String,
@@ -248,7 +292,7 @@ pub struct DestinationPolicy {
 
 /// A named subset of a host's endpoints, selected by labels.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Subset {
     /// Subset name.
     pub name: String,
@@ -262,7 +306,7 @@ pub struct Subset {
 
 /// Load balancing, connection limits and outlier detection.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct TrafficPolicy {
     /// Load balancer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -275,8 +319,8 @@ pub struct TrafficPolicy {
     pub outlier_detection: Option<OutlierDetection>,
 }
 
-/// Load balancer algorithm.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// Load balancer algorithm (`"roundRobin"`, …, or `{"consistentHash": {"header": …}}`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum LoadBalancer {
     /// Round robin.
@@ -292,11 +336,71 @@ pub enum LoadBalancer {
         /// Header name.
         header: Option<String>,
     },
+    /// An algorithm this build does not know (from a newer controller), with its tag: round
+    /// robin is used.
+    Unknown(String),
+}
+
+impl<'de> serde::Deserialize<'de> for LoadBalancer {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        struct ConsistentHash {
+            #[serde(default)]
+            header: Option<String>,
+        }
+        fn unit(tag: &str) -> LoadBalancer {
+            match tag {
+                "roundRobin" => LoadBalancer::RoundRobin,
+                "leastRequest" => LoadBalancer::LeastRequest,
+                "random" => LoadBalancer::Random,
+                "passthrough" => LoadBalancer::Passthrough,
+                other => LoadBalancer::Unknown(other.to_owned()),
+            }
+        }
+        struct BalancerVisitor;
+        impl<'de> serde::de::Visitor<'de> for BalancerVisitor {
+            type Value = LoadBalancer;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a load balancer name or {consistentHash: {header}}")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, tag: &str) -> Result<LoadBalancer, E> {
+                Ok(unit(tag))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<LoadBalancer, A::Error> {
+                let Some(tag) = map.next_key::<String>()? else {
+                    return Err(serde::de::Error::invalid_length(0, &self));
+                };
+                let value = if tag == "consistentHash" {
+                    let hash: ConsistentHash = map.next_value()?;
+                    LoadBalancer::ConsistentHash {
+                        header: hash.header,
+                    }
+                } else {
+                    // A unit variant in map form (`{"random": null}`), as some encoders write,
+                    // or an algorithm this build does not know (its value skipped unreported:
+                    // the tag is reported as an unknown value instead).
+                    map.next_value::<Skip>()?;
+                    unit(&tag)
+                };
+                if map.next_key::<Skip>()?.is_some() {
+                    return Err(serde::de::Error::invalid_length(2, &self));
+                }
+                Ok(value)
+            }
+        }
+        de.deserialize_any(BalancerVisitor)
+    }
 }
 
 /// Connection pool limits.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct ConnectionPool {
     /// Maximum TCP connections.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -317,7 +421,7 @@ pub struct ConnectionPool {
 
 /// Outlier detection.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct OutlierDetection {
     /// Consecutive 5xx errors before ejection.
     #[serde(default, skip_serializing_if = "Option::is_none")]

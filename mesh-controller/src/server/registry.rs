@@ -30,6 +30,10 @@ pub struct ClientInfo {
     pub last_nack: Option<String>,
     /// Resources in the client's view.
     pub resources: usize,
+    /// What the client reported, with its last acknowledgement, that it did not understand
+    /// (fields and enum values of a newer model: version skew); bounded.
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 /// Connected clients by stream id.

@@ -85,10 +85,20 @@ pub fn iperf(client: &Pod, server: &Pod, seconds: u64, streams: u32) -> anyhow::
             run_in(client, "iperf3", &args, limit)?
         }
     };
-    let json: serde_json::Value = serde_json::from_str(&out).context("iperf3 -J output")?;
+    parse_iperf(&out).map_err(|e| anyhow::anyhow!("iperf3: {e}"))
+}
+
+/// The receiver's figures from `iperf3 -J` output; an error when iperf3 reported one (its JSON
+/// has an `error` member) or gave no end summary.
+pub fn parse_iperf(out: &str) -> Result<Throughput, String> {
+    let json: serde_json::Value =
+        serde_json::from_str(out).map_err(|e| format!("no JSON output ({e}): {out}"))?;
+    if let Some(error) = json["error"].as_str() {
+        return Err(format!("reported an error: {error}"));
+    }
     let sum = &json["end"]["sum_received"];
     let (Some(bps), Some(bytes)) = (sum["bits_per_second"].as_f64(), sum["bytes"].as_f64()) else {
-        bail!("iperf3 gave no end.sum_received: {out}");
+        return Err(format!("no end.sum_received: {out}"));
     };
     Ok(Throughput {
         gbits: bps / 1e9,
@@ -124,7 +134,7 @@ pub fn pingpong_to(client: &Pod, addr: &str, count: u32, size: u32) -> anyhow::R
     })
 }
 
-/// New connections per second (`mesh-testapp crr`).
+/// New connections per second (`mesh-testapp crr`); an error if any connection failed.
 pub fn crr(client: &Pod, server: &Pod, seconds: u64) -> anyhow::Result<f64> {
     let addr = format!("{}:{ECHO_PORT}", server.ip4);
     let out = run_in(
@@ -133,11 +143,22 @@ pub fn crr(client: &Pod, server: &Pod, seconds: u64) -> anyhow::Result<f64> {
         &["crr", &addr, &seconds.to_string()],
         Duration::from_secs(seconds + 30),
     )?;
-    field(&out, "per_second")
+    parse_crr(&out).map_err(|e| anyhow::anyhow!("mesh-testapp crr: {e}"))
+}
+
+/// `ok=<n> failed=<n> per_second=<x>` from `mesh-testapp crr`: the rate, or an error when any
+/// connection failed (the testapp tolerates up to 1 % and counts only the good ones; a figure
+/// with failed connections in its run is not reported).
+pub fn parse_crr(out: &str) -> Result<f64, String> {
+    let failed = field(out, "failed").map_err(|e| format!("{e:#}"))?;
+    if failed > 0.0 {
+        return Err(format!("{failed} connections failed: {}", out.trim()));
+    }
+    field(out, "per_second").map_err(|e| format!("{e:#}"))
 }
 
 /// wrk result.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Http {
     /// Requests per second.
     pub rps: f64,
@@ -145,7 +166,8 @@ pub struct Http {
     pub requests: f64,
 }
 
-/// `wrk` with `connections` keep-alive connections against `server`'s HTTP port.
+/// `wrk` with `connections` keep-alive connections against `server`'s HTTP port; an error when
+/// wrk reports non-2xx/3xx responses or socket errors (their requests are in its req/s).
 pub fn wrk(client: &Pod, server: &Pod, seconds: u64, connections: u32) -> anyhow::Result<Http> {
     let url = format!("http://{}:{HTTP_PORT}/", server.ip4);
     let threads = connections.clamp(1, 2).to_string();
@@ -156,24 +178,55 @@ pub fn wrk(client: &Pod, server: &Pod, seconds: u64, connections: u32) -> anyhow
         &["-t", &threads, "-c", &c, "-d", &d, &url],
         Duration::from_secs(seconds + 30),
     )?;
-    if out.contains("Non-2xx") || out.contains("Socket errors") {
-        eprintln!("  wrk reported errors:\n{out}");
+    parse_wrk(&out).map_err(|e| anyhow::anyhow!("wrk: {e}"))
+}
+
+/// The figures of wrk's report, or an error naming what wrk counted as failed: a
+/// `Non-2xx or 3xx responses: N` line, or a `Socket errors: connect A, read B, write C, timeout
+/// D` line with any non-zero count (wrk prints either line only when it has something to say).
+pub fn parse_wrk(out: &str) -> Result<Http, String> {
+    let mut errors = Vec::new();
+    for line in out.lines().map(str::trim) {
+        if let Some(n) = line.strip_prefix("Non-2xx or 3xx responses:") {
+            let n: u64 = n.trim().parse().map_err(|e| format!("{line:?}: {e}"))?;
+            if n > 0 {
+                errors.push(format!("{n} non-2xx/3xx responses"));
+            }
+        } else if let Some(counts) = line.strip_prefix("Socket errors:") {
+            let mut bad = Vec::new();
+            for part in counts.split(',') {
+                let (what, n) = part
+                    .trim()
+                    .rsplit_once(' ')
+                    .ok_or_else(|| format!("{line:?}: no count in {part:?}"))?;
+                let n: u64 = n.parse().map_err(|e| format!("{line:?}: {e}"))?;
+                if n > 0 {
+                    bad.push(format!("{what} {n}"));
+                }
+            }
+            if !bad.is_empty() {
+                errors.push(format!("socket errors ({})", bad.join(", ")));
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors.join("; "));
     }
     let rps = out
         .lines()
         .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
-        .with_context(|| format!("no Requests/sec in wrk output:\n{out}"))?
+        .ok_or_else(|| format!("no Requests/sec in its output:\n{out}"))?
         .trim()
         .parse()
-        .context("wrk Requests/sec")?;
+        .map_err(|e| format!("Requests/sec: {e}"))?;
     let requests = out
         .lines()
         .find_map(|l| l.trim().split_once(" requests in "))
-        .with_context(|| format!("no request count in wrk output:\n{out}"))?
+        .ok_or_else(|| format!("no request count in its output:\n{out}"))?
         .0
         .trim()
         .parse()
-        .context("wrk request count")?;
+        .map_err(|e| format!("request count: {e}"))?;
     Ok(Http { rps, requests })
 }
 
@@ -308,4 +361,108 @@ pub fn rss_kib(pid: u32) -> anyhow::Result<f64> {
 /// Sum of a per-process reading over several processes.
 pub fn sum(pids: &[u32], read: fn(u32) -> anyhow::Result<f64>) -> anyhow::Result<f64> {
     pids.iter().map(|&p| read(p)).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WRK_CLEAN: &str = "Running 5s test @ http://198.18.2.3:8080/
+  1 threads and 1 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency    71.34us   20.11us   1.23ms   95.12%
+    Req/Sec    13.52k   512.34    14.21k    70.59%
+  67283 requests in 5.10s, 3.21MB read
+Requests/sec:  13193.45
+Transfer/sec:    644.21KB
+";
+
+    fn wrk_with(extra: &str) -> String {
+        WRK_CLEAN.replace(
+            "  67283 requests in 5.10s, 3.21MB read\n",
+            &format!("  67283 requests in 5.10s, 3.21MB read\n{extra}"),
+        )
+    }
+
+    #[test]
+    fn wrk_reports_with_errors_fail() {
+        // (what, output, Ok(rps, requests) or the error it must name)
+        type Expected = Result<(f64, f64), &'static str>;
+        let cases: Vec<(&str, String, Expected)> = vec![
+            ("clean", WRK_CLEAN.to_owned(), Ok((13193.45, 67283.0))),
+            (
+                "socket error lines with zero counts",
+                wrk_with("  Socket errors: connect 0, read 0, write 0, timeout 0\n"),
+                Ok((13193.45, 67283.0)),
+            ),
+            (
+                "non-2xx responses",
+                wrk_with("  Non-2xx or 3xx responses: 12\n"),
+                Err("12 non-2xx/3xx responses"),
+            ),
+            (
+                "socket errors",
+                wrk_with("  Socket errors: connect 0, read 5, write 0, timeout 2\n"),
+                Err("socket errors (read 5, timeout 2)"),
+            ),
+            (
+                "both",
+                wrk_with("  Socket errors: connect 1, read 0, write 0, timeout 0\n  Non-2xx or 3xx responses: 3\n"),
+                Err("socket errors (connect 1); 3 non-2xx/3xx responses"),
+            ),
+            (
+                "no summary",
+                "Running 5s test\n".to_owned(),
+                Err("no Requests/sec"),
+            ),
+            (
+                "garbled count",
+                wrk_with("  Non-2xx or 3xx responses: many\n"),
+                Err("Non-2xx or 3xx responses: many"),
+            ),
+        ];
+        for (what, out, expected) in cases {
+            match (parse_wrk(&out), expected) {
+                (Ok(h), Ok((rps, requests))) => {
+                    assert_eq!(h, Http { rps, requests }, "{what}")
+                }
+                (Err(e), Err(needle)) => assert!(e.contains(needle), "{what}: {e}"),
+                (got, expected) => panic!("{what}: got {got:?}, expected {expected:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn iperf_and_crr_errors_fail() {
+        let ok = r#"{"end":{"sum_received":{"bits_per_second":8.26e9,"bytes":5.1e9}}}"#;
+        let t = parse_iperf(ok).expect("clean");
+        assert!((t.gbits - 8.26).abs() < 1e-9 && (t.bytes - 5.1e9).abs() < 1.0);
+        for (what, out, needle) in [
+            (
+                "iperf3 error member",
+                r#"{"start":{},"end":{},"error":"unable to connect to server"}"#,
+                "unable to connect",
+            ),
+            ("no summary", r#"{"end":{}}"#, "no end.sum_received"),
+            ("not JSON", "iperf3: error", "no JSON output"),
+        ] {
+            let e = parse_iperf(out).expect_err(what);
+            assert!(e.contains(needle), "{what}: {e}");
+        }
+        assert_eq!(
+            parse_crr("ok=15000 failed=0 per_second=3000.5\n"),
+            Ok(3000.5)
+        );
+        for (what, out, needle) in [
+            (
+                "some connections failed",
+                "ok=15000 failed=3 per_second=3000.5\n",
+                "3 connections failed",
+            ),
+            ("no counts", "per_second=3000.5\n", "no failed="),
+        ] {
+            let e = parse_crr(out).expect_err(what);
+            assert!(e.contains(needle), "{what}: {e}");
+        }
+    }
 }
