@@ -11,6 +11,7 @@ pub mod config;
 pub mod ebpf;
 pub mod enrol;
 pub mod fastpath;
+pub mod live;
 pub mod local;
 pub mod metrics;
 pub mod netns;

@@ -70,7 +70,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     ));
     {
         let fastpath = fastpath.clone();
-        state.set_on_change(move || fastpath.invalidate("model updated"));
+        state.on_change(move || fastpath.invalidate("model updated"));
     }
     let metrics = Arc::new(Metrics::default());
     let mut registry_metrics = prometheus_client::registry::Registry::default();

@@ -15,6 +15,17 @@ pub fn render(report: &StatusReport) -> String {
         report.errors,
         report.clients.len()
     );
+    // Why traffic is refused (policies and waypoints nothing enforces yet) among them.
+    for message in &report.error_messages {
+        let _ = writeln!(out, "  error: {message}");
+    }
+    if !report.error_messages.is_empty() && report.errors > report.error_messages.len() {
+        let _ = writeln!(
+            out,
+            "  ... {} more (meshctl errors)",
+            report.errors - report.error_messages.len()
+        );
+    }
     if report.clients.is_empty() {
         return out;
     }
@@ -80,6 +91,7 @@ mod tests {
         let report = StatusReport {
             version: "v2".to_owned(),
             errors: 1,
+            error_messages: Vec::new(),
             clients: vec![
                 ClientInfo {
                     client_id: "agent/a".to_owned(),
@@ -103,5 +115,18 @@ mod tests {
         assert!(lines[1].starts_with("CLIENT"));
         assert!(lines[2].contains("agent/a") && lines[2].contains("SYNCED"));
         assert!(lines[3].contains("agent/b") && lines[3].contains("STALE"));
+        let report = StatusReport {
+            errors: 2,
+            error_messages: vec!["x.yaml: AuthorizationPolicy apps/p: spec.targetRefs[0]: policy apps/p targets Service apps/echo: no waypoint runs to enforce it; traffic to it is denied".to_owned()],
+            ..report
+        };
+        let text = render(&report);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[1].contains("error: ") && lines[1].ends_with("traffic to it is denied"),
+            "{text}"
+        );
+        assert!(lines[2].contains("1 more"), "{text}");
+        assert!(lines[3].starts_with("CLIENT"), "{text}");
     }
 }
