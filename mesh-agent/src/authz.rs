@@ -9,15 +9,41 @@
 use std::net::IpAddr;
 
 use mesh_common::identity::Identity;
-use mesh_common::model::{AuthorizationAction, Snapshot, Workload};
+use mesh_common::model::{
+    AuthorizationAction, AuthorizationPolicy, FailSafe, FailSafeCause, Snapshot, Workload,
+};
+
+use crate::metrics::Metrics;
 
 /// The outcome of an authorization check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// Let the connection through.
     Allow,
-    /// Refuse it, with the reason for the log.
-    Deny(String),
+    /// Refuse it.
+    Deny(Denied),
+}
+
+/// Why a connection is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied {
+    /// The `reason` label of the denied-connections metric: `policy`, or for what the agent
+    /// cannot enforce, `waypoint_unavailable` / `unenforced_policy`.
+    pub label: &'static str,
+    /// For the log.
+    pub reason: String,
+}
+
+impl std::fmt::Display for Denied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+impl Decision {
+    fn deny(label: &'static str, reason: String) -> Decision {
+        Decision::Deny(Denied { label, reason })
+    }
 }
 
 /// What the agent knows about an inbound connection.
@@ -31,49 +57,179 @@ pub struct Connection<'a> {
     pub dst_port: u16,
 }
 
-/// Decides whether `conn` may reach `workload`.
-pub fn authorize(snapshot: &Snapshot, workload: &Workload, conn: Connection<'_>) -> Decision {
-    // Istio principals omit the scheme: `<trust-domain>/ns/<ns>/sa/<sa>`.
-    let principal = conn.peer.map(|id| {
+/// What a dry-run policy would have done to a connection had it been enforced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DryRun {
+    /// `namespace/name` of the policy.
+    pub policy: String,
+    /// Whether enforcing it would deny the connection: a DENY policy that matches, or an ALLOW
+    /// policy that does not match while no enforced ALLOW policy did (it would narrow).
+    pub would_deny: bool,
+}
+
+/// The decision and the dry-run policies' would-be decisions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// What is enforced.
+    pub decision: Decision,
+    /// One per applicable dry-run ALLOW or DENY policy; never part of `decision`.
+    pub dry_run: Vec<DryRun>,
+}
+
+/// Istio principals omit the scheme: `<trust-domain>/ns/<ns>/sa/<sa>`.
+fn principal(peer: Option<&Identity>) -> Option<String> {
+    peer.map(|id| {
         let full = id.to_string();
         full.strip_prefix("spiffe://")
             .map(str::to_owned)
             .unwrap_or(full)
-    });
+    })
+}
+
+fn name(policy: &AuthorizationPolicy) -> String {
+    format!("{}/{}", policy.namespace, policy.name)
+}
+
+/// Decides whether `conn` may reach `workload`. First what the agent cannot enforce and so
+/// refuses (`fail_safe`: policies attached with targetRefs, waypoint assignments, as long as no
+/// waypoint runs), then the enforced policies; dry-run policies never count.
+pub fn authorize(
+    snapshot: &Snapshot,
+    fail_safe: &FailSafe,
+    workload: &Workload,
+    conn: Connection<'_>,
+) -> Decision {
+    evaluate(snapshot, fail_safe, workload, conn, false).decision
+}
+
+/// [`authorize`], with the dry-run policies evaluated too when `dry_run`.
+pub fn evaluate(
+    snapshot: &Snapshot,
+    fail_safe: &FailSafe,
+    workload: &Workload,
+    conn: Connection<'_>,
+    dry_run: bool,
+) -> Verdict {
+    let mut verdict = Verdict {
+        decision: Decision::Allow,
+        dry_run: Vec::new(),
+    };
+    if let Some(refusal) = fail_safe.refusal(&workload.uid, conn.dst_port) {
+        // Inbound to a workload behind a waypoint is allowed only from that waypoint, and no
+        // waypoint runs yet: nothing may bypass the L7 policy it would apply.
+        let label = match refusal.cause {
+            FailSafeCause::Waypoint { .. } => "waypoint_unavailable",
+            FailSafeCause::Policy { .. } => "unenforced_policy",
+        };
+        verdict.decision = Decision::deny(label, refusal.cause.to_string());
+        return verdict;
+    }
+    let principal = principal(conn.peer);
     let principal = principal.as_deref();
+    let matches = |p: &AuthorizationPolicy| p.matches_l4(principal, conn.src, conn.dst_port);
     let mut allow_policies = 0usize;
     let mut allowed = false;
+    let mut dry_allow = Vec::new();
     for policy in snapshot.authorization_policies_for(workload) {
-        match policy.action {
-            AuthorizationAction::Deny => {
-                if policy.matches_l4(principal, conn.src, conn.dst_port) {
-                    return Decision::Deny(format!(
-                        "denied by AuthorizationPolicy {}/{}",
-                        policy.namespace, policy.name
-                    ));
+        match (policy.action, policy.dry_run) {
+            (AuthorizationAction::Audit, _) => {}
+            (AuthorizationAction::Deny, true) => {
+                if dry_run {
+                    verdict.dry_run.push(DryRun {
+                        policy: name(policy),
+                        would_deny: matches(policy),
+                    });
                 }
             }
-            AuthorizationAction::Allow => {
+            (AuthorizationAction::Allow, true) => {
+                if dry_run {
+                    dry_allow.push(policy);
+                }
+            }
+            (AuthorizationAction::Deny, false) => {
+                if matches(policy) && verdict.decision == Decision::Allow {
+                    verdict.decision = Decision::deny(
+                        "policy",
+                        format!("denied by AuthorizationPolicy {}", name(policy)),
+                    );
+                }
+            }
+            (AuthorizationAction::Allow, false) => {
                 allow_policies += 1;
-                allowed = allowed || policy.matches_l4(principal, conn.src, conn.dst_port);
+                allowed = allowed || matches(policy);
             }
-            AuthorizationAction::Audit => {}
-            // A newer controller's action this build cannot evaluate: fail closed.
-            AuthorizationAction::Unknown => {
-                return Decision::Deny(format!(
-                    "AuthorizationPolicy {}/{} has an action this agent does not know",
-                    policy.namespace, policy.name
-                ));
+            // A newer controller's action this build cannot evaluate: fail closed (a dry-run
+            // one decides nothing either way).
+            (AuthorizationAction::Unknown, false) => {
+                verdict.decision = Decision::deny(
+                    "policy",
+                    format!(
+                        "AuthorizationPolicy {} has an action this agent does not know",
+                        name(policy)
+                    ),
+                );
+                return verdict;
             }
+            (AuthorizationAction::Unknown, true) => {}
         }
     }
-    if allow_policies > 0 && !allowed {
-        return Decision::Deny(format!(
-            "no ALLOW policy matched ({allow_policies} apply to {})",
-            workload.uid
-        ));
+    // An enforced ALLOW that matched keeps the connection whatever a dry-run ALLOW says.
+    for policy in dry_allow {
+        verdict.dry_run.push(DryRun {
+            policy: name(policy),
+            would_deny: !allowed && !matches(policy),
+        });
     }
-    Decision::Allow
+    if verdict.decision == Decision::Allow && allow_policies > 0 && !allowed {
+        verdict.decision = Decision::deny(
+            "policy",
+            format!(
+                "no ALLOW policy matched ({allow_policies} apply to {})",
+                workload.uid
+            ),
+        );
+    }
+    verdict
+}
+
+/// Authorizes `conn` to `workload` for a proxy: evaluates the dry-run policies too, counting
+/// each would-be decision and logging it once per burst per policy, and counts a denial.
+/// Logging the denial is left to the caller, which knows the connection.
+pub fn check(
+    snapshot: &Snapshot,
+    fail_safe: &FailSafe,
+    workload: &Workload,
+    conn: Connection<'_>,
+    metrics: &Metrics,
+) -> Decision {
+    let verdict = evaluate(snapshot, fail_safe, workload, conn, true);
+    for d in &verdict.dry_run {
+        let decision = if d.would_deny { "deny" } else { "allow" };
+        if let Some(unlogged) = metrics.dry_run(&workload.uid, &d.policy, decision) {
+            tracing::info!(dst.workload = %workload.uid, src.identity = ?conn.peer.map(ToString::to_string), src.address = %conn.src, dst.port = conn.dst_port, policy = %d.policy, would = decision, unlogged, "dry-run AuthorizationPolicy evaluated, not enforced (logged once per burst per policy)");
+        }
+    }
+    verdict.decision
+}
+
+/// Counts a denial of a connection to `workload`; `Some(n)` when it is to be logged. Denials by
+/// a policy are logged each time, as before; refusals of what nothing enforces (which any client
+/// can cause at will) once per burst, `n` saying how many were not logged.
+pub fn count_denial(metrics: &Metrics, workload: &str, denied: &Denied) -> Option<u64> {
+    if denied.label == "policy" {
+        metrics.record_denied(workload, denied.label);
+        Some(0)
+    } else {
+        metrics.refuse(workload, denied.label)
+    }
+}
+
+/// Whether any dry-run policy applies to `workload` (its connections are then kept out of the
+/// kernel fast path, so that each is evaluated and counted).
+pub fn has_dry_run(snapshot: &Snapshot, workload: &Workload) -> bool {
+    snapshot
+        .authorization_policies_for(workload)
+        .any(|p| p.dry_run)
 }
 
 #[cfg(test)]
@@ -87,18 +243,24 @@ mod tests {
         yaml_serde::from_str(&yaml).expect("test model")
     }
 
-    fn check(snap: &Snapshot, peer: Option<&str>, src: &str, port: u16) -> Decision {
+    fn verdict(snap: &Snapshot, peer: Option<&str>, src: &str, port: u16) -> Verdict {
         let workload = snap.workload("prod/server").expect("workload");
         let id: Option<Identity> = peer.map(|p| p.parse().expect("identity"));
-        authorize(
+        evaluate(
             snap,
+            &FailSafe::new(snap),
             workload,
             Connection {
                 peer: id.as_ref(),
                 src: src.parse().expect("ip"),
                 dst_port: port,
             },
+            true,
         )
+    }
+
+    fn check(snap: &Snapshot, peer: Option<&str>, src: &str, port: u16) -> Decision {
+        verdict(snap, peer, src, port).decision
     }
 
     const CLIENT: &str = "spiffe://cluster.local/ns/apps/sa/client";
@@ -143,7 +305,10 @@ mod tests {
         let denied = check(&snap, Some(CLIENT), "198.18.1.10", 9090);
         assert_eq!(
             denied,
-            Decision::Deny("denied by AuthorizationPolicy prod/no-9090".into())
+            Decision::deny(
+                "policy",
+                "denied by AuthorizationPolicy prod/no-9090".into()
+            )
         );
     }
 
@@ -200,5 +365,111 @@ mod tests {
             let decision = check(&snap, Some(CLIENT), "198.18.1.10", 80);
             assert_eq!(decision == Decision::Allow, allowed, "{what}: {decision:?}");
         }
+    }
+
+    /// A model with a service `prod/front` (port 80 -> 8080) whose endpoint is `prod/server`.
+    fn with_service(service_extra: &str, workload_extra: &str, policies: &str) -> Snapshot {
+        let yaml = format!(
+            "workloads:\n- {{uid: prod/server, name: server, namespace: prod, addresses: [198.18.2.10], labels: {{app: server}}{workload_extra}}}\nservices:\n- {{name: front, namespace: prod, vips: [198.19.0.10], ports: [{{port: 80, targetPort: 8080}}], endpoints: [{{workloadUid: prod/server, address: 198.18.2.10}}]{service_extra}}}\nauthorizationPolicies:\n{policies}"
+        );
+        yaml_serde::from_str(&yaml).expect("test model")
+    }
+
+    /// (case, service extra, workload extra, policies, peer, port, decision label or None,
+    /// dry-run outcomes as (policy, would_deny))
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        &'a str,
+        String,
+        Option<&'a str>,
+        u16,
+        Option<&'a str>,
+        Vec<(&'a str, bool)>,
+    );
+
+    /// What nothing enforces is refused (fail safe); dry-run policies never decide.
+    #[test]
+    fn fail_safe_and_dry_run() {
+        let wp = ", waypoint: {name: wp, namespace: prod}";
+        let on_front = "targetRefs: [{kind: Service, name: front, namespace: prod}]";
+        #[rustfmt::skip]
+        let cases: Vec<Case> = vec![
+            ("nothing applies", "", "", "  []".into(), Some(CLIENT), 8080, None, vec![]),
+            ("targetRefs DENY on the service: its endpoint is refused on the service port", "", "",
+             format!("- {{name: t, namespace: prod, {on_front}, action: DENY, rules: [{{}}]}}"), Some(CLIENT), 8080, Some("unenforced_policy"), vec![]),
+            ("targetRefs ALLOW on the service: refused as well", "", "",
+             format!("- {{name: t, namespace: prod, {on_front}, action: ALLOW, rules: [{{from: [{{principals: ['*']}}]}}]}}"), Some(CLIENT), 8080, Some("unenforced_policy"), vec![]),
+            ("targetRefs on the service: another port passes", "", "",
+             format!("- {{name: t, namespace: prod, {on_front}, action: DENY, rules: [{{}}]}}"), Some(CLIENT), 9090, None, vec![]),
+            ("targetRefs on another service: passes", "", "",
+             "- {name: t, namespace: prod, targetRefs: [{kind: Service, name: other, namespace: prod}], action: DENY, rules: [{}]}".into(), Some(CLIENT), 8080, None, vec![]),
+            ("targetRefs on the waypoint the workload uses", "", wp,
+             "- {name: t, namespace: prod, targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: wp, namespace: prod}], action: ALLOW}".into(), Some(CLIENT), 1234, Some("waypoint_unavailable"), vec![]),
+            ("workload assigned a waypoint: inbound refused on every port", "", wp, "  []".into(), Some(CLIENT), 1234, Some("waypoint_unavailable"), vec![]),
+            ("endpoint of a service assigned a waypoint: refused on its ports", wp, "", "  []".into(), Some(CLIENT), 8080, Some("waypoint_unavailable"), vec![]),
+            ("endpoint of a service assigned a waypoint: other ports pass", wp, "", "  []".into(), Some(CLIENT), 9090, None, vec![]),
+            ("plaintext to a workload behind a waypoint", "", wp, "  []".into(), None, 8080, Some("waypoint_unavailable"), vec![]),
+            ("dry-run DENY that matches does not deny", "", "",
+             "- {name: d, namespace: prod, dryRun: true, action: DENY, rules: [{}]}".into(), Some(CLIENT), 8080, None, vec![("prod/d", true)]),
+            ("dry-run DENY that does not match", "", "",
+             "- {name: d, namespace: prod, dryRun: true, action: DENY, rules: [{to: [{ports: [9090]}]}]}".into(), Some(CLIENT), 8080, None, vec![("prod/d", false)]),
+            ("dry-run ALLOW does not narrow", "", "",
+             "- {name: a, namespace: prod, dryRun: true, action: ALLOW, rules: [{from: [{principals: [cluster.local/ns/apps/sa/client]}]}]}".into(), Some(OTHER), 8080, None, vec![("prod/a", true)]),
+            ("dry-run ALLOW that matches", "", "",
+             "- {name: a, namespace: prod, dryRun: true, action: ALLOW, rules: [{from: [{principals: [cluster.local/ns/apps/sa/client]}]}]}".into(), Some(CLIENT), 8080, None, vec![("prod/a", false)]),
+            ("dry-run ALLOW does not allow what an enforced ALLOW refuses", "", "",
+             "- {name: a, namespace: prod, dryRun: true, action: ALLOW, rules: [{}]}\n- {name: only-client, namespace: prod, action: ALLOW, rules: [{from: [{principals: [cluster.local/ns/apps/sa/client]}]}]}".into(), Some(OTHER), 8080, Some("policy"), vec![("prod/a", false)]),
+            ("an enforced ALLOW that matched keeps a dry-run ALLOW from denying", "", "",
+             "- {name: a, namespace: prod, dryRun: true, action: ALLOW, rules: [{to: [{ports: [1]}]}]}\n- {name: all, namespace: prod, action: ALLOW, rules: [{}]}".into(), Some(CLIENT), 8080, None, vec![("prod/a", false)]),
+            ("dry-run DENY next to an enforced DENY", "", "",
+             "- {name: d, namespace: prod, dryRun: true, action: DENY, rules: [{}]}\n- {name: e, namespace: prod, action: DENY, rules: [{}]}".into(), Some(CLIENT), 8080, Some("policy"), vec![("prod/d", true)]),
+            ("dry-run targetRefs policy: not enforced, not refused", "", "",
+             format!("- {{name: t, namespace: prod, dryRun: true, {on_front}, action: DENY, rules: [{{}}]}}"), Some(CLIENT), 8080, None, vec![]),
+        ];
+        for (case, service_extra, workload_extra, policies, peer, port, label, dry) in cases {
+            let snap = with_service(service_extra, workload_extra, &policies);
+            let v = verdict(&snap, peer, "198.18.1.10", port);
+            let got = match &v.decision {
+                Decision::Allow => None,
+                Decision::Deny(d) => Some(d.label),
+            };
+            assert_eq!(got, label, "{case}: {:?}", v.decision);
+            let got: Vec<(&str, bool)> = v
+                .dry_run
+                .iter()
+                .map(|d| (d.policy.as_str(), d.would_deny))
+                .collect();
+            assert_eq!(got, dry, "{case}");
+            // authorize() is the same decision without the dry-run evaluation.
+            let workload = snap.workload("prod/server").expect("workload");
+            let id: Option<Identity> = peer.map(|p| p.parse().expect("identity"));
+            let conn = Connection {
+                peer: id.as_ref(),
+                src: "198.18.1.10".parse().expect("ip"),
+                dst_port: port,
+            };
+            assert_eq!(
+                authorize(&snap, &FailSafe::new(&snap), workload, conn),
+                v.decision,
+                "{case}"
+            );
+        }
+    }
+
+    #[test]
+    fn fail_safe_reasons_say_why() {
+        let snap = with_service(
+            "",
+            "",
+            "- {name: t, namespace: prod, targetRefs: [{kind: Service, name: front, namespace: prod}], action: DENY, rules: [{}]}",
+        );
+        let Decision::Deny(d) = check(&snap, Some(CLIENT), "198.18.1.10", 8080) else {
+            panic!("refused");
+        };
+        assert_eq!(
+            d.reason,
+            "policy prod/t targets Service prod/front: no waypoint runs to enforce it; traffic to it is denied"
+        );
     }
 }

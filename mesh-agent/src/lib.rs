@@ -11,6 +11,7 @@ pub mod ebpf;
 pub mod endpoints;
 pub mod enrol;
 pub mod fastpath;
+pub mod live;
 pub mod local;
 pub mod metrics;
 pub mod netns;

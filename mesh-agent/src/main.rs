@@ -110,7 +110,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     ));
     {
         let fastpath = fastpath.clone();
-        state.set_on_change(move || fastpath.invalidate("model updated"));
+        state.on_change(move || fastpath.invalidate("model updated"));
     }
     let mut registry_metrics = prometheus_client::registry::Registry::default();
     metrics.register(&mut registry_metrics);

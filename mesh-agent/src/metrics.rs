@@ -203,6 +203,17 @@ impl HttpMetrics {
     }
 }
 
+/// Labels of dry-run policy evaluations.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DryRunLabels {
+    /// The destination pod (`namespace/name`).
+    pub workload: String,
+    /// The dry-run policy (`namespace/name`).
+    pub policy: String,
+    /// What enforcing it would have done: `allow` or `deny`.
+    pub decision: String,
+}
+
 /// All agent metrics.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -232,6 +243,10 @@ pub struct Metrics {
     pub hbone_connections_lost: Counter<u64, AtomicU64>,
     /// The agent's HTTP listeners.
     pub http: HttpMetrics,
+    /// Would-be decisions of dry-run policies (never enforced).
+    pub dry_run_decisions: Family<DryRunLabels, Counter>,
+    /// Which dry-run evaluations are logged: once per burst and policy.
+    pub dry_run_log: mesh_common::burst_log::BurstLog,
 }
 
 impl Metrics {
@@ -279,6 +294,11 @@ impl Metrics {
             self.hbone_connect_failures.clone(),
         );
         sub.register(
+            "dry_run_decisions",
+            "Connections evaluated against dry-run AuthorizationPolicies, by would-be decision",
+            self.dry_run_decisions.clone(),
+        );
+        sub.register(
             "hbone_streams_opened",
             "Outbound HBONE CONNECT streams opened",
             self.hbone_streams_opened.clone(),
@@ -320,6 +340,19 @@ impl Metrics {
     pub fn refuse(&self, workload: &str, reason: &'static str) -> Option<u64> {
         self.record_denied(workload, reason);
         self.refusal_log.admit(reason, std::time::Instant::now())
+    }
+
+    /// Counts a dry-run evaluation; `Some(n)` when it is to be logged (the first of a burst for
+    /// that policy and decision; `n` earlier ones were not logged).
+    pub fn dry_run(&self, workload: &str, policy: &str, decision: &'static str) -> Option<u64> {
+        let labels = DryRunLabels {
+            workload: workload.to_owned(),
+            policy: policy.to_owned(),
+            decision: decision.to_owned(),
+        };
+        self.dry_run_decisions.get_or_create(&labels).inc();
+        self.dry_run_log
+            .admit(&format!("{policy} {decision}"), std::time::Instant::now())
     }
 
     /// Counts `n` connections to `workload` refused for `reason`.

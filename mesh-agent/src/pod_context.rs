@@ -9,6 +9,7 @@ use mesh_common::model::Workload;
 
 use crate::ebpf::Programs;
 use crate::fastpath::FastPath;
+use crate::live::LiveConnections;
 use crate::local::LocalPods;
 use crate::metrics::Metrics;
 use crate::netns::Netns;
@@ -37,15 +38,21 @@ pub struct PodContext {
     pub local: Arc<LocalPods>,
     /// Same-node verdicts reused by the kernel.
     pub fastpath: Arc<FastPath>,
+    /// The node's live inbound connections (re-authorized when the model changes).
+    pub live: Arc<LiveConnections>,
 }
 
 impl PodContext {
     /// The pod as a workload of the model (what policies select on): the control plane's view
     /// when it knows the pod, else what enrolment announced.
     pub fn workload(&self) -> Workload {
-        if let Some(known) = self.state.workload(&self.info.uid) {
-            return known;
-        }
+        self.state
+            .workload(&self.info.uid)
+            .unwrap_or_else(|| self.announced())
+    }
+
+    /// The pod as enrolment announced it, as a workload.
+    pub fn announced(&self) -> Workload {
         Workload {
             uid: self.info.uid.clone(),
             name: self.info.name.clone(),

@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::ebpf::{PodAttachment, Programs};
 use crate::fastpath::FastPath;
+use crate::live::LiveConnections;
 use crate::local::LocalPods;
 use crate::metrics::Metrics;
 use crate::netns::{Netns, NetnsError};
@@ -56,6 +57,8 @@ pub struct NodeParts {
     pub local: Arc<LocalPods>,
     /// Same-node verdicts reused by the kernel.
     pub fastpath: Arc<FastPath>,
+    /// Live inbound connections, re-authorized on every model change.
+    pub live: Arc<LiveConnections>,
 }
 
 impl NodeParts {
@@ -132,6 +135,7 @@ impl PodListeners {
             tunnel: node.tunnel.clone(),
             local: node.local.clone(),
             fastpath: node.fastpath.clone(),
+            live: node.live.clone(),
         });
         node.local.insert(&context);
         // A new same-node destination can change what earlier decisions would be now.

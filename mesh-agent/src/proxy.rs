@@ -15,9 +15,10 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use mesh_hbone::relay::Relayed;
+use mesh_hbone::relay::{self, Relayed};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::live::Live;
 use crate::pod_context::PodContext;
 
 use crate::metrics::{ConnectionLabels, Metrics};
@@ -42,6 +43,47 @@ pub async fn relay_and_record(
     for labels in labels {
         metrics.record_relay(labels, sent, received);
     }
+}
+
+/// A relay that can be cut on purpose, resetting its sockets (see [`relay::TcpRelay::cut`]).
+pub trait Cuttable: Future<Output = Relayed> + Unpin {
+    /// Ends the relay now; what was moved so far.
+    fn cut(self, why: &'static str) -> Relayed;
+}
+
+impl Cuttable for relay::TcpRelay {
+    fn cut(self, why: &'static str) -> Relayed {
+        relay::TcpRelay::cut(self, why)
+    }
+}
+
+impl Cuttable for relay::HboneRelay {
+    fn cut(self, why: &'static str) -> Relayed {
+        relay::HboneRelay::cut(self, why)
+    }
+}
+
+/// [`relay_and_record`] for an inbound connection registered as live: when a model change no
+/// longer authorizes it, the relay is cut (both ends reset) instead of running on. `reversed`
+/// swaps the byte counts (a relay whose first side is the server).
+pub async fn relay_live(
+    mut relay: impl Cuttable,
+    live: Live,
+    reversed: bool,
+    labels: &[&ConnectionLabels],
+    metrics: &Metrics,
+) {
+    let relayed = tokio::select! {
+        relayed = &mut relay => relayed,
+        () = live.revoked() => relay.cut("no longer authorized by the current policy"),
+    };
+    drop(live);
+    let relayed = if reversed {
+        relayed.reversed()
+    } else {
+        relayed
+    };
+    relay_and_record(std::future::ready(relayed), labels, metrics).await
 }
 
 /// Accepts connections on one of a pod's listeners until the task is aborted, handling each in

@@ -98,6 +98,7 @@ impl Registry {
         tunnel: Option<Arc<Tunnel>>,
         fastpath: Arc<FastPath>,
     ) -> Registry {
+        let live = crate::live::follow(&state, metrics.clone());
         Registry {
             node: NodeParts {
                 programs,
@@ -107,6 +108,7 @@ impl Registry {
                 tunnel,
                 local: Arc::default(),
                 fastpath,
+                live,
             },
             slots: Mutex::new(Slots::default()),
         }

@@ -4,10 +4,10 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, RwLock};
 
 use mesh_common::model::compat::{self, UnknownValues};
-use mesh_common::model::{Endpoint, Service, Snapshot, WaypointRef, Workload};
+use mesh_common::model::{Endpoint, FailSafe, Service, Snapshot, WaypointRef, Workload};
 
 /// Errors loading the data-plane model or resolving a destination.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +67,8 @@ impl Resolved {
 #[derive(Debug, Default)]
 struct Indexed {
     snapshot: Arc<Snapshot>,
+    /// What the model asks for that no waypoint can enforce yet, refused by authorization.
+    fail_safe: Arc<FailSafe>,
     /// Address -> index of the meshed workload with that address.
     meshed_by_address: HashMap<IpAddr, usize>,
     /// Workload uid -> index.
@@ -101,6 +103,7 @@ impl Indexed {
             }
         }
         Indexed {
+            fail_safe: Arc::new(FailSafe::new(&snapshot)),
             snapshot,
             meshed_by_address,
             workloads_by_uid,
@@ -126,7 +129,7 @@ type OnChange = Box<dyn Fn() + Send + Sync>;
 pub struct State {
     current: RwLock<Arc<Indexed>>,
     next_endpoint: AtomicUsize,
-    on_change: OnceLock<OnChange>,
+    on_change: RwLock<Vec<OnChange>>,
 }
 
 impl std::fmt::Debug for State {
@@ -143,14 +146,17 @@ impl State {
         State {
             current: RwLock::new(Arc::new(Indexed::new(Arc::new(snapshot)))),
             next_endpoint: AtomicUsize::new(0),
-            on_change: OnceLock::new(),
+            on_change: RwLock::new(Vec::new()),
         }
     }
 
-    /// Sets what runs after each update, once the new snapshot is in place (the fast path
-    /// withdraws its verdicts there). Only the first call takes effect.
-    pub fn set_on_change(&self, f: impl Fn() + Send + Sync + 'static) {
-        let _ = self.on_change.set(Box::new(f));
+    /// Adds what runs after each update, once the new snapshot is in place, in the order added
+    /// (the fast path withdraws its verdicts there; live connections are re-authorized).
+    pub fn on_change(&self, f: impl Fn() + Send + Sync + 'static) {
+        self.on_change
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Box::new(f));
     }
 
     /// Reads a YAML model file (unknown fields are errors, reported with their path).
@@ -200,7 +206,12 @@ impl State {
     fn install(&self, snapshot: Arc<Snapshot>) {
         let indexed = Arc::new(Indexed::new(snapshot));
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = indexed;
-        if let Some(f) = self.on_change.get() {
+        for f in self
+            .on_change
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
             f();
         }
     }
@@ -215,6 +226,12 @@ impl State {
     /// The current snapshot.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.current().snapshot.clone()
+    }
+
+    /// The current snapshot with its fail-safe refusals (what authorization reads).
+    pub fn policies(&self) -> (Arc<Snapshot>, Arc<FailSafe>) {
+        let current = self.current();
+        (current.snapshot.clone(), current.fail_safe.clone())
     }
 
     /// The workload with this uid, if the model has it.

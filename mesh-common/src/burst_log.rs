@@ -10,12 +10,15 @@ use std::time::{Duration, Instant};
 /// How long a burst's later refusals stay unlogged.
 pub const BURST_WINDOW: Duration = Duration::from_secs(10);
 
-/// Per-kind logging windows. Kinds are a small fixed set (the metric's reason labels), so the
-/// map stays bounded.
+/// Kinds kept at most; past it, kinds whose window has passed are forgotten (a kind may be a
+/// policy name, which the configuration, not the code, decides).
+pub const MAX_KINDS: usize = 4096;
+
+/// Per-kind logging windows, bounded by [`MAX_KINDS`].
 #[derive(Debug)]
 pub struct BurstLog {
     window: Duration,
-    kinds: Mutex<HashMap<&'static str, Window>>,
+    kinds: Mutex<HashMap<String, Window>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -41,8 +44,15 @@ impl BurstLog {
 
     /// Whether an event of `kind` at `now` is to be logged: `Some(n)` with the number of events
     /// of that kind not logged since the last logged one, `None` to stay quiet.
-    pub fn admit(&self, kind: &'static str, now: Instant) -> Option<u64> {
+    pub fn admit(&self, kind: &str, now: Instant) -> Option<u64> {
         let mut kinds = self.kinds.lock().unwrap_or_else(|p| p.into_inner());
+        if kinds.len() >= MAX_KINDS && !kinds.contains_key(kind) {
+            let window = self.window;
+            kinds.retain(|_, w| now.saturating_duration_since(w.logged_at) < window);
+            if kinds.len() >= MAX_KINDS {
+                return None; // every kind is in a burst: count, do not log
+            }
+        }
         match kinds.get_mut(kind) {
             Some(w) if now.saturating_duration_since(w.logged_at) < self.window => {
                 w.suppressed += 1;
@@ -58,7 +68,7 @@ impl BurstLog {
             }
             None => {
                 kinds.insert(
-                    kind,
+                    kind.to_owned(),
                     Window {
                         logged_at: now,
                         suppressed: 0,

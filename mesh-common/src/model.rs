@@ -10,8 +10,11 @@ use std::net::IpAddr;
 use crate::identity::Identity;
 
 pub mod compat;
+mod fail_safe;
 mod policy;
 mod route;
+
+pub use fail_safe::{Cause as FailSafeCause, FailSafe, Refusal, WAYPOINT_CLASS};
 
 pub use policy::{
     AuthorizationAction, AuthorizationPolicy, AuthorizationRule, Condition, IpBlock, Operation,
@@ -64,8 +67,9 @@ impl Snapshot {
     }
 
     /// The authorization policies that apply to a workload: mesh-wide ones (from the root
-    /// namespace), its namespace's, and those whose selector matches its labels. Policies that
-    /// target a waypoint (`targetRefs`) are not included: waypoints apply those.
+    /// namespace), its namespace's, and those whose selector matches its labels, dry-run ones
+    /// included. Policies with `targetRefs` are not included: waypoints apply those (until one
+    /// runs, [`FailSafe`] refuses what they target).
     pub fn authorization_policies_for<'a>(
         &'a self,
         workload: &'a Workload,

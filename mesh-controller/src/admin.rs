@@ -31,9 +31,15 @@ pub struct StatusReport {
     pub version: String,
     /// Number of configuration errors.
     pub errors: usize,
+    /// The first [`STATUS_ERRORS`] of them, as text (all of them: `GET /errors`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub error_messages: Vec<String>,
     /// Connected clients.
     pub clients: Vec<ClientInfo>,
 }
+
+/// Errors listed in the `/clients` report (and so by `meshctl status`).
+pub const STATUS_ERRORS: usize = 20;
 
 /// Shared state of the admin endpoint.
 #[derive(Debug, Clone)]
@@ -75,6 +81,12 @@ impl Admin {
         StatusReport {
             version: current.version.clone(),
             errors: current.errors.len(),
+            error_messages: current
+                .errors
+                .iter()
+                .take(STATUS_ERRORS)
+                .map(ToString::to_string)
+                .collect(),
             clients: self.registry.list(),
         }
     }

@@ -2,6 +2,7 @@
 //! checks (durations, ports, CIDRs) and cross-object references (hosts, subsets, backends) are
 //! checked here; an object with a problem is left out with an error and the others still apply.
 
+mod fail_safe;
 mod hosts;
 mod httproute;
 mod security;
@@ -51,8 +52,10 @@ impl Default for TranslateOptions {
 pub struct Translation {
     /// The model (version left empty; the controller sets it).
     pub snapshot: Snapshot,
-    /// Problems; the objects they name are left out (or, for a waypoint label, translated
-    /// without the waypoint).
+    /// Problems; the objects they name are left out (or, for a waypoint label naming no
+    /// Gateway, translated without the waypoint). Also what is translated but refused by the
+    /// agents because no waypoint runs to enforce it (policies with targetRefs, waypoint
+    /// assignments), and a dry-run annotation that is not `"true"`/`"false"`.
     pub errors: Vec<ConfigError>,
 }
 
@@ -125,6 +128,7 @@ pub fn translate(store: &Store, options: &TranslateOptions) -> Translation {
         routes,
         destination_policies,
     };
+    fail_safe::report(&mut cx, &snapshot);
     Translation {
         snapshot,
         errors: cx.errors,

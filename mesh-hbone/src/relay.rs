@@ -88,6 +88,9 @@ pub enum RelayError {
     /// The HTTP/2 stream or its connection failed.
     #[error("HTTP/2: {0}")]
     H2(#[from] h2::Error),
+    /// The relay was cut on purpose before it ended (see [`TcpRelay::cut`]).
+    #[error("cut: {0}")]
+    Cut(&'static str),
 }
 
 /// What a relay moved, and how it ended.
@@ -179,6 +182,20 @@ impl Future for HboneRelay {
             backward: this.down.count,
             result,
         })
+    }
+}
+
+impl HboneRelay {
+    /// Ends the relay now, on purpose (e.g. the connection is no longer authorized): the TCP
+    /// socket closes with a reset and the HBONE stream is reset (CANCEL) as it drops, so neither
+    /// peer takes the truncated stream for a complete one. Returns what was moved so far.
+    pub fn cut(self, why: &'static str) -> Relayed {
+        let _ = self.tcp.set_zero_linger();
+        Relayed {
+            forward: self.up.count,
+            backward: self.down.count,
+            result: Err(RelayError::Cut(why)),
+        }
     }
 }
 
@@ -388,6 +405,21 @@ impl Future for TcpRelay {
             backward: this.backward.count,
             result,
         })
+    }
+}
+
+impl TcpRelay {
+    /// Ends the relay now, on purpose (e.g. the connection is no longer authorized): both
+    /// sockets close with a reset, so neither peer takes the truncated stream for a complete
+    /// one. Returns what was moved so far.
+    pub fn cut(self, why: &'static str) -> Relayed {
+        let _ = self.a.set_zero_linger();
+        let _ = self.b.set_zero_linger();
+        Relayed {
+            forward: self.forward.count,
+            backward: self.backward.count,
+            result: Err(RelayError::Cut(why)),
+        }
     }
 }
 

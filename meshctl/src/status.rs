@@ -15,6 +15,17 @@ pub fn render(report: &StatusReport) -> String {
         report.errors,
         report.clients.len()
     );
+    // Why traffic is refused (policies and waypoints nothing enforces yet) among them.
+    for message in &report.error_messages {
+        let _ = writeln!(out, "  error: {message}");
+    }
+    if !report.error_messages.is_empty() && report.errors > report.error_messages.len() {
+        let _ = writeln!(
+            out,
+            "  ... {} more (meshctl errors)",
+            report.errors - report.error_messages.len()
+        );
+    }
     if report.clients.is_empty() {
         return out;
     }
@@ -91,6 +102,7 @@ mod tests {
         let report = StatusReport {
             version: "v2".to_owned(),
             errors: 1,
+            error_messages: Vec::new(),
             clients: vec![
                 ClientInfo {
                     client_id: "agent/a".to_owned(),
@@ -120,5 +132,18 @@ mod tests {
             "agent/b applied config it does not fully understand:"
         );
         assert_eq!(lines[5], "  Workload default/x: unknown field zone");
+        let report = StatusReport {
+            errors: 2,
+            error_messages: vec!["x.yaml: AuthorizationPolicy apps/p: spec.targetRefs[0]: policy apps/p targets Service apps/echo: no waypoint runs to enforce it; traffic to it is denied".to_owned()],
+            ..report
+        };
+        let text = render(&report);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[1].contains("error: ") && lines[1].ends_with("traffic to it is denied"),
+            "{text}"
+        );
+        assert!(lines[2].contains("1 more"), "{text}");
+        assert!(lines[3].starts_with("CLIENT"), "{text}");
     }
 }

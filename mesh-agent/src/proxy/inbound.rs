@@ -14,9 +14,10 @@ use mesh_common::model::PeerAuthMode;
 use mesh_common::ports::AGENT_POD_PORTS;
 
 use crate::authz::{self, Decision};
+use crate::live;
 use crate::metrics::{ConnectionLabels, Transport};
 use crate::pod_context::PodContext;
-use crate::proxy::{accept_loop, relay_and_record};
+use crate::proxy::{accept_loop, relay_live};
 use mesh_hbone::relay;
 
 /// Accepts steered connections until the task is aborted.
@@ -97,8 +98,19 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: &PodContext) {
         return; // dropping the stream closes it; nothing was read from it
     }
     let _ = stream.set_nodelay(true);
+    // Registered before the model is read: a change from here on re-authorizes it.
+    let inputs = live::Inputs {
+        peer: None,
+        src: peer.ip(),
+        dst_port: dst.port(),
+        via: live::Via::Plaintext,
+    };
+    let Some(live) = pod.live.register(&pod.info.uid, || pod.announced(), inputs) else {
+        pod.metrics.refuse(&pod.info.uid, "live_limit");
+        return;
+    };
     let workload = pod.workload();
-    let snapshot = pod.state.snapshot();
+    let (snapshot, fail_safe) = pod.state.policies();
     // Plaintext from outside the mesh: PeerAuthentication STRICT refuses it.
     if snapshot.peer_auth_mode(&workload, dst.port()) == PeerAuthMode::Strict {
         warn!(dst.workload = %pod.info.uid, src.address = %peer, dst.original = %dst, "plaintext connection refused: PeerAuthentication is STRICT");
@@ -111,9 +123,12 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: &PodContext) {
         src: peer.ip(),
         dst_port: dst.port(),
     };
-    if let Decision::Deny(reason) = authz::authorize(&snapshot, &workload, conn) {
-        warn!(dst.workload = %pod.info.uid, src.address = %peer, dst.original = %dst, %reason, "plaintext connection denied");
-        pod.metrics.record_denied(&pod.info.uid, "policy");
+    if let Decision::Deny(denied) =
+        authz::check(&snapshot, &fail_safe, &workload, conn, &pod.metrics)
+    {
+        if let Some(unlogged) = authz::count_denial(&pod.metrics, &pod.info.uid, &denied) {
+            warn!(dst.workload = %pod.info.uid, src.address = %peer, dst.original = %dst, reason = %denied, unlogged, "plaintext connection denied");
+        }
         return;
     }
     info!(dst.workload = %pod.info.uid, src.address = %peer, dst.original = %dst, "inbound plaintext connection");
@@ -123,7 +138,8 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: &PodContext) {
     // Boxed: a one-off future whose space would otherwise stay in the task for the relay.
     match Box::pin(pod.netns.connect(dst)).await {
         Ok(upstream) => {
-            relay_and_record(relay::tcp_tcp(stream, upstream), &[&labels], &pod.metrics).await
+            let relay = relay::tcp_tcp(stream, upstream);
+            relay_live(relay, live, false, &[&labels], &pod.metrics).await
         }
         Err(e) => {
             warn!(pod = %pod.info.uid, %dst, error = %e, "inbound delivery failed");

@@ -10,9 +10,10 @@ use tracing::{info, warn};
 
 use crate::authz::{self, Decision};
 use crate::fastpath::Decided;
+use crate::live;
 use crate::metrics::{ConnectionLabels, Direction, Transport};
 use crate::pod_context::PodContext;
-use crate::proxy::{inbound, relay_and_record};
+use crate::proxy::{inbound, relay_live};
 use mesh_hbone::relay;
 
 /// Delivers `stream` from `src` to `target` in `dst`, if `dst`'s policies allow `src`.
@@ -43,13 +44,34 @@ pub async fn deliver(
         .copied()
         .find(|ip| ip.is_ipv4() == target.is_ipv4())
         .unwrap_or(target.ip());
+    // Registered before the model is read: a change from here on re-authorizes it.
+    let inputs = live::Inputs {
+        peer: Some(src.identity.clone()),
+        src: src_ip,
+        dst_port: target.port(),
+        via: live::Via::Local,
+    };
+    let live = dst.live.register(&dst.info.uid, || dst.announced(), inputs);
     let workload = dst.workload();
     let conn = authz::Connection {
         peer: Some(&src.identity),
         src: src_ip,
         dst_port: target.port(),
     };
-    let decision = authz::authorize(&dst.state.snapshot(), &workload, conn);
+    let (snapshot, fail_safe) = dst.state.policies();
+    let decision = if live.is_some() {
+        authz::check(&snapshot, &fail_safe, &workload, conn, &dst.metrics)
+    } else {
+        Decision::Deny(authz::Denied {
+            label: "live_limit",
+            reason: format!("{} has too many live connections", dst.info.uid),
+        })
+    };
+    // Dry-run policies are evaluated per connection, so their connections stay in the agent;
+    // a refusal (fail-safe ones included) is installed as a refusal; a full registry is not a
+    // decision and is not installed.
+    let requested =
+        requested.filter(|_| live.is_some() && !authz::has_dry_run(&snapshot, &workload));
     if let Some(requested) = requested {
         src.fastpath.learn(
             epoch,
@@ -64,12 +86,15 @@ pub async fn deliver(
             },
         );
     }
-    if let Decision::Deny(reason) = decision {
-        warn!(src.identity = %src.identity, dst.workload = %dst.info.uid, dst.original = %target, %reason, "same-node connection denied");
-        dst.metrics.record_denied(&dst.info.uid, "policy");
+    let (Decision::Allow, Some(live)) = (&decision, live) else {
+        if let Decision::Deny(denied) = &decision {
+            if let Some(unlogged) = authz::count_denial(&dst.metrics, &dst.info.uid, denied) {
+                warn!(src.identity = %src.identity, dst.workload = %dst.info.uid, dst.original = %target, reason = %denied, unlogged, "same-node connection denied");
+            }
+        }
         dst.metrics.record_relay(&outbound, 0, 0);
         return;
-    }
+    };
     let inbound = ConnectionLabels {
         direction: Direction::Inbound,
         transport: Transport::Local,
@@ -81,8 +106,10 @@ pub async fn deliver(
     // Boxed: a one-off future whose space would otherwise stay in the task for the relay.
     match Box::pin(dst.netns.connect(target)).await {
         Ok(upstream) => {
-            relay_and_record(
+            relay_live(
                 relay::tcp_tcp(stream, upstream),
+                live,
+                false,
                 &[&outbound, &inbound],
                 &dst.metrics,
             )

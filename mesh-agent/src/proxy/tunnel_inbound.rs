@@ -12,9 +12,10 @@ use tokio::net::TcpStream;
 use tracing::{info, warn};
 
 use crate::authz::{self, Decision};
+use crate::live::{self, Live};
 use crate::metrics::{ConnectionLabels, Transport};
 use crate::pod_context::PodContext;
-use crate::proxy::{inbound, relay_and_record};
+use crate::proxy::{inbound, relay_live};
 use mesh_hbone::relay;
 
 /// Handles the CONNECT streams arriving for one pod.
@@ -36,37 +37,56 @@ impl InboundTunnel {
 
 #[async_trait]
 impl ConnectHandler for InboundTunnel {
-    type Upstream = TcpStream;
+    type Upstream = (TcpStream, Live);
 
-    async fn open(&self, request: &ConnectRequest) -> Result<TcpStream, ConnectError> {
+    async fn open(&self, request: &ConnectRequest) -> Result<(TcpStream, Live), ConnectError> {
         let pod = &self.pod;
         // Before policy: even a peer that every policy allows cannot make the agent call itself.
         if let Some(refusal) = inbound::refusal(request.target, &pod.info.addresses) {
             inbound::record_refusal(pod, refusal, "hbone", &request.peer, request.target);
             return Err(ConnectError::Forbidden(refusal.to_string()));
         }
+        // Registered before the model is read: a change from here on re-authorizes it.
+        let inputs = live::Inputs {
+            peer: Some(request.peer.clone()),
+            src: request.remote.ip(),
+            dst_port: request.target.port(),
+            via: live::Via::Hbone,
+        };
+        let Some(live) = pod.live.register(&pod.info.uid, || pod.announced(), inputs) else {
+            pod.metrics.refuse(&pod.info.uid, "live_limit");
+            return Err(ConnectError::Forbidden(format!(
+                "{} has too many live connections",
+                pod.info.uid
+            )));
+        };
         let workload = pod.workload();
-        let decision = authz::authorize(
-            &pod.state.snapshot(),
-            &workload,
-            authz::Connection {
-                peer: Some(&request.peer),
-                src: request.remote.ip(),
-                dst_port: request.target.port(),
-            },
-        );
-        if let Decision::Deny(reason) = decision {
-            warn!(pod = %pod.info.uid, peer = %request.peer, target = %request.target, %reason, "inbound HBONE connection denied");
-            pod.metrics.record_denied(&pod.info.uid, "policy");
-            return Err(ConnectError::Forbidden(reason));
+        let (snapshot, fail_safe) = pod.state.policies();
+        let conn = authz::Connection {
+            peer: Some(&request.peer),
+            src: request.remote.ip(),
+            dst_port: request.target.port(),
+        };
+        let decision = authz::check(&snapshot, &fail_safe, &workload, conn, &pod.metrics);
+        if let Decision::Deny(denied) = decision {
+            if let Some(unlogged) = authz::count_denial(&pod.metrics, &pod.info.uid, &denied) {
+                warn!(pod = %pod.info.uid, peer = %request.peer, target = %request.target, reason = %denied, unlogged, "inbound HBONE connection denied");
+            }
+            return Err(ConnectError::Forbidden(denied.reason));
         }
-        pod.netns.connect(request.target).await.map_err(|e| {
+        let upstream = pod.netns.connect(request.target).await.map_err(|e| {
             warn!(pod = %pod.info.uid, target = %request.target, error = %e, "inbound HBONE delivery failed");
             ConnectError::Unreachable(std::io::Error::other(e.to_string()))
-        })
+        })?;
+        Ok((upstream, live))
     }
 
-    async fn serve(&self, request: ConnectRequest, upstream: TcpStream, stream: HboneStream) {
+    async fn serve(
+        &self,
+        request: ConnectRequest,
+        (upstream, live): (TcpStream, Live),
+        stream: HboneStream,
+    ) {
         let pod = &self.pod;
         info!(
             dst.workload = %pod.info.uid,
@@ -78,7 +98,7 @@ impl ConnectHandler for InboundTunnel {
         let labels = self.labels();
         pod.metrics.connections_opened.get_or_create(&labels).inc();
         // The tunnel is the client side here: forward (client -> server) is HBONE -> TCP.
-        let relay = async move { relay::tcp_hbone(upstream, stream).await.reversed() };
-        relay_and_record(relay, &[&labels], &pod.metrics).await;
+        let relay = relay::tcp_hbone(upstream, stream);
+        relay_live(relay, live, true, &[&labels], &pod.metrics).await;
     }
 }

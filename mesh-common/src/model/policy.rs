@@ -62,10 +62,15 @@ pub struct AuthorizationPolicy {
     /// with one empty rule matches everything.
     #[serde(default)]
     pub rules: Vec<AuthorizationRule>,
+    /// Dry run (`istio.io/dry-run: "true"`): evaluated and reported, never enforced. Absent
+    /// (false) in what older controllers send, so both sides stay compatible.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
 }
 
 impl AuthorizationPolicy {
-    /// Whether the policy applies to the workload (agent-enforced policies only).
+    /// Whether the policy applies to the workload (agent-enforced policies, dry-run ones
+    /// included: agents evaluate those too).
     pub fn applies_to(&self, workload: &Workload) -> bool {
         self.target_refs.is_empty()
             && scope_matches(

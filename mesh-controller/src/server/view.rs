@@ -1,12 +1,14 @@
 //! What each client receives. An agent gets every workload and service (it resolves any
 //! destination and checks peer identities) but only the policies that apply to workloads on
-//! its own node; L7 routes and destination policies go to waypoints only.
+//! its own node, dry-run ones included, and those attached with targetRefs to what its
+//! workloads serve (the agent refuses that traffic until a waypoint can enforce them); L7 routes
+//! and destination policies go to waypoints only.
 
 use std::collections::BTreeSet;
 
 use mesh_common::api::config::{ClientKind, ResourceKind};
 use mesh_common::api::ResourceSet;
-use mesh_common::model::Snapshot;
+use mesh_common::model::{FailSafe, Snapshot};
 
 /// The resources a client should hold.
 pub fn view(
@@ -23,11 +25,17 @@ pub fn view(
         .iter()
         .filter(|w| w.node == node)
         .collect();
+    let fail_safe = FailSafe::new(snapshot);
     let authz: BTreeSet<String> = snapshot
         .authorization_policies
         .iter()
-        .filter(|p| local.iter().any(|w| p.applies_to(w)))
-        .map(|p| format!("{}/{}", p.namespace, p.name))
+        .filter_map(|p| {
+            let name = format!("{}/{}", p.namespace, p.name);
+            local
+                .iter()
+                .any(|w| p.applies_to(w) || fail_safe.policy_refuses(&w.uid, &name))
+                .then_some(name)
+        })
         .collect();
     let peer: BTreeSet<String> = snapshot
         .peer_authentications

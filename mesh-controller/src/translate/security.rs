@@ -10,6 +10,10 @@ use crate::resources::istio_security as sec;
 
 type Field<T> = Result<T, (String, String)>;
 
+/// Annotation that makes an AuthorizationPolicy a dry run (evaluated and reported, never
+/// enforced), as in Istio.
+pub const DRY_RUN_ANNOTATION: &str = "istio.io/dry-run";
+
 pub(super) fn authorization_policies(cx: &mut Context<'_>) -> Vec<m::AuthorizationPolicy> {
     let mut out = Vec::new();
     for (key, object) in cx.objects(Kind::AuthorizationPolicy) {
@@ -17,11 +21,38 @@ pub(super) fn authorization_policies(cx: &mut Context<'_>) -> Vec<m::Authorizati
             continue;
         };
         match authorization_policy(cx, &key, &ap.spec) {
-            Ok(policy) => out.push(policy),
+            Ok(mut policy) => {
+                policy.dry_run = dry_run(cx, &key, ap.metadata.annotations.as_ref());
+                out.push(policy)
+            }
             Err((path, message)) => cx.error(&key, &path, message),
         }
     }
     out
+}
+
+/// The dry-run annotation: `"true"` makes a dry run; any other value is reported and the
+/// policy enforced (a typo must not switch a policy off).
+fn dry_run(
+    cx: &mut Context<'_>,
+    key: &ObjectKey,
+    annotations: Option<&std::collections::BTreeMap<String, String>>,
+) -> bool {
+    match annotations
+        .and_then(|a| a.get(DRY_RUN_ANNOTATION))
+        .map(String::as_str)
+    {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            cx.error(
+                key,
+                &format!("metadata.annotations[{DRY_RUN_ANNOTATION}]"),
+                format!("{other:?} is neither \"true\" nor \"false\"; the policy is enforced"),
+            );
+            false
+        }
+    }
 }
 
 fn parse_all<T>(
@@ -190,6 +221,7 @@ fn authorization_policy(
         target_refs,
         action,
         rules,
+        dry_run: false,
     })
 }
 

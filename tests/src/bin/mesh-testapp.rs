@@ -14,6 +14,9 @@
 //!   and reading what comes back until EOF (1 s per step); prints how they ended:
 //!   `app=<answered by the echo app> closed=<EOF or reset, nothing read> other=<other bytes,
 //!   e.g. a TLS alert> open=<still open after 1 s> refused=<connect failed>`; always exits 0.
+//! - `mesh-testapp chat <addr> <seconds>`: one connection to a `serve` server, one line every
+//!   20 ms for that long, printing `reply <n>` for each answer (flushed), then `done <n>`; when the
+//!   connection fails prints `closed after <n> at_us=<unix µs>: <error>` and exits 1.
 //! - `mesh-testapp get <addr> <path>`: HTTP/1.0 GET, prints the body; exits 1 unless status 200.
 //! - `mesh-testapp post <addr> <path>`: the same with POST (no body).
 //! - `mesh-testapp status <method> <addr> <path>`: one HTTP/1.0 request (no body); prints the
@@ -59,6 +62,7 @@ fn main() {
         Some("burst") if args.len() == 4 => burst(&args[2], &args[3]),
         Some("loop") if args.len() == 4 => repeat(&args[2], &args[3]),
         Some("hostile") if args.len() == 4 => hostile(&args[2], &args[3]),
+        Some("chat") if args.len() == 4 => chat(&args[2], &args[3]),
         Some("echo") if args.len() == 3 => bench::echo_server(&args[2]),
         Some("http") if args.len() == 3 => bench::http_server(&args[2]),
         Some("pingpong") if args.len() == 5 => bench::pingpong(&args[2], &args[3], &args[4]),
@@ -248,6 +252,49 @@ fn hostile(addr: &str, n: &str) -> Result<(), String> {
         }
     }
     println!("app={app} closed={closed} other={other} open={open} refused={refused}");
+    Ok(())
+}
+
+fn chat(addr: &str, seconds: &str) -> Result<(), String> {
+    let addr: SocketAddr = parse("address", addr)?;
+    let seconds: u64 = parse("seconds", seconds)?;
+    let stream =
+        TcpStream::connect_timeout(&addr, TIMEOUT).map_err(|e| format!("connect {addr}: {e}"))?;
+    stream
+        .set_read_timeout(Some(TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
+    let mut reader = BufReader::new(stream);
+    let end = std::time::Instant::now() + Duration::from_secs(seconds);
+    let mut n = 0u64;
+    let mut out = std::io::stdout();
+    let mut line = String::new();
+    while std::time::Instant::now() < end {
+        line.clear();
+        let result = writeln!(writer, "ping {n}")
+            .and_then(|()| reader.read_line(&mut line))
+            .and_then(|read| match read {
+                0 => Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "closed by the peer",
+                )),
+                _ => Ok(()),
+            });
+        if let Err(e) = result {
+            let at_us = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_micros())
+                .unwrap_or_default();
+            let _ = writeln!(out, "closed after {n} at_us={at_us}: {e}");
+            let _ = out.flush();
+            std::process::exit(1);
+        }
+        n += 1;
+        let _ = writeln!(out, "reply {n}");
+        let _ = out.flush();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!("done {n}");
     Ok(())
 }
 
