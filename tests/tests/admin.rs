@@ -167,6 +167,14 @@ fn readiness_waits_for_the_config_and_the_pods_certificates() -> anyhow::Result<
         first.agent_args(dir.path(), "node1")
     };
     std::fs::write(dir.path().join("node1.token"), "not-yet")?;
+    // Where the certificate service was, a peer that accepts and never answers: certificate
+    // requests hang until their timeout instead of failing at once.
+    let mut silent = cluster
+        .control_plane_command(&binary("mesh-testapp")?.display().to_string())
+        .args(["silent", &mesh_tests::controller::CA_PORT.to_string(), "60"])
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting the silent certificate service")?;
     let agent = Agent::start_with(cluster.node(1)?, dir.path(), None, &args)?;
     let (code, body) = wait_readiness(&agent, Duration::from_secs(10), Option::is_some)?
         .context("readiness answered")?;
@@ -177,7 +185,38 @@ fn readiness_waits_for_the_config_and_the_pods_certificates() -> anyhow::Result<
     );
 
     // A captured pod whose certificate cannot be had (enrolment gives up waiting after 5 s).
-    agent.add_pod(&pod, ambient(), json!({}))?;
+    // The registry is not locked while it waits: the enrolment API answers meanwhile.
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        let started = Instant::now();
+        let adding = scope.spawn(|| agent.add_pod(&pod, ambient(), json!({})));
+        // Bounded: the add waits at most 5 s for the certificate.
+        let deadline = Instant::now() + Duration::from_secs(4);
+        loop {
+            let started = Instant::now();
+            let listed = agent.request(&json!({"op": "list"}))?;
+            let took = started.elapsed();
+            assert!(
+                took < Duration::from_secs(1),
+                "the enrolment API took {took:?} to list pods while a pod waited for its certificate"
+            );
+            if listed.to_string().contains("apps/client") || Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        adding
+            .join()
+            .map_err(|_| anyhow::anyhow!("add_pod panicked"))??;
+        // The add did wait for the certificate (up to 5 s), so the listing above overlapped it.
+        assert!(
+            started.elapsed() >= Duration::from_secs(4),
+            "the add returned after {:?}: it did not wait for the certificate",
+            started.elapsed()
+        );
+        Ok(())
+    })?;
+    let _ = silent.kill();
+    let _ = silent.wait();
     let (code, body) = agent.readiness()?.context("readiness answered")?;
     assert_eq!(code, 503, "{body}");
     assert!(
@@ -198,6 +237,16 @@ fn readiness_waits_for_the_config_and_the_pods_certificates() -> anyhow::Result<
     assert_eq!(answer.map(|(_, body)| body), Some("ready\n".to_owned()));
     // The admin endpoint answers the same.
     assert_eq!(agent.admin_get("/healthz/ready")?, "ready\n");
+
+    // A departed pod's certificate is forgotten, not renewed forever.
+    agent.remove_pod(&pod)?;
+    agent.wait_for_log(
+        &[
+            "certificate forgotten",
+            "spiffe://cluster.local/ns/apps/sa/client",
+        ],
+        Duration::from_secs(5),
+    )?;
     Ok(())
 }
 

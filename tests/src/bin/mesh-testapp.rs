@@ -14,6 +14,8 @@
 //!   and reading what comes back until EOF (1 s per step); prints how they ended:
 //!   `app=<answered by the echo app> closed=<EOF or reset, nothing read> other=<other bytes,
 //!   e.g. a TLS alert> open=<still open after 1 s> refused=<connect failed>`; always exits 0.
+//! - `mesh-testapp silent <port> <seconds>`: dual-stack server that accepts connections and never
+//!   answers (a peer that hangs a handshake), for `seconds`, then exits.
 //! - `mesh-testapp chat <addr> <seconds>`: one connection to a `serve` server, one line every
 //!   20 ms for that long, printing `reply <n>` for each answer (flushed), then `done <n>`; when the
 //!   connection fails prints `closed after <n> at_us=<unix µs>: <error>` and exits 1.
@@ -63,6 +65,7 @@ fn main() {
         Some("loop") if args.len() == 4 => repeat(&args[2], &args[3]),
         Some("hostile") if args.len() == 4 => hostile(&args[2], &args[3]),
         Some("chat") if args.len() == 4 => chat(&args[2], &args[3]),
+        Some("silent") if args.len() == 4 => silent(&args[2], &args[3]),
         Some("echo") if args.len() == 3 => bench::echo_server(&args[2]),
         Some("http") if args.len() == 3 => bench::http_server(&args[2]),
         Some("pingpong") if args.len() == 5 => bench::pingpong(&args[2], &args[3], &args[4]),
@@ -88,6 +91,28 @@ fn serve(port: &str, name: &str) -> Result<(), String> {
         let Ok(stream) = stream else { continue };
         let name = name.to_owned();
         std::thread::spawn(move || answer(stream, &name));
+    }
+    Ok(())
+}
+
+/// Accepts and holds connections without reading or writing, until `seconds` have passed.
+fn silent(port: &str, seconds: &str) -> Result<(), String> {
+    let port: u16 = parse("port", port)?;
+    let seconds: u64 = parse("seconds", seconds)?;
+    let listener = TcpListener::bind(("::", port)).map_err(|e| format!("bind [::]:{port}: {e}"))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("nonblocking: {e}"))?;
+    println!("listening on {port}");
+    let end = std::time::Instant::now() + Duration::from_secs(seconds);
+    let mut held = Vec::new();
+    while std::time::Instant::now() < end {
+        match listener.accept() {
+            // Bounded: a test opens a handful.
+            Ok((stream, _)) if held.len() < 1024 => held.push(stream),
+            Ok(_) => {}
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
     }
     Ok(())
 }
