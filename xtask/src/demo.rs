@@ -4,7 +4,8 @@
 //! directory of Istio/Kubernetes YAML, certificate authority; both served over TLS to agents
 //! that pin its root and authenticate with their node token) and one agent per node, enrols the
 //! pods, and shows what the mesh does: capture by eBPF, the mTLS tunnel between nodes with
-//! workload identities, an AuthorizationPolicy at work, and the agent's metrics. Everything is
+//! workload identities, an AuthorizationPolicy at work, the trust boundaries a pod meets (the
+//! agent's own ports refused, only metrics served to the network), and the agent's metrics. Everything is
 //! torn down at the end.
 
 use std::time::Duration;
@@ -120,12 +121,31 @@ pub fn run() -> anyhow::Result<()> {
         )?
     );
 
+    crate::sh::step("trust boundaries: what a pod on the network cannot do");
+    println!(
+        "  legacy/batch -> the agent's own port {}:15006: {}",
+        reviews.ip4,
+        call(&batch, &format!("{}:15006", reviews.ip4), "loop?")?
+    );
+    let node2 = format!(
+        "{}:{}",
+        cluster.node(2)?.ip4,
+        mesh_tests::agent::METRICS_PORT
+    );
+    for path in ["/metrics", "/config_dump"] {
+        let answer = mesh_tests::agent::http_status(|p| batch.command(p), "get", &node2, path)?;
+        let code = answer.map_or("no answer".to_owned(), |(code, _)| code.to_string());
+        println!("  legacy/batch -> GET {node2}{path}: {code}");
+    }
+    println!("  (15020 serves metrics only; admin stays on each node's loopback 15000)");
+
     std::thread::sleep(Duration::from_millis(200));
     crate::sh::step("what the agents saw");
     let needles = [
         "connection captured",
         "HBONE connection",
         "plaintext connection",
+        "refused (logged once per burst)",
         "mesh_ebpf",
     ];
     show_logs(agent1, &needles);
