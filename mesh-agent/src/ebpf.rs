@@ -17,7 +17,8 @@ use aya::programs::{
 };
 use aya::{Ebpf, EbpfLoader};
 use mesh_common::kernel::{
-    names, FastKey, FastStats, FastVerdict, ListenerKey, OrigDstKey, SockAddr, SpliceKey,
+    names, FastKey, FastStats, FastVerdict, FlowKey, FlowState, ListenerKey, OrigDstKey, SockAddr,
+    SpliceKey, ROLE_CLIENT,
 };
 use serde::Serialize;
 
@@ -89,6 +90,7 @@ struct Loaded {
     listeners: SockHash<MapData, ListenerKey>,
     fast_verdicts: BpfHashMap<MapData, FastKey, FastVerdict>,
     fast_stats: PerCpuHashMap<MapData, FastKey, FastStats>,
+    splice_flows: BpfHashMap<MapData, SpliceKey, FlowState>,
     /// Held so the `sk_msg` program attached to it stays attached for the agent's life.
     _splice_socks: SockHash<MapData, SpliceKey>,
     splice: Array<MapData, u32>,
@@ -145,6 +147,8 @@ impl Programs {
             .map_err(map_error(names::FAST_VERDICT))?;
         let fast_stats = PerCpuHashMap::try_from(take_map(&mut ebpf, names::FAST_STATS)?)
             .map_err(map_error(names::FAST_STATS))?;
+        let splice_flows = BpfHashMap::try_from(take_map(&mut ebpf, names::SPLICE_FLOWS)?)
+            .map_err(map_error(names::SPLICE_FLOWS))?;
         let splice_socks: SockHash<MapData, SpliceKey> =
             SockHash::try_from(take_map(&mut ebpf, names::SPLICE_SOCKS)?)
                 .map_err(map_error(names::SPLICE_SOCKS))?;
@@ -167,6 +171,7 @@ impl Programs {
                 listeners,
                 fast_verdicts,
                 fast_stats,
+                splice_flows,
                 _splice_socks: splice_socks,
                 splice,
                 agent_links: Vec::new(),
@@ -229,6 +234,23 @@ impl Programs {
             }
         }
         keys.len()
+    }
+
+    /// The open connections the kernel decided (same-node pod to pod, after the agent's first
+    /// decision): each client socket's view of its 4-tuple with the verdict it came from.
+    pub fn kernel_flows(&self) -> Vec<(FlowKey, FastKey)> {
+        let guard = self.lock();
+        guard
+            .splice_flows
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(key, state)| {
+                key.netns_cookie == 0
+                    && state.role == ROLE_CLIENT
+                    && state.fast_key != FastKey::default()
+            })
+            .map(|(key, state)| (key.flow, state.fast_key))
+            .collect()
     }
 
     /// The fast-path counters, summed over CPUs.

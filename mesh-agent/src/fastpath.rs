@@ -254,6 +254,12 @@ impl FastPath {
         });
     }
 
+    /// The decision behind the verdict `key`, while it is known (active or withdrawn with
+    /// connections still open).
+    pub fn decided(&self, key: &FastKey) -> Option<Decided> {
+        self.lock().entries.get(key).map(|e| e.decided.clone())
+    }
+
     /// The verdicts and their counts, for the admin endpoint.
     pub fn list(&self) -> Vec<FastPathEntry> {
         let stats: HashMap<FastKey, FastStats> = self.programs.fast_stats().into_iter().collect();

@@ -177,6 +177,17 @@ impl Netns {
             .map_err(|_| NetnsError::WorkerGone(self.path.clone()))
     }
 
+    /// Destroys the namespace's TCP socket `local` → `remote` (the kernel resets its peer); a
+    /// socket already gone is not an error.
+    pub async fn destroy_tcp(
+        &self,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> Result<(), NetnsError> {
+        self.run(move || crate::sock_destroy::destroy(local, remote))
+            .await
+    }
+
     /// Binds a TCP listener at `addr` inside the namespace (IPv6 listeners are v6-only).
     pub async fn listen(&self, addr: SocketAddr) -> Result<tokio::net::TcpListener, NetnsError> {
         let std_listener = self

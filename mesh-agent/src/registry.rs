@@ -15,6 +15,7 @@ use tracing::info;
 
 use crate::ebpf::{AttachedProgram, Programs};
 use crate::fastpath::FastPath;
+use crate::local::LocalPods;
 use crate::metrics::Metrics;
 use crate::pod_info::{InvalidPod, PodInfo};
 use crate::pod_listeners::{NodeParts, PodListeners, StartError};
@@ -99,6 +100,14 @@ impl Registry {
         fastpath: Arc<FastPath>,
     ) -> Registry {
         let live = crate::live::follow(&state, metrics.clone());
+        let local: Arc<LocalPods> = Arc::default();
+        crate::kernel_flows::follow(
+            &state,
+            programs.clone(),
+            fastpath.clone(),
+            local.clone(),
+            metrics.clone(),
+        );
         Registry {
             node: NodeParts {
                 programs,
@@ -106,7 +115,7 @@ impl Registry {
                 trust_domain,
                 metrics,
                 tunnel,
-                local: Arc::default(),
+                local,
                 fastpath,
                 live,
             },

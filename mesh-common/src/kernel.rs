@@ -212,6 +212,8 @@ pub mod names {
     /// Per-CPU map: [`super::FastKey`] -> [`super::FastStats`], created by the agent, counted by
     /// the kernel.
     pub const FAST_STATS: &str = "FAST_STATS";
+    /// Map: each end of a spliced or kernel-decided connection -> its verdict and mode.
+    pub const SPLICE_FLOWS: &str = "SPLICE_FLOWS";
     /// Sockhash: [`super::SpliceKey`] -> spliced sockets, the `sk_msg` program's map.
     pub const SPLICE_SOCKS: &str = "SPLICE_SOCKS";
 }
@@ -234,6 +236,8 @@ mod pod_impls {
     unsafe impl aya::Pod for super::FlowKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::SpliceKey {}
+    // SAFETY: repr(C), two Pod fields and two u32, no padding (size asserted above).
+    unsafe impl aya::Pod for super::FlowState {}
 }
 
 #[cfg(feature = "std")]

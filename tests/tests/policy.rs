@@ -33,6 +33,8 @@ const DAY: Duration = Duration::from_secs(24 * 3600);
 struct Mesh {
     client: Pod,
     other: Pod,
+    /// `prod/near` (meshed, node 1, same node as the clients): reached by the kernel fast path.
+    near_ip: String,
     walled_ip: String,
     agent1: Agent,
     agent2: Agent,
@@ -51,6 +53,8 @@ fn start_mesh() -> anyhow::Result<Mesh> {
     mesh_tests::app::serve(&mut cluster, &walled_pod, APP_PORT, "walled")?;
     let client = cluster.add_pod(1, "apps", "client")?;
     let other = cluster.add_pod(1, "apps", "other")?;
+    let near = cluster.add_pod(1, "prod", "near")?;
+    mesh_tests::app::serve(&mut cluster, &near, APP_PORT, "near")?;
     let config_dir = dir.path().join("config");
     std::fs::create_dir_all(&config_dir)?;
     let walled = service_yaml("prod", "walled", "198.19.0.11", 80, APP_PORT, "walled").replace(
@@ -67,13 +71,14 @@ fn start_mesh() -> anyhow::Result<Mesh> {
         pod_yaml(&other, "node1", "other"),
         pod_yaml(&server, "node2", "server"),
         pod_yaml(&walled_pod, "node2", "walled"),
+        pod_yaml(&near, "node1", "near"),
     ]
     .join("---\n");
     std::fs::write(config_dir.join("base.yaml"), base)?;
     let ControlledMesh {
         mut agents,
         controller,
-    } = ControlledMesh::start(&cluster, dir.path(), &config_dir, DAY, 4)?;
+    } = ControlledMesh::start(&cluster, dir.path(), &config_dir, DAY, 5)?;
     let (Some(agent2), Some(agent1)) = (agents.pop(), agents.pop()) else {
         bail!("expected two agents");
     };
@@ -81,9 +86,11 @@ fn start_mesh() -> anyhow::Result<Mesh> {
     agent2.add_pod(&walled_pod, ambient(), json!({}))?;
     agent1.add_pod(&client, ambient(), json!({}))?;
     agent1.add_pod(&other, ambient(), json!({}))?;
+    agent1.add_pod(&near, ambient(), json!({}))?;
     Ok(Mesh {
         client,
         other,
+        near_ip: near.ip4.to_string(),
         walled_ip: walled_pod.ip4.to_string(),
         agent1,
         agent2,
@@ -341,6 +348,73 @@ fn a_policy_change_closes_a_now_denied_live_connection_within_a_second() -> anyh
     assert!(!app(&mesh.client, &["connect", SERVICE, "again"])?
         .status
         .success());
+    Ok(())
+}
+
+#[test]
+fn a_policy_change_closes_a_now_denied_kernel_carried_connection_within_a_second(
+) -> anyhow::Result<()> {
+    let mesh = start_mesh()?;
+    let near = format!("{}:{APP_PORT}", mesh.near_ip);
+    // The first connection to the same-node pod goes through the agent, which installs its
+    // verdict; the next one is carried by the kernel, never seen by the agent.
+    assert!(app(&mesh.client, &["connect", &near, "first"])?
+        .status
+        .success());
+    let mut chat = Chat::start(&mesh.client, &near)?;
+    chat.until("replies", Duration::from_secs(10), |c| {
+        c.replies >= 10 || c.closed.is_some()
+    })?;
+    assert!(chat.closed.is_none(), "{:?}", chat.closed);
+    let fastpath = mesh.agent1.admin_get("/fastpath")?;
+    assert!(
+        fastpath.contains("\"spliced\": 1"),
+        "the chat is not kernel-carried: {fastpath}"
+    );
+
+    std::fs::write(
+        mesh.config_dir.join("deny.yaml"),
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny-client, namespace: prod}\nspec:\n  action: DENY\n  rules:\n  - from: [{source: {principals: [cluster.local/ns/apps/sa/client]}}]\n",
+    )?;
+    wait_config(&mesh.agent1, "deny-client")?;
+    let applied = mesh
+        .agent1
+        .logs()
+        .lines()
+        .rfind(|l| l.contains("config applied"))
+        .context("no config applied")?
+        .to_owned();
+    let applied_us = log_time_us(&applied)?;
+    chat.until(
+        "the kernel-carried connection to close",
+        Duration::from_secs(5),
+        |c| c.closed.is_some(),
+    )?;
+    let closed = chat.closed.clone().unwrap_or_default();
+    let closed_us: i64 = closed
+        .split("at_us=")
+        .nth(1)
+        .and_then(|s| s.split(':').next())
+        .context("no at_us in the chat's last line")?
+        .parse()?;
+    let after = closed_us - applied_us;
+    eprintln!("kernel-carried connection closed {after} µs after the policy applied: {closed}");
+    assert!(
+        (0..1_000_000).contains(&after),
+        "closed {after} µs after the policy applied (must be < 1 s): {closed}\n{}",
+        mesh.agent1.logs()
+    );
+    assert_eq!(
+        metric(
+            &mesh.agent1,
+            "mesh_agent_connections_denied_total{workload=\"prod/near\",reason=\"policy_changed\"}"
+        )?,
+        1
+    );
+    mesh.agent1.wait_for_log(
+        &["kernel-carried connection closed", "deny-client"],
+        Duration::from_secs(5),
+    )?;
     Ok(())
 }
 
