@@ -133,7 +133,7 @@ pub fn run() -> anyhow::Result<()> {
         mesh_tests::agent::METRICS_PORT
     );
     for path in ["/metrics", "/config_dump"] {
-        let answer = mesh_tests::agent::http_status(|p| batch.command(p), "get", &node2, path)?;
+        let answer = mesh_tests::agent::http_status(|p| batch.command(p), "GET", &node2, path)?;
         let code = answer.map_or("no answer".to_owned(), |(code, _)| code.to_string());
         println!("  legacy/batch -> GET {node2}{path}: {code}");
     }
