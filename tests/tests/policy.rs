@@ -141,6 +141,23 @@ fn controller_get(cluster: &Cluster, path: &str) -> anyhow::Result<String> {
 }
 
 /// `mesh-testapp chat` from a pod: its lines as they come.
+/// Applies a DENY of `apps/client` in `prod` and returns when (unix µs) `agent` applied the
+/// model that carries it: the agent logs each version as it applies it, the last one has it.
+fn deny_client(mesh: &Mesh, agent: &Agent) -> anyhow::Result<i64> {
+    std::fs::write(
+        mesh.config_dir.join("deny.yaml"),
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny-client, namespace: prod}\nspec:\n  action: DENY\n  rules:\n  - from: [{source: {principals: [cluster.local/ns/apps/sa/client]}}]\n",
+    )?;
+    wait_config(agent, "deny-client")?;
+    let applied = agent
+        .logs()
+        .lines()
+        .rfind(|l| l.contains("config applied"))
+        .context("no config applied")?
+        .to_owned();
+    log_time_us(&applied)
+}
+
 struct Chat {
     child: Child,
     lines: Receiver<String>,
@@ -188,6 +205,19 @@ impl Chat {
     }
 
     /// Polls until `done` holds (at most `timeout`).
+    /// Waits (at most 5 s) for the connection to close; its last line and when (unix µs).
+    fn closed_at(&mut self, what: &str) -> anyhow::Result<(String, i64)> {
+        self.until(what, Duration::from_secs(5), |c| c.closed.is_some())?;
+        let closed = self.closed.clone().unwrap_or_default();
+        let at_us = closed
+            .split("at_us=")
+            .nth(1)
+            .and_then(|s| s.split(':').next())
+            .context("no at_us in the chat's last line")?
+            .parse()?;
+        Ok((closed, at_us))
+    }
+
     fn until(
         &mut self,
         what: &str,
@@ -275,32 +305,8 @@ fn a_policy_change_closes_a_now_denied_live_connection_within_a_second() -> anyh
         mesh.agent2.logs()
     );
 
-    std::fs::write(
-        mesh.config_dir.join("deny.yaml"),
-        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny-client, namespace: prod}\nspec:\n  action: DENY\n  rules:\n  - from: [{source: {principals: [cluster.local/ns/apps/sa/client]}}]\n",
-    )?;
-    wait_config(&mesh.agent2, "deny-client")?;
-    // The agent logs each version as it applies it: the last one is the one with the policy.
-    let applied = mesh
-        .agent2
-        .logs()
-        .lines()
-        .rfind(|l| l.contains("config applied"))
-        .context("no config applied")?
-        .to_owned();
-    let applied_us = log_time_us(&applied)?;
-    denied.until(
-        "the denied connection to close",
-        Duration::from_secs(5),
-        |c| c.closed.is_some(),
-    )?;
-    let closed = denied.closed.clone().unwrap_or_default();
-    let closed_us: i64 = closed
-        .split("at_us=")
-        .nth(1)
-        .and_then(|s| s.split(':').next())
-        .context("no at_us in the chat's last line")?
-        .parse()?;
+    let applied_us = deny_client(&mesh, &mesh.agent2)?;
+    let (closed, closed_us) = denied.closed_at("the denied connection to close")?;
     let after = Duration::from_micros(u64::try_from(closed_us - applied_us).unwrap_or(0));
     eprintln!("closed {after:?} after the agent applied the new policy: {closed}");
     let relevant = |agent: &Agent| -> String {
@@ -372,31 +378,8 @@ fn a_policy_change_closes_a_now_denied_kernel_carried_connection_within_a_second
         "the chat is not kernel-carried: {fastpath}"
     );
 
-    std::fs::write(
-        mesh.config_dir.join("deny.yaml"),
-        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny-client, namespace: prod}\nspec:\n  action: DENY\n  rules:\n  - from: [{source: {principals: [cluster.local/ns/apps/sa/client]}}]\n",
-    )?;
-    wait_config(&mesh.agent1, "deny-client")?;
-    let applied = mesh
-        .agent1
-        .logs()
-        .lines()
-        .rfind(|l| l.contains("config applied"))
-        .context("no config applied")?
-        .to_owned();
-    let applied_us = log_time_us(&applied)?;
-    chat.until(
-        "the kernel-carried connection to close",
-        Duration::from_secs(5),
-        |c| c.closed.is_some(),
-    )?;
-    let closed = chat.closed.clone().unwrap_or_default();
-    let closed_us: i64 = closed
-        .split("at_us=")
-        .nth(1)
-        .and_then(|s| s.split(':').next())
-        .context("no at_us in the chat's last line")?
-        .parse()?;
+    let applied_us = deny_client(&mesh, &mesh.agent1)?;
+    let (closed, closed_us) = chat.closed_at("the kernel-carried connection to close")?;
     let after = closed_us - applied_us;
     eprintln!("kernel-carried connection closed {after} µs after the policy applied: {closed}");
     assert!(
