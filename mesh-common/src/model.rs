@@ -21,9 +21,9 @@ pub use policy::{
     PeerAuthMode, PeerAuthentication, PolicyTargetRef, Source,
 };
 pub use route::{
-    ConnectionPool, DestinationPolicy, Fault, FaultAbort, FaultDelay, HeaderOps, HttpMatch,
-    LoadBalancer, Mirror, OutlierDetection, Redirect, RetryPolicy, Rewrite, Route,
-    RouteDestination, RouteKind, RouteRule, StringMatch, Subset, TrafficPolicy,
+    ConnectionPool, DestinationPolicy, DirectResponse, Fault, FaultAbort, FaultDelay, HeaderOps,
+    HttpMatch, LoadBalancer, Mirror, OutlierDetection, Redirect, RegexRewrite, RetryPolicy,
+    Rewrite, Route, RouteDestination, RouteKind, RouteRule, StringMatch, Subset, TrafficPolicy,
 };
 
 /// Everything one agent or waypoint needs, at one version.
@@ -175,6 +175,27 @@ pub struct ServicePort {
     /// Port on the endpoint (defaults to `port`).
     #[serde(default)]
     pub target_port: Option<u16>,
+    /// The application protocol declared for the port (`appProtocol`, or the port name's
+    /// prefix as Istio reads it); `None`: detected by the waypoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<PortProtocol>,
+}
+
+/// An application protocol a service port declares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PortProtocol {
+    /// HTTP/1.1 (or HTTP/2 with prior knowledge, which the waypoint detects).
+    Http,
+    /// HTTP/2 cleartext (`http2`, `kubernetes.io/h2c`).
+    Http2,
+    /// gRPC (HTTP/2).
+    Grpc,
+    /// Opaque TCP (also TLS, MongoDB, Redis, MySQL...): passed through unparsed.
+    Tcp,
+    /// A protocol this build does not know (from a newer controller): detected.
+    #[serde(other)]
+    Unknown,
 }
 
 /// One endpoint of a service.

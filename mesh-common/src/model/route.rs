@@ -75,6 +75,20 @@ pub struct RouteRule {
     /// Response header changes.
     #[serde(default, skip_serializing_if = "HeaderOps::is_empty")]
     pub response_headers: HeaderOps,
+    /// Answer directly instead of forwarding (VirtualService `directResponse`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct_response: Option<DirectResponse>,
+}
+
+/// A response the waypoint gives itself.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DirectResponse {
+    /// Status code.
+    pub status: u16,
+    /// Body, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
 }
 
 /// A request match; every present field must match.
@@ -99,9 +113,22 @@ pub struct HttpMatch {
     /// Destination port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
+    /// Headers that must be absent or not match (Istio `withoutHeaders`; lower-case names).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub without_headers: BTreeMap<String, StringMatch>,
+    /// Labels the source workload must carry (Istio `sourceLabels`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub source_labels: BTreeMap<String, String>,
+    /// Namespace of the source workload (Istio `sourceNamespace`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_namespace: Option<String>,
+    /// Match `uri` case-insensitively (Istio `ignoreUriCase`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ignore_uri_case: bool,
 }
 
-/// A string match (`{"exact": "…"}`, `{"prefix": "…"}` or `{"regex": "…"}`).
+/// A string match (`{"exact": "…"}`, `{"prefix": "…"}`, `{"regex": "…"}` or
+/// `{"present": true}`).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum StringMatch {
@@ -111,6 +138,8 @@ pub enum StringMatch {
     Prefix(String),
     /// RE2 regular expression, matched against the whole value.
     Regex(String),
+    /// Any value, as long as it is there (an Istio header match with no value).
+    Present(bool),
     /// A kind of match this build does not know (from a newer controller), with its tag: it
     /// never matches, so the rule holding it is not taken.
     Unknown(String),
@@ -137,6 +166,7 @@ impl<'de> serde::Deserialize<'de> for StringMatch {
                     "exact" => StringMatch::Exact(map.next_value()?),
                     "prefix" => StringMatch::Prefix(map.next_value()?),
                     "regex" => StringMatch::Regex(map.next_value()?),
+                    "present" => StringMatch::Present(map.next_value()?),
                     _ => {
                         map.next_value::<Skip>()?;
                         StringMatch::Unknown(tag)
@@ -153,7 +183,7 @@ impl<'de> serde::Deserialize<'de> for StringMatch {
 }
 
 /// A weighted destination.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RouteDestination {
     /// Fully qualified host.
@@ -166,12 +196,27 @@ pub struct RouteDestination {
     pub port: Option<u16>,
     /// Relative weight; destinations of a rule are picked in proportion.
     pub weight: u32,
+    /// Request header changes for this destination only (after the rule's).
+    #[serde(default, skip_serializing_if = "HeaderOps::is_empty")]
+    pub request_headers: HeaderOps,
+    /// Response header changes for this destination only (after the rule's).
+    #[serde(default, skip_serializing_if = "HeaderOps::is_empty")]
+    pub response_headers: HeaderOps,
 }
 
 /// An HTTP redirect.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Redirect {
+    /// New scheme (`http`, `https`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    /// New port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Replace only the matched path prefix with `uri` (Gateway API `ReplacePrefixMatch`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replace_prefix: bool,
     /// New path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uri: Option<String>,
@@ -183,15 +228,32 @@ pub struct Redirect {
 }
 
 /// A rewrite before forwarding.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Rewrite {
-    /// Replacement for the matched path prefix.
+    /// Replacement for the matched path prefix (or the whole path when the match was exact).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uri: Option<String>,
+    /// Regex rewrite of the whole path (Istio `uriRegexRewrite`, RE2 syntax, `\1` groups).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri_regex: Option<RegexRewrite>,
+    /// Replace the whole path with `uri` (Gateway API `ReplaceFullPath`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub full_path: bool,
     /// New authority.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authority: Option<String>,
+}
+
+/// A regex substitution.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegexRewrite {
+    /// RE2 pattern.
+    #[serde(rename = "match")]
+    pub pattern: String,
+    /// Replacement, with `\N` capture groups.
+    pub rewrite: String,
 }
 
 /// Retries.

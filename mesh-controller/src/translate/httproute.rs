@@ -129,6 +129,7 @@ fn backend(
         subset: None,
         port,
         weight: 1,
+        ..Default::default()
     })
 }
 
@@ -189,6 +190,7 @@ fn route_rule(
             headers,
             query_params,
             port: None,
+            ..Default::default()
         });
     }
     let mut destinations = Vec::new();
@@ -250,6 +252,7 @@ fn route_rule(
                         .status_code
                         .and_then(|c| u16::try_from(c).ok())
                         .unwrap_or(302),
+                    ..Default::default()
                 });
             }
             "URLRewrite" => {
@@ -264,6 +267,7 @@ fn route_rule(
                             .or(p.replace_full_path.clone())
                     }),
                     authority: r.hostname.clone(),
+                    ..Default::default()
                 });
             }
             "RequestMirror" => {

@@ -197,7 +197,11 @@ fn kube_service(
             // A named port: resolved on the first selected pod that declares it.
             Some(IntOrString::String(name)) => pods.iter().find_map(|pod| named_port(pod, name)),
         };
-        ports.push(ServicePort { port, target_port });
+        ports.push(ServicePort {
+            port,
+            target_port,
+            protocol: None,
+        });
     }
     let endpoints = match sliced {
         Some(endpoints) => endpoints.clone(),
@@ -276,7 +280,11 @@ fn service_entry(
                 return Vec::new();
             }
         };
-        ports.push(ServicePort { port, target_port });
+        ports.push(ServicePort {
+            port,
+            target_port,
+            protocol: None,
+        });
     }
     if spec.hosts.is_empty() {
         cx.error(key, "spec.hosts", "at least one host is required");

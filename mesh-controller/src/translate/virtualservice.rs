@@ -308,6 +308,7 @@ fn destination(
         subset: d.subset.clone(),
         port,
         weight,
+        ..Default::default()
     })
 }
 
@@ -369,6 +370,7 @@ fn http_rule(
                 .port
                 .map(|n| at(&format!("{p}.port"), values::port(i64::from(n))))
                 .transpose()?,
+            ..Default::default()
         });
     }
     let mut destinations = Vec::new();
@@ -454,10 +456,12 @@ fn http_rule(
             .redirect_code
             .and_then(|c| u16::try_from(c).ok())
             .unwrap_or(301),
+        ..Default::default()
     });
     let rewrite = http.rewrite.as_ref().map(|r| m::Rewrite {
         uri: r.uri.clone(),
         authority: r.authority.clone(),
+        ..Default::default()
     });
     let headers = http.headers.clone().unwrap_or_default();
     Ok(m::RouteRule {
@@ -472,6 +476,7 @@ fn http_rule(
         mirror,
         request_headers: header_ops(headers.request.as_ref()),
         response_headers: header_ops(headers.response.as_ref()),
+        direct_response: None,
     })
 }
 
