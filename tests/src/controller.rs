@@ -44,12 +44,30 @@ impl Controller {
         config_dir: &Path,
         cert_lifetime: Duration,
     ) -> anyhow::Result<Controller> {
+        Controller::start_with_waypoints(cluster, workdir, config_dir, cert_lifetime, &[])
+    }
+
+    /// Like [`start`](Self::start), with bootstrap tokens for the waypoints `(namespace, name)`
+    /// too (principal `waypoint/<namespace>/<name>`, written to
+    /// `workdir/waypoint-<namespace>-<name>.token`; see [`waypoint_token_file`]).
+    pub fn start_with_waypoints(
+        cluster: &Cluster,
+        workdir: &Path,
+        config_dir: &Path,
+        cert_lifetime: Duration,
+        waypoints: &[(&str, &str)],
+    ) -> anyhow::Result<Controller> {
         let ip = cluster.control_plane_ip();
         let mut tokens = String::new();
         for node in cluster.nodes() {
             let token = format!("{}-{:016x}{:016x}", node.name, rand_u64(), rand_u64());
             std::fs::write(workdir.join(format!("{}.token", node.name)), &token)?;
             tokens.push_str(&format!("{}={token}\n", node.name));
+        }
+        for (namespace, name) in waypoints {
+            let token = format!("wp-{:016x}{:016x}", rand_u64(), rand_u64());
+            std::fs::write(waypoint_token_file(workdir, namespace, name), &token)?;
+            tokens.push_str(&format!("waypoint/{namespace}/{name}={token}\n"));
         }
         let tokens_file = workdir.join("bootstrap-tokens");
         std::fs::write(&tokens_file, tokens)?;
@@ -145,6 +163,11 @@ impl Drop for Controller {
             let _ = child.wait();
         }
     }
+}
+
+/// Where [`Controller::start_with_waypoints`] writes a waypoint's bootstrap token.
+pub fn waypoint_token_file(workdir: &Path, namespace: &str, name: &str) -> PathBuf {
+    workdir.join(format!("waypoint-{namespace}-{name}.token"))
 }
 
 /// A random number from the kernel (tokens need not be guessable even in tests).

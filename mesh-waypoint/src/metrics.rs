@@ -1,0 +1,61 @@
+//! The waypoint's Prometheus metrics (the full Istio set comes with the observability issue).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+/// Labels of a finished request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// HTTP status sent downstream.
+    pub response_code: u16,
+    /// Envoy response flag (`-` when none).
+    pub response_flags: &'static str,
+}
+
+/// Labels of a downstream connection (one HBONE CONNECT stream).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionLabels {
+    /// `http1`, `http2` or `tcp`.
+    pub protocol: &'static str,
+}
+
+/// Labels of a refused CONNECT.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    /// Why.
+    pub reason: &'static str,
+}
+
+/// Every metric of the waypoint.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Requests answered, by status and flag.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Downstream connections, by detected protocol.
+    pub connections: Family<ConnectionLabels, Counter>,
+    /// CONNECT streams refused before any byte was carried.
+    pub refused: Family<RefusalLabels, Counter>,
+}
+
+impl Metrics {
+    /// Registers every metric in `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "mesh_waypoint_requests",
+            "HTTP requests answered by the waypoint",
+            self.requests.clone(),
+        );
+        registry.register(
+            "mesh_waypoint_connections",
+            "Downstream connections (HBONE CONNECT streams) by detected protocol",
+            self.connections.clone(),
+        );
+        registry.register(
+            "mesh_waypoint_connections_refused",
+            "CONNECT streams refused by the waypoint",
+            self.refused.clone(),
+        );
+    }
+}

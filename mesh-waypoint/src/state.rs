@@ -1,0 +1,79 @@
+//! The model the waypoint routes with: the last good snapshot from the controller, turned into a
+//! [`RouteTable`] once per update. Each request reads the table current when it starts, so a
+//! change applies to new requests and never cuts one in flight.
+
+use std::sync::Arc;
+
+use mesh_common::model::Snapshot;
+use tokio::sync::watch;
+
+use crate::config::Instance;
+use crate::table::RouteTable;
+
+/// The current route table, swapped on every model update.
+#[derive(Debug)]
+pub struct State {
+    instance: Instance,
+    table: watch::Sender<Arc<RouteTable>>,
+    updates: watch::Sender<u64>,
+}
+
+impl State {
+    /// A state with an empty model.
+    pub fn new(instance: Instance) -> Arc<State> {
+        let table = RouteTable::new(
+            Arc::new(Snapshot::default()),
+            &instance.identity.trust_domain,
+            (&instance.namespace, &instance.name),
+        );
+        Arc::new(State {
+            instance,
+            table: watch::channel(Arc::new(table)).0,
+            updates: watch::channel(0).0,
+        })
+    }
+
+    /// This waypoint instance.
+    pub fn instance(&self) -> &Instance {
+        &self.instance
+    }
+
+    /// The table to decide a new request with.
+    pub fn table(&self) -> Arc<RouteTable> {
+        self.table.borrow().clone()
+    }
+
+    /// How many models have been applied (0 before the first).
+    pub fn applied(&self) -> u64 {
+        *self.updates.borrow()
+    }
+
+    /// Builds and publishes the table of `snapshot`, logging what it could not use.
+    pub fn apply(&self, snapshot: Arc<Snapshot>) {
+        let version = snapshot.version.clone();
+        let table = RouteTable::new(
+            snapshot,
+            &self.instance.identity.trust_domain,
+            (&self.instance.namespace, &self.instance.name),
+        );
+        for warning in table.warnings() {
+            tracing::warn!(version, %warning, "model entry not applied");
+        }
+        tracing::info!(version, routes = table.route_count(), "config applied");
+        self.table.send_replace(Arc::new(table));
+        self.updates.send_modify(|n| *n += 1);
+    }
+
+    /// Applies every snapshot `updates` publishes, until its sender is gone.
+    pub async fn follow(self: Arc<Self>, mut updates: watch::Receiver<Arc<Snapshot>>) {
+        loop {
+            let snapshot = updates.borrow_and_update().clone();
+            if !snapshot.version.is_empty() {
+                self.apply(snapshot);
+            }
+            if updates.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! Opaque TCP through the waypoint: a connection that is not HTTP (declared `tcp`, or detected)
+//! is authorized on what a TCP connection shows — the source and the port; rules that need
+//! request attributes never allow it and, in a DENY policy, deny it (fail closed, as Istio does)
+//! — then relayed byte for byte to an endpoint of its destination.
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::proxy::{Downstream, Shared};
+use crate::upstream::Endpoint;
+
+/// Relays `io` to an endpoint of the destination, or closes it when it is refused.
+pub async fn pass<S>(shared: &Shared, downstream: &Downstream, mut io: S)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let table = shared.state.table();
+    let Some(target) = table.target(downstream.authority) else {
+        tracing::warn!(dst = %downstream.authority, "TCP destination left the mesh; closed");
+        return;
+    };
+    let source = table.source_info(Some(&downstream.peer), downstream.remote.ip());
+    if let Err(e) = table.authorize_tcp(&target, &source) {
+        tracing::info!(target: "access", src.identity = %downstream.peer, dst = %downstream.authority, error = %e, "TCP connection denied");
+        return;
+    }
+    let backend = table.default_backend(&target);
+    let candidates = match table.endpoints(&backend) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(dst = %downstream.authority, error = %e, "TCP connection without an endpoint; closed");
+            return;
+        }
+    };
+    let Some(chosen) = crate::endpoints::pick(&candidates, &mut || fastrand::u64(..)) else {
+        return;
+    };
+    let endpoint = Endpoint {
+        addr: chosen.addr,
+        identity: chosen.identity.clone(),
+    };
+    let mut upstream = match shared.upstreams.open_stream(&endpoint).await {
+        Ok(upstream) => upstream,
+        Err(e) => {
+            tracing::warn!(dst = %downstream.authority, upstream = %endpoint.addr, error = %e, "TCP upstream connect failed; closed");
+            return;
+        }
+    };
+    let copied = tokio::io::copy_bidirectional(&mut io, &mut upstream).await;
+    tracing::info!(target: "access", src.identity = %downstream.peer, dst = %downstream.authority, upstream = %endpoint.addr, result = ?copied, "TCP connection");
+}

@@ -1,0 +1,366 @@
+//! End-to-end: the waypoint on a two-node local cluster with the real controller, one agent per
+//! node and a `mesh-waypoint` instance in its own pod. Clients and servers are real HTTP, gRPC
+//! and WebSocket programs (`mesh-httpapp`) and `curl`, in meshed pods; every request goes
+//! client → agent → waypoint → agent → server over HBONE.
+//!
+//! Bookinfo's routing tasks: `end-user: jason` reaches reviews v2, others v1; a 90/10 and a
+//! 50/50 split over 2,000 requests land within ±3 points. L7 authorization at the waypoint: a
+//! DENY on `/admin` answers 403 `RBAC: access denied` while `/` passes, also when the client
+//! dials the pod address instead of the service (the agent sends that through the waypoint too,
+//! and the destination's agent admits only the waypoint). With the waypoint stopped, requests
+//! fail within 1 s and none reaches the destination around it.
+//!
+//! Needs root: each test fails loudly without it. Traffic stays inside the cluster's namespaces.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Output;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use mesh_tests::agent::{ambient, binary};
+use mesh_tests::config::{namespace_yaml, pod_yaml};
+use mesh_tests::controller::Controller;
+use mesh_tests::waypoint::{waypoint_yaml, Waypoint};
+use mesh_tests::{Agent, Cluster, Pod};
+use serde_json::{json, Value};
+
+const REVIEWS_PORT: u16 = 9080;
+const REVIEWS: &str = "198.19.0.20";
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+const DESTINATION_RULE: &str = "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: apps}
+spec:
+  host: reviews.apps.svc.cluster.local
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+  - {name: v3, labels: {version: v3}}
+";
+
+/// Bookinfo's `virtual-service-reviews-test-v2.yaml`.
+const JASON_TO_V2: &str = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: apps}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{headers: {end-user: {exact: jason}}}]
+    route: [{destination: {host: reviews, subset: v2}}]
+  - route: [{destination: {host: reviews, subset: v1}}]
+";
+
+fn split(v1: u32, v3: u32) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: reviews, namespace: apps}}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - {{destination: {{host: reviews, subset: v1}}, weight: {v1}}}
+    - {{destination: {{host: reviews, subset: v3}}, weight: {v3}}}
+"
+    )
+}
+
+/// `apps/client` (meshed, node 1), the waypoint `apps/waypoint` (its instance on node 1, used by
+/// the whole namespace), reviews v1 (node 1), v2 and v3 (node 2) behind `apps/reviews`, and
+/// `other/outsider` (node 2, not in the mesh).
+struct Mesh {
+    client: Pod,
+    outsider: Pod,
+    v1: Pod,
+    waypoint: Waypoint,
+    agents: Vec<Agent>,
+    _controller: Controller,
+    config_dir: PathBuf,
+    _cluster: Cluster,
+    _dir: tempfile::TempDir,
+}
+
+fn reviews_pod_yaml(pod: &Pod, node: &str, version: &str) -> String {
+    pod_yaml(pod, node, "reviews").replace(
+        "labels: {app: reviews}",
+        &format!("labels: {{app: reviews, version: {version}}}"),
+    )
+}
+
+fn start_mesh(prefix: &str) -> anyhow::Result<Mesh> {
+    mesh_tests::command::require_root()?;
+    let dir = tempfile::Builder::new().prefix(prefix).tempdir()?;
+    let mut cluster = Cluster::new(2)?;
+    let client = cluster.add_pod(1, "apps", "client")?;
+    let waypoint_pod = cluster.add_pod(1, "apps", "waypoint")?;
+    let v1 = cluster.add_pod(1, "apps", "reviews-v1")?;
+    let v2 = cluster.add_pod(2, "apps", "reviews-v2")?;
+    let v3 = cluster.add_pod(2, "apps", "reviews-v3")?;
+    let outsider = cluster.add_pod(2, "other", "outsider")?;
+    for pod in [&v1, &v2, &v3] {
+        let mut cmd = pod.command(&binary("mesh-httpapp")?.display().to_string());
+        cmd.args(["serve", &REVIEWS_PORT.to_string(), &pod.name]);
+        cluster.spawn(cmd)?;
+    }
+    for pod in [&v1, &v2, &v3] {
+        mesh_tests::command::wait_listening(pod, REVIEWS_PORT)?;
+    }
+    let config_dir = dir.path().join("config");
+    std::fs::create_dir_all(&config_dir)?;
+    let base = [
+        namespace_yaml("apps", true).replace(
+            "labels: {istio.io/dataplane-mode: ambient}",
+            "labels: {istio.io/dataplane-mode: ambient, istio.io/use-waypoint: waypoint}",
+        ),
+        namespace_yaml("other", false),
+        format!("apiVersion: v1\nkind: Service\nmetadata: {{name: reviews, namespace: apps}}\nspec:\n  clusterIP: {REVIEWS}\n  selector: {{app: reviews}}\n  ports: [{{name: http, port: {REVIEWS_PORT}, targetPort: {REVIEWS_PORT}}}]\n"),
+        waypoint_yaml(&waypoint_pod, "node1", "waypoint", "all"),
+        pod_yaml(&client, "node1", "client"),
+        reviews_pod_yaml(&v1, "node1", "v1"),
+        reviews_pod_yaml(&v2, "node2", "v2"),
+        reviews_pod_yaml(&v3, "node2", "v3"),
+        pod_yaml(&outsider, "node2", "outsider"),
+        DESTINATION_RULE.to_owned(),
+    ]
+    .join("---\n");
+    std::fs::write(config_dir.join("base.yaml"), base)?;
+    std::fs::write(config_dir.join("routes.yaml"), JASON_TO_V2)?;
+    let controller = Controller::start_with_waypoints(
+        &cluster,
+        dir.path(),
+        &config_dir,
+        DAY,
+        &[("apps", "waypoint")],
+    )?;
+    let mut agents = Vec::new();
+    for node in cluster.nodes() {
+        let args = controller.agent_args(dir.path(), &node.name);
+        agents.push(Agent::start_with(node, dir.path(), None, &args)?);
+    }
+    for agent in &agents {
+        agent.wait_for_log(&["config applied", "workloads=6"], Duration::from_secs(10))?;
+    }
+    agents[0].add_pod(&client, ambient(), json!({"app": "client"}))?;
+    agents[0].add_pod(&v1, ambient(), json!({"app": "reviews", "version": "v1"}))?;
+    agents[1].add_pod(&v2, ambient(), json!({"app": "reviews", "version": "v2"}))?;
+    agents[1].add_pod(&v3, ambient(), json!({"app": "reviews", "version": "v3"}))?;
+    let waypoint = Waypoint::start(&waypoint_pod, dir.path(), &controller, "waypoint")?;
+    Ok(Mesh {
+        client,
+        outsider,
+        v1,
+        waypoint,
+        agents,
+        _controller: controller,
+        config_dir,
+        _cluster: cluster,
+        _dir: dir,
+    })
+}
+
+impl Mesh {
+    /// Replaces `routes.yaml` and waits (at most 10 s) until the waypoint applied a new model.
+    fn set_routes(&self, yaml: &str) -> anyhow::Result<()> {
+        let before = applied_count(&self.waypoint);
+        std::fs::write(self.config_dir.join("routes.yaml"), yaml)?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while applied_count(&self.waypoint) <= before {
+            if Instant::now() > deadline {
+                bail!(
+                    "the waypoint did not apply the new routes within 10 s:\n{}",
+                    self.waypoint.logs()
+                );
+            }
+            sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    fn diagnostics(&self) -> String {
+        let mut out = format!("--- waypoint\n{}", self.waypoint.logs());
+        for agent in &self.agents {
+            out.push_str(&format!("--- agent {}\n{}", agent.node.name, agent.logs()));
+        }
+        out
+    }
+}
+
+fn applied_count(waypoint: &Waypoint) -> usize {
+    waypoint.logs().matches("config applied").count()
+}
+
+fn httpapp(pod: &Pod, args: &[&str]) -> anyhow::Result<Output> {
+    pod.command(&binary("mesh-httpapp")?.display().to_string())
+        .args(args)
+        .output()
+        .context("running mesh-httpapp")
+}
+
+/// `count` from `pod`: `n` requests on one keep-alive connection; the servers and statuses seen.
+fn count(pod: &Pod, url: &str, n: usize, headers: &[&str]) -> anyhow::Result<Value> {
+    let n = n.to_string();
+    let mut args = vec!["count", url, n.as_str()];
+    for h in headers {
+        args.extend(["-H", h]);
+    }
+    let out = httpapp(pod, &args)?;
+    if !out.status.success() {
+        bail!("count {url}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    serde_json::from_slice(&out.stdout).context("count output")
+}
+
+fn servers(counted: &Value) -> BTreeMap<String, u64> {
+    counted["servers"]
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// One request with curl from `pod`: (status, body); status 0 when there was no HTTP answer.
+fn curl(pod: &Pod, url: &str, extra: &[&str]) -> anyhow::Result<(u16, String)> {
+    let out = pod
+        .command("curl")
+        .args(["-s", "-m", "5", "-o", "-", "-w", "\n%{http_code}"])
+        .args(extra)
+        .arg(url)
+        .output()
+        .context("running curl")?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
+    Ok((code.trim().parse().unwrap_or(0), body.to_owned()))
+}
+
+fn share(servers: &BTreeMap<String, u64>, name: &str, total: u64) -> f64 {
+    100.0 * servers.get(name).copied().unwrap_or(0) as f64 / total as f64
+}
+
+#[test]
+fn routes_by_header_and_splits_by_weight() -> anyhow::Result<()> {
+    let mesh = start_mesh("mesh-wp-routes")?;
+    let url = format!("http://{REVIEWS}:{REVIEWS_PORT}/reviews/1");
+    let jason = count(&mesh.client, &url, 200, &["end-user: jason"])?;
+    let others = count(&mesh.client, &url, 200, &["end-user: alice"])?;
+    let anonymous = count(&mesh.client, &url, 200, &[])?;
+    let want = |name: &str| json!({name: 200});
+    assert_eq!(
+        jason["servers"],
+        want("reviews-v2"),
+        "jason: {jason}\n{}",
+        mesh.diagnostics()
+    );
+    assert_eq!(others["servers"], want("reviews-v1"), "alice: {others}");
+    assert_eq!(anonymous["servers"], want("reviews-v1"), "anonymous: {anonymous}");
+
+    for (v1, v3) in [(90, 10), (50, 50)] {
+        mesh.set_routes(&split(v1, v3))?;
+        let counted = count(&mesh.client, &url, 2000, &[])?;
+        let seen = servers(&counted);
+        let total: u64 = seen.values().sum();
+        assert_eq!(total, 2000, "{v1}/{v3}: {counted}");
+        let got = share(&seen, "reviews-v1", total);
+        assert!(
+            (got - f64::from(v1)).abs() <= 3.0,
+            "{v1}/{v3}: v1 got {got:.1} %: {counted}"
+        );
+        assert_eq!(
+            seen.get("reviews-v1").copied().unwrap_or(0) + seen.get("reviews-v3").copied().unwrap_or(0),
+            2000,
+            "{v1}/{v3}: only v1 and v3: {counted}"
+        );
+        println!("{v1}/{v3} split over 2000 requests: v1 {got:.1} %");
+    }
+    Ok(())
+}
+
+const DENY_ADMIN: &str = "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: no-admin, namespace: apps}
+spec:
+  targetRefs: [{kind: Gateway, group: gateway.networking.k8s.io, name: waypoint}]
+  action: DENY
+  rules:
+  - from: [{source: {principals: [cluster.local/ns/apps/sa/client]}}]
+    to: [{operation: {paths: [/admin*]}}]
+";
+
+#[test]
+fn l7_policy_applies_at_the_waypoint_and_cannot_be_skipped() -> anyhow::Result<()> {
+    let mesh = start_mesh("mesh-wp-authz")?;
+    mesh.set_routes(&format!("{JASON_TO_V2}---\n{DENY_ADMIN}"))?;
+    let service = format!("http://{REVIEWS}:{REVIEWS_PORT}");
+    let pod = format!("http://{}:{REVIEWS_PORT}", mesh.v1.ip4);
+    for base in [&service, &pod] {
+        let (code, body) = curl(&mesh.client, &format!("{base}/admin/users"), &[])?;
+        assert_eq!(
+            (code, body.as_str()),
+            (403, "RBAC: access denied"),
+            "{base}/admin\n{}",
+            mesh.diagnostics()
+        );
+        let (code, body) = curl(&mesh.client, &format!("{base}/"), &[])?;
+        assert_eq!(code, 200, "{base}/: {body}");
+        let answer: Value = serde_json::from_str(&body).context("echo body")?;
+        assert!(
+            answer["headers"]["x-forwarded-for"]
+                .as_str()
+                .is_some_and(|x| x.contains(&mesh.client.ip4.to_string())),
+            "x-forwarded-for names the client: {answer}"
+        );
+    }
+    // A pod outside the mesh dialing the destination pod directly reaches no application: the
+    // destination's agent admits only the waypoint.
+    let (code, body) = curl(&mesh.outsider, &format!("{pod}/admin/users"), &[])?;
+    assert_eq!(code, 0, "the outsider got an HTTP answer: {body}");
+    Ok(())
+}
+
+/// Inbound connections the application of `workload` was given by its agent so far.
+fn inbound_connections(agent: &Agent, workload: &str) -> anyhow::Result<u64> {
+    let text = agent.admin_get("/metrics")?;
+    let needle = format!("workload=\"{workload}\"");
+    Ok(text
+        .lines()
+        .filter(|l| {
+            l.starts_with("mesh_agent_tcp_connections_opened_total{direction=\"Inbound\"")
+                && l.contains(&needle)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum())
+}
+
+#[test]
+fn a_stopped_waypoint_fails_closed() -> anyhow::Result<()> {
+    let mut mesh = start_mesh("mesh-wp-stopped")?;
+    let url = format!("http://{REVIEWS}:{REVIEWS_PORT}/");
+    let (code, _) = curl(&mesh.client, &url, &[])?;
+    assert_eq!(code, 200, "{}", mesh.diagnostics());
+    mesh.waypoint.stop()?;
+    let before = inbound_connections(&mesh.agents[0], "apps/reviews-v1")?
+        + inbound_connections(&mesh.agents[1], "apps/reviews-v2")?
+        + inbound_connections(&mesh.agents[1], "apps/reviews-v3")?;
+    for target in [url.clone(), format!("http://{}:{REVIEWS_PORT}/", mesh.v1.ip4)] {
+        let started = Instant::now();
+        let (code, body) = curl(&mesh.client, &target, &[])?;
+        let took = started.elapsed();
+        assert_eq!(code, 0, "{target}: answered without the waypoint: {body}");
+        assert!(took < Duration::from_secs(1), "{target}: failed after {took:?}");
+    }
+    let after = inbound_connections(&mesh.agents[0], "apps/reviews-v1")?
+        + inbound_connections(&mesh.agents[1], "apps/reviews-v2")?
+        + inbound_connections(&mesh.agents[1], "apps/reviews-v3")?;
+    assert_eq!(after, before, "a request reached reviews around the waypoint");
+    let refused = mesh.agents[0].admin_get("/metrics")?;
+    assert!(
+        refused.lines().any(|l| l.contains("reason=\"waypoint_unreachable\"")),
+        "the refusal is counted:\n{refused}"
+    );
+    Ok(())
+}
