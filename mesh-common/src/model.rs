@@ -17,8 +17,8 @@ mod route;
 pub use fail_safe::{Cause as FailSafeCause, FailSafe, Refusal, WAYPOINT_CLASS};
 
 pub use policy::{
-    AuthorizationAction, AuthorizationPolicy, AuthorizationRule, Condition, IpBlock, Operation,
-    PeerAuthMode, PeerAuthentication, PolicyTargetRef, Source,
+    wildcard_match, AuthorizationAction, AuthorizationPolicy, AuthorizationRule, Condition,
+    IpBlock, Operation, PeerAuthMode, PeerAuthentication, PolicyTargetRef, Source,
 };
 pub use route::{
     ConnectionPool, DestinationPolicy, DirectResponse, Fault, FaultAbort, FaultDelay, HeaderOps,

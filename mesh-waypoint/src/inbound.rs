@@ -76,7 +76,7 @@ impl ConnectHandler for WaypointHandler {
                 ),
             ));
         }
-        Ok(detect::mode(table.port_protocol(&target)))
+        Ok(detect::mode(table.protocol(&target)))
     }
 
     async fn serve(&self, request: ConnectRequest, mode: Mode, mut stream: HboneStream) {

@@ -107,9 +107,8 @@ async fn forward(
     let target = table.target(downstream.authority).ok_or_else(|| {
         ProxyError::no_cluster(format!("{} is no longer in the mesh", downstream.authority))
     })?;
-    let source = table.source_info(Some(&downstream.peer), downstream.remote.ip());
+    let source = table.source_info(Some(downstream.peer.clone()), downstream.remote.ip());
     let authority = request_authority(&request);
-    table.authorize(&target, &source, &request, &authority)?;
     let decision = {
         let view = RequestView {
             method: request.method(),
@@ -122,6 +121,10 @@ async fn forward(
             target: &target,
             source: &source,
         };
+        let authz = table.authorize(&view);
+        if let Some(denied) = authz.error() {
+            return Err(denied);
+        }
         table.decide(&view, &mut || fastrand::u64(..))?
     };
     let forward = match decision {
@@ -152,12 +155,10 @@ async fn forward(
     };
     let downstream_upgrade = is_upgrade(&request).then(|| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
+    crate::headers::forward_request(&mut parts.headers, downstream.remote.ip(), &mut || {
+        fastrand::u64(..)
+    });
     forward.apply_request(&mut parts);
-    crate::headers::forwarded(
-        &mut parts.headers,
-        downstream.remote.ip(),
-        downstream_upgrade.is_some(),
-    );
     let protocol = upstream_protocol(table.backend_protocol(&forward.backend), parts.version);
     upstream_form(&mut parts, protocol, &authority)?;
     let request = Request::from_parts(parts, body.boxed());
@@ -179,7 +180,7 @@ async fn forward(
         response: response.map(|b| b.boxed()),
         flag: "-",
         upstream: Some(endpoint.addr),
-        route: forward.route.clone(),
+        route: forward.route.as_deref().map(str::to_owned),
     })
 }
 
@@ -200,7 +201,7 @@ fn request_authority<B>(request: &Request<B>) -> String {
 }
 
 fn is_upgrade<B>(request: &Request<B>) -> bool {
-    request.version() == Version::HTTP_11 && request.headers().contains_key(http::header::UPGRADE)
+    request.version() == Version::HTTP_11 && crate::headers::is_upgrade(request.headers())
 }
 
 /// The HTTP version to speak upstream: HTTP/2 for ports declared `http2`/`grpc`, HTTP/1.1 for

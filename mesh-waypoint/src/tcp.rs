@@ -18,8 +18,8 @@ where
         tracing::warn!(dst = %downstream.authority, "TCP destination left the mesh; closed");
         return;
     };
-    let source = table.source_info(Some(&downstream.peer), downstream.remote.ip());
-    if let Err(e) = table.authorize_tcp(&target, &source) {
+    let source = table.source_info(Some(downstream.peer.clone()), downstream.remote.ip());
+    if let Some(e) = table.authorize_tcp(&target, &source).error() {
         tracing::info!(target: "access", src.identity = %downstream.peer, dst = %downstream.authority, error = %e, "TCP connection denied");
         return;
     }

@@ -189,7 +189,7 @@ pub struct Source {
 }
 
 /// Istio's string match: exact, `prefix*`, `*suffix` or `*`.
-fn wildcard_match(pattern: &str, value: &str) -> bool {
+pub fn wildcard_match(pattern: &str, value: &str) -> bool {
     if pattern == "*" {
         true
     } else if let Some(prefix) = pattern.strip_suffix('*') {
