@@ -16,7 +16,7 @@ use regex::Regex;
 use crate::error::ProxyError;
 use crate::route::RequestView;
 use crate::rules::{self, Warning};
-use crate::table::{RouteTable, ServiceKey, Target};
+use crate::table::{RouteTable, ServiceKey, SourceInfo, Target};
 
 /// The outcome of one set of policies.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -132,8 +132,16 @@ mod tests {
     fn instance_from_flags() {
         // (waypoint flag, service account flag, expected identity or None for an error)
         let cases: &[(&str, Option<&str>, Option<&str>)] = &[
-            ("apps/waypoint", None, Some("spiffe://cluster.local/ns/apps/sa/waypoint")),
-            ("apps/wp", Some("wp-sa"), Some("spiffe://cluster.local/ns/apps/sa/wp-sa")),
+            (
+                "apps/waypoint",
+                None,
+                Some("spiffe://cluster.local/ns/apps/sa/waypoint"),
+            ),
+            (
+                "apps/wp",
+                Some("wp-sa"),
+                Some("spiffe://cluster.local/ns/apps/sa/wp-sa"),
+            ),
             ("apps", None, None),
             ("/wp", None, None),
             ("apps/", None, None),

@@ -110,9 +110,8 @@ impl ConnectHandler for WaypointHandler {
             Mode::Opaque | Mode::Sniff => crate::tcp::pass(&self.shared, &downstream, io).await,
             Mode::Http1 | Mode::Http2 => {
                 let shared = self.shared.clone();
-                let service = service_fn(move |req| {
-                    proxy::handle(shared.clone(), downstream.clone(), req)
-                });
+                let service =
+                    service_fn(move |req| proxy::handle(shared.clone(), downstream.clone(), req));
                 let mut builder = auto::Builder::new(TokioExecutor::new());
                 if mode == Mode::Http1 {
                     builder = builder.http1_only();

@@ -62,9 +62,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let bundle = TrustBundle::from_pem(&config.trust_domain, &pem)
         .with_context(|| format!("--ca-root-file {}", config.ca_root_file.display()))?;
 
-    let signer =
-        CaClient::lazy_with_token_file(&config.ca_addr, bundle.clone(), &principal, &config.ca_token_file)
-            .with_context(|| format!("--ca-addr {}", config.ca_addr))?;
+    let signer = CaClient::lazy_with_token_file(
+        &config.ca_addr,
+        bundle.clone(),
+        &principal,
+        &config.ca_token_file,
+    )
+    .with_context(|| format!("--ca-addr {}", config.ca_addr))?;
     let certs = CertManager::new(Arc::new(signer), CertManagerConfig::default());
 
     let transport = ControlPlaneTransport::with_token_file(

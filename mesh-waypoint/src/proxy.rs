@@ -82,7 +82,6 @@ pub async fn handle(
     let status = outcome.response.status();
     record(&shared.metrics, status, outcome.flag);
     tracing::info!(
-        target: "access",
         src.identity = %downstream.peer,
         src.address = %downstream.remote.ip(),
         dst = %downstream.authority,
@@ -112,10 +111,7 @@ async fn forward(
     let decision = {
         let view = RequestView {
             method: request.method(),
-            path_and_query: request
-                .uri()
-                .path_and_query()
-                .map_or("/", |p| p.as_str()),
+            path_and_query: request.uri().path_and_query().map_or("/", |p| p.as_str()),
             authority: &authority,
             headers: request.headers(),
             target: &target,
@@ -130,7 +126,7 @@ async fn forward(
     let forward = match decision {
         Decision::Direct { status, body } => {
             return Ok(Outcome {
-                response: local(status, body.unwrap_or_default(), None),
+                response: local(status, body, None),
                 flag: "-",
                 upstream: None,
                 route: None,
@@ -285,9 +281,9 @@ async fn tunnel(
 }
 
 /// A response the waypoint makes itself.
-fn local(status: u16, body: String, location: Option<String>) -> Response<ProxyBody> {
+fn local(status: StatusCode, body: String, location: Option<String>) -> Response<ProxyBody> {
     let mut response = Response::new(full(body));
-    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    *response.status_mut() = status;
     if let Some(location) = location.and_then(|l| HeaderValue::from_str(&l).ok()) {
         response.headers_mut().insert(LOCATION, location);
     }
@@ -340,15 +336,27 @@ mod tests {
             (Some(PortProtocol::Unknown), Version::HTTP_2, Protocol::Http2),
         ];
         for (declared, downstream, want) in cases {
-            assert_eq!(upstream_protocol(declared, downstream), want, "{declared:?} {downstream:?}");
+            assert_eq!(
+                upstream_protocol(declared, downstream),
+                want,
+                "{declared:?} {downstream:?}"
+            );
         }
     }
 
     #[test]
     fn upstream_forms() {
-        // (protocol, request uri, host header, connect authority, want uri, want host)
+        // (protocol, request uri, host header, client authority, want uri, want host)
+        type Case<'a> = (
+            Protocol,
+            &'a str,
+            Option<&'a str>,
+            &'a str,
+            &'a str,
+            Option<&'a str>,
+        );
         #[rustfmt::skip]
-        let cases: &[(Protocol, &str, Option<&str>, &str, &str, Option<&str>)] = &[
+        let cases: &[Case] = &[
             (Protocol::Http1, "/a?b=1", Some("reviews:9080"), "198.19.0.1:9080", "/a?b=1", Some("reviews:9080")),
             (Protocol::Http1, "http://reviews:9080/a", None, "reviews:9080", "/a", Some("reviews:9080")),
             (Protocol::Http2, "/a", Some("reviews:9080"), "198.19.0.1:9080", "http://reviews:9080/a", None),

@@ -119,12 +119,12 @@ services:
         let table = RouteTable::new(Arc::new(snapshot), "cluster.local", ("apps", "wp"));
         // (authority, served)
         let cases = [
-            ("198.19.0.20:9080", true),   // a service using it
-            ("198.19.0.21:80", false),    // a service without a waypoint
-            ("198.18.1.10:9080", true),   // an endpoint of a service using it
-            ("198.18.1.11:5432", true),   // a workload using it itself
-            ("198.18.1.12:8080", false),  // a workload of a service without one
-            ("198.18.1.13:80", false),    // a workload using another waypoint
+            ("198.19.0.20:9080", true),  // a service using it
+            ("198.19.0.21:80", false),   // a service without a waypoint
+            ("198.18.1.10:9080", true),  // an endpoint of a service using it
+            ("198.18.1.11:5432", true),  // a workload using it itself
+            ("198.18.1.12:8080", false), // a workload of a service without one
+            ("198.18.1.13:80", false),   // a workload using another waypoint
         ];
         for (authority, want) in cases {
             let target = table

@@ -33,7 +33,11 @@ impl Status {
         if self.state.applied() == 0 {
             return Some("no configuration from the controller yet");
         }
-        if self.certs.current(&self.state.instance().identity).is_none() {
+        if self
+            .certs
+            .current(&self.state.instance().identity)
+            .is_none()
+        {
             return Some("no certificate yet");
         }
         None
@@ -43,7 +47,10 @@ impl Status {
         match (method, path) {
             (&Method::GET, "/healthz/ready") => match self.not_ready() {
                 None => text(StatusCode::OK, "ready\n"),
-                Some(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+                Some(why) => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("not ready: {why}\n"),
+                ),
             },
             (&Method::GET, "/metrics") => {
                 let mut body = String::new();

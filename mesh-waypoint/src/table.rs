@@ -24,7 +24,7 @@ pub struct ServiceKey {
 }
 
 impl ServiceKey {
-    fn of(s: &Service) -> ServiceKey {
+    pub(crate) fn of(s: &Service) -> ServiceKey {
         ServiceKey {
             namespace: s.namespace.clone(),
             name: s.name.clone(),

@@ -20,7 +20,7 @@ where
     };
     let source = table.source_info(Some(downstream.peer.clone()), downstream.remote.ip());
     if let Some(e) = table.authorize_tcp(&target, &source).error() {
-        tracing::info!(target: "access", src.identity = %downstream.peer, dst = %downstream.authority, error = %e, "TCP connection denied");
+        tracing::info!(src.identity = %downstream.peer, dst = %downstream.authority, error = %e, "TCP connection denied");
         return;
     }
     let backend = table.default_backend(&target);
@@ -46,5 +46,5 @@ where
         }
     };
     let copied = tokio::io::copy_bidirectional(&mut io, &mut upstream).await;
-    tracing::info!(target: "access", src.identity = %downstream.peer, dst = %downstream.authority, upstream = %endpoint.addr, result = ?copied, "TCP connection");
+    tracing::info!(src.identity = %downstream.peer, dst = %downstream.authority, upstream = %endpoint.addr, result = ?copied, "TCP connection");
 }

@@ -257,7 +257,11 @@ fn routes_by_header_and_splits_by_weight() -> anyhow::Result<()> {
         mesh.diagnostics()
     );
     assert_eq!(others["servers"], want("reviews-v1"), "alice: {others}");
-    assert_eq!(anonymous["servers"], want("reviews-v1"), "anonymous: {anonymous}");
+    assert_eq!(
+        anonymous["servers"],
+        want("reviews-v1"),
+        "anonymous: {anonymous}"
+    );
 
     for (v1, v3) in [(90, 10), (50, 50)] {
         mesh.set_routes(&split(v1, v3))?;
@@ -271,7 +275,8 @@ fn routes_by_header_and_splits_by_weight() -> anyhow::Result<()> {
             "{v1}/{v3}: v1 got {got:.1} %: {counted}"
         );
         assert_eq!(
-            seen.get("reviews-v1").copied().unwrap_or(0) + seen.get("reviews-v3").copied().unwrap_or(0),
+            seen.get("reviews-v1").copied().unwrap_or(0)
+                + seen.get("reviews-v3").copied().unwrap_or(0),
             2000,
             "{v1}/{v3}: only v1 and v3: {counted}"
         );
@@ -346,20 +351,31 @@ fn a_stopped_waypoint_fails_closed() -> anyhow::Result<()> {
     let before = inbound_connections(&mesh.agents[0], "apps/reviews-v1")?
         + inbound_connections(&mesh.agents[1], "apps/reviews-v2")?
         + inbound_connections(&mesh.agents[1], "apps/reviews-v3")?;
-    for target in [url.clone(), format!("http://{}:{REVIEWS_PORT}/", mesh.v1.ip4)] {
+    for target in [
+        url.clone(),
+        format!("http://{}:{REVIEWS_PORT}/", mesh.v1.ip4),
+    ] {
         let started = Instant::now();
         let (code, body) = curl(&mesh.client, &target, &[])?;
         let took = started.elapsed();
         assert_eq!(code, 0, "{target}: answered without the waypoint: {body}");
-        assert!(took < Duration::from_secs(1), "{target}: failed after {took:?}");
+        assert!(
+            took < Duration::from_secs(1),
+            "{target}: failed after {took:?}"
+        );
     }
     let after = inbound_connections(&mesh.agents[0], "apps/reviews-v1")?
         + inbound_connections(&mesh.agents[1], "apps/reviews-v2")?
         + inbound_connections(&mesh.agents[1], "apps/reviews-v3")?;
-    assert_eq!(after, before, "a request reached reviews around the waypoint");
+    assert_eq!(
+        after, before,
+        "a request reached reviews around the waypoint"
+    );
     let refused = mesh.agents[0].admin_get("/metrics")?;
     assert!(
-        refused.lines().any(|l| l.contains("reason=\"waypoint_unreachable\"")),
+        refused
+            .lines()
+            .any(|l| l.contains("reason=\"waypoint_unreachable\"")),
         "the refusal is counted:\n{refused}"
     );
     Ok(())

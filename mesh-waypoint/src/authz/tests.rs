@@ -158,7 +158,7 @@ fn istio_order_and_applicability() {
         ("the target service", pol("s", "DENY", svc, all, ""), get(REVIEWS, "/"), "deny bookinfo/s"),
         ("another service", pol("s", "DENY", svc, all, ""), get("10.96.0.30:9080", "/"), "none"),
         ("a ServiceEntry", pol("s", "DENY", "{kind: ServiceEntry, name: api, namespace: bookinfo}", all, ""), get("240.240.0.1:80", "/"), "deny bookinfo/s"),
-        ("service policies do not apply to a workload address", pol("s", "DENY", svc, all, ""), get("10.1.0.22:9080", "/"), "none"),
+        ("service policies apply to the address of an endpoint (dialing the pod skips none)", pol("s", "DENY", svc, all, ""), get("10.1.0.22:9080", "/"), "deny bookinfo/s"),
         ("waypoint policies apply to a workload address", pol("g", "DENY", GATEWAY, all, ""), get("10.1.0.22:9080", "/"), "deny bookinfo/g"),
         ("a policy with several targets counts once", pol("s", "ALLOW", &format!("{GATEWAY}, {svc}"), admin, ""), get(REVIEWS, "/"), "deny"),
         ("selector policies are the agents'", "- {name: sel, namespace: bookinfo, selector: {app: reviews}, action: DENY, rules: [{}]}\n".to_owned(), get(REVIEWS, "/"), "none"),
@@ -214,5 +214,36 @@ fn templates_are_compiled() {
             want,
             "{pattern} {path}"
         );
+    }
+}
+
+/// Opaque TCP: only the source and the port can be evaluated. A rule needing request
+/// attributes never allows, and in a DENY policy matches on the rest (fail closed).
+#[test]
+fn tcp_connections_are_judged_on_what_they_show() {
+    let req = Req::get(REVIEWS, "/");
+    // (case, action, rule, expected)
+    #[rustfmt::skip]
+    let cases: &[(&str, &str, &str, &str)] = &[
+        ("ALLOW on the principal", "ALLOW", "{from: [{principals: [cluster.local/ns/other/sa/sleep]}]}", "allow bookinfo/p"),
+        ("ALLOW on another principal", "ALLOW", "{from: [{principals: [cluster.local/ns/other/sa/curl]}]}", "deny"),
+        ("ALLOW needing a path never allows", "ALLOW", "{to: [{paths: [/]}]}", "deny"),
+        ("ALLOW needing a header never allows", "ALLOW", "{when: [{key: 'request.headers[x]', values: [a]}]}", "deny"),
+        ("DENY on a path denies TCP", "DENY", "{to: [{paths: [/admin]}]}", "deny bookinfo/p"),
+        ("DENY on a path of another source does not", "DENY", "{from: [{principals: [cluster.local/ns/x/sa/y]}], to: [{paths: [/admin]}]}", "allow"),
+        ("DENY on request principals denies TCP", "DENY", "{from: [{requestPrincipals: ['*']}]}", "deny bookinfo/p"),
+        ("DENY on a port only", "DENY", "{to: [{ports: [9080]}]}", "deny bookinfo/p"),
+        ("DENY on another port", "DENY", "{to: [{ports: [1]}]}", "allow"),
+    ];
+    for (case, action, rule, want) in cases {
+        let t = table(
+            "  []",
+            &format!("authorizationPolicies:\n{}", one(action, rule)),
+        );
+        assert!(t.warnings().is_empty(), "{case}: {:?}", t.warnings());
+        let target = req.target_in(&t);
+        let source = req.source_in(&t);
+        let d = t.authorize_tcp(&target, &source);
+        assert_eq!(summary(&d), *want, "{case}");
     }
 }
