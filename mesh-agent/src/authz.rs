@@ -27,8 +27,9 @@ pub enum Decision {
 /// Why a connection is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Denied {
-    /// The `reason` label of the denied-connections metric: `policy`, or for what the agent
-    /// cannot enforce, `waypoint_unavailable` / `unenforced_policy`.
+    /// The `reason` label of the denied-connections metric: `policy`; before policy,
+    /// `not_from_waypoint` (a destination behind a running waypoint, reached around it), or
+    /// for what nothing enforces, `waypoint_unavailable` / `unenforced_policy`.
     pub label: &'static str,
     /// For the log.
     pub reason: String,
@@ -90,9 +91,11 @@ fn name(policy: &AuthorizationPolicy) -> String {
     format!("{}/{}", policy.namespace, policy.name)
 }
 
-/// Decides whether `conn` may reach `workload`. First what the agent cannot enforce and so
-/// refuses (`fail_safe`: policies attached with targetRefs, waypoint assignments, as long as no
-/// waypoint runs), then the enforced policies; dry-run policies never count.
+/// Decides whether `conn` may reach `workload`. First admission (`fail_safe`): on the ports a
+/// waypoint covers only its instances are admitted, and what nothing enforces (a waypoint with no
+/// instance, a targetRefs policy no waypoint enforces) is refused; then the enforced policies,
+/// with the peer as it is (the waypoint, for what it carries, as in Istio ambient); dry-run
+/// policies never count.
 pub fn authorize(
     snapshot: &Snapshot,
     fail_safe: &FailSafe,
@@ -114,10 +117,10 @@ pub fn evaluate(
         decision: Decision::Allow,
         dry_run: Vec::new(),
     };
-    if let Some(refusal) = fail_safe.refusal(&workload.uid, conn.dst_port) {
-        // Inbound to a workload behind a waypoint is allowed only from that waypoint, and no
-        // waypoint runs yet: nothing may bypass the L7 policy it would apply.
+    if let Some(refusal) = fail_safe.refusal(&workload.uid, conn.dst_port, conn.peer) {
+        // Nothing may bypass the L7 policy of the waypoint in front of the workload.
         let label = match refusal.cause {
+            FailSafeCause::NotFromWaypoint { .. } => "not_from_waypoint",
             FailSafeCause::Waypoint { .. } => "waypoint_unavailable",
             FailSafeCause::Policy { .. } => "unenforced_policy",
         };
@@ -265,6 +268,7 @@ mod tests {
 
     const CLIENT: &str = "spiffe://cluster.local/ns/apps/sa/client";
     const OTHER: &str = "spiffe://cluster.local/ns/other/sa/intruder";
+    const WAYPOINT: &str = "spiffe://cluster.local/ns/prod/sa/waypoint";
 
     #[test]
     fn no_policy_allows() {
@@ -388,7 +392,8 @@ mod tests {
         Vec<(&'a str, bool)>,
     );
 
-    /// What nothing enforces is refused (fail safe); dry-run policies never decide.
+    /// What nothing enforces is refused (fail safe: here no waypoint has an instance); dry-run
+    /// policies never decide.
     #[test]
     fn fail_safe_and_dry_run() {
         let wp = ", waypoint: {name: wp, namespace: prod}";
@@ -404,12 +409,12 @@ mod tests {
              format!("- {{name: t, namespace: prod, {on_front}, action: DENY, rules: [{{}}]}}"), Some(CLIENT), 9090, None, vec![]),
             ("targetRefs on another service: passes", "", "",
              "- {name: t, namespace: prod, targetRefs: [{kind: Service, name: other, namespace: prod}], action: DENY, rules: [{}]}".into(), Some(CLIENT), 8080, None, vec![]),
-            ("targetRefs on the waypoint the workload uses", "", wp,
+            ("targetRefs on a waypoint without instance that the workload uses", "", wp,
              "- {name: t, namespace: prod, targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: wp, namespace: prod}], action: ALLOW}".into(), Some(CLIENT), 1234, Some("waypoint_unavailable"), vec![]),
-            ("workload assigned a waypoint: inbound refused on every port", "", wp, "  []".into(), Some(CLIENT), 1234, Some("waypoint_unavailable"), vec![]),
-            ("endpoint of a service assigned a waypoint: refused on its ports", wp, "", "  []".into(), Some(CLIENT), 8080, Some("waypoint_unavailable"), vec![]),
-            ("endpoint of a service assigned a waypoint: other ports pass", wp, "", "  []".into(), Some(CLIENT), 9090, None, vec![]),
-            ("plaintext to a workload behind a waypoint", "", wp, "  []".into(), None, 8080, Some("waypoint_unavailable"), vec![]),
+            ("workload assigned a waypoint without instance: refused on every port", "", wp, "  []".into(), Some(CLIENT), 1234, Some("waypoint_unavailable"), vec![]),
+            ("endpoint of a service assigned a waypoint without instance: refused on its ports", wp, "", "  []".into(), Some(CLIENT), 8080, Some("waypoint_unavailable"), vec![]),
+            ("endpoint of a service assigned a waypoint without instance: other ports pass", wp, "", "  []".into(), Some(CLIENT), 9090, None, vec![]),
+            ("plaintext to a workload behind a waypoint without instance", "", wp, "  []".into(), None, 8080, Some("waypoint_unavailable"), vec![]),
             ("dry-run DENY that matches does not deny", "", "",
              "- {name: d, namespace: prod, dryRun: true, action: DENY, rules: [{}]}".into(), Some(CLIENT), 8080, None, vec![("prod/d", true)]),
             ("dry-run DENY that does not match", "", "",
@@ -454,6 +459,60 @@ mod tests {
                 v.decision,
                 "{case}"
             );
+        }
+    }
+
+    /// (case, service extra, workload extra, policies, peer, port, decision label or None)
+    type AdmissionCase<'a> = (
+        &'a str,
+        &'a str,
+        &'a str,
+        String,
+        Option<&'a str>,
+        u16,
+        Option<&'a str>,
+    );
+
+    /// Behind a waypoint that runs (`prod/wp-1`, identity `WAYPOINT`): admission first, then the
+    /// destination's L4 policies with the waypoint as the peer.
+    #[test]
+    fn waypoint_admission_then_policy() {
+        let instance = "- {uid: prod/wp-1, name: wp-1, namespace: prod, serviceAccount: waypoint, addresses: [198.18.1.50], labels: {gateway.networking.k8s.io/gateway-name: wp}}\n";
+        let wp = ", waypoint: {name: wp, namespace: prod}";
+        let on_front = "targetRefs: [{kind: Service, name: front, namespace: prod}]";
+        let on_gateway = "targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: wp, namespace: prod}]";
+        #[rustfmt::skip]
+        let cases: Vec<AdmissionCase> = vec![
+            ("workload behind the waypoint: from the waypoint", "", wp, "  []".into(), Some(WAYPOINT), 8080, None),
+            ("workload behind the waypoint: from a client, around it", "", wp, "  []".into(), Some(CLIENT), 8080, Some("not_from_waypoint")),
+            ("workload behind the waypoint: plaintext", "", wp, "  []".into(), None, 1234, Some("not_from_waypoint")),
+            ("service behind the waypoint: a client on its target port", wp, "", "  []".into(), Some(CLIENT), 8080, Some("not_from_waypoint")),
+            ("service behind the waypoint: a client on another port", wp, "", "  []".into(), Some(CLIENT), 9090, None),
+            ("targetRefs on the service with a waypoint: the waypoint enforces it", wp, "",
+             format!("- {{name: t, namespace: prod, {on_front}, action: DENY, rules: [{{}}]}}"), Some(WAYPOINT), 8080, None),
+            ("targetRefs on the service with a waypoint: a client around it", wp, "",
+             format!("- {{name: t, namespace: prod, {on_front}, action: DENY, rules: [{{}}]}}"), Some(CLIENT), 8080, Some("not_from_waypoint")),
+            ("targetRefs on the waypoint's Gateway: the waypoint enforces it", "", wp,
+             format!("- {{name: t, namespace: prod, {on_gateway}, action: DENY, rules: [{{}}]}}"), Some(WAYPOINT), 8080, None),
+            ("L4 ALLOW of the client only: the waypoint is the peer, denied", "", wp,
+             "- {name: a, namespace: prod, action: ALLOW, rules: [{from: [{principals: [cluster.local/ns/apps/sa/client]}]}]}".into(), Some(WAYPOINT), 8080, Some("policy")),
+            ("L4 ALLOW of the waypoint", "", wp,
+             "- {name: a, namespace: prod, action: ALLOW, rules: [{from: [{principals: [cluster.local/ns/prod/sa/waypoint]}]}]}".into(), Some(WAYPOINT), 8080, None),
+            ("L4 DENY of the waypoint's namespace", "", wp,
+             "- {name: d, namespace: prod, action: DENY, rules: [{from: [{namespaces: [prod]}]}]}".into(), Some(WAYPOINT), 8080, Some("policy")),
+            ("L4 ALLOW of the client does not let it around the waypoint", "", wp,
+             "- {name: a, namespace: prod, action: ALLOW, rules: [{from: [{principals: [cluster.local/ns/apps/sa/client]}]}]}".into(), Some(CLIENT), 8080, Some("not_from_waypoint")),
+        ];
+        for (case, service_extra, workload_extra, policies, peer, port, label) in cases {
+            let mut snap = with_service(service_extra, workload_extra, &policies);
+            let instance: Vec<Workload> = yaml_serde::from_str(instance).expect("instance");
+            snap.workloads.extend(instance);
+            let v = verdict(&snap, peer, "198.18.1.50", port);
+            let got = match &v.decision {
+                Decision::Allow => None,
+                Decision::Deny(d) => Some(d.label),
+            };
+            assert_eq!(got, label, "{case}: {:?}", v.decision);
         }
     }
 

@@ -2,12 +2,17 @@
 //! decided the first connection of each (source pod, destination) pair; the kernel carried the
 //! next ones without the agent, so `live.rs` does not know them. After every model update each
 //! open one is authorized again with the new policies, and those now denied are destroyed in
-//! both pods (`SOCK_DESTROY`: the kernel resets them), as relayed connections are cut.
+//! both pods (`SOCK_DESTROY`: the kernel resets them), as relayed connections are cut. A
+//! destination newly assigned a waypoint denies them all (their source is no waypoint instance),
+//! and new connects to it are routed through the waypoint, never the kernel: every model update
+//! withdraws the kernel's verdicts first (`FastPath::invalidate`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use mesh_common::identity::Identity;
 use mesh_common::kernel::{FlowKey, SockAddr};
+use mesh_common::model::{FailSafe, Snapshot, Workload};
 
 use crate::authz::{self, Decision};
 use crate::ebpf::Programs;
@@ -83,21 +88,45 @@ fn reauthorize(
         let (Some(src), Some(dst)) = (local.get(client.ip()), local.get(server.ip())) else {
             continue;
         };
-        let conn = authz::Connection {
-            peer: Some(&src.identity),
-            src: client.ip(),
-            dst_port: server.port(),
-        };
-        if let Decision::Deny(d) = authz::authorize(&snapshot, &fail_safe, &dst.workload(), conn) {
+        if let Some(reason) = denies(
+            &snapshot,
+            &fail_safe,
+            &dst.workload(),
+            &src.identity,
+            client,
+            server,
+        ) {
             denied.push(Denied {
                 client,
                 server,
                 workload: dst.info.uid.clone(),
-                reason: d.reason,
+                reason,
             });
         }
     }
     denied
+}
+
+/// Why the model now denies a kernel-carried connection from `client` (in a pod with identity
+/// `source`) to `server` (in `workload`), if it does: as the agent would decide it now, so a
+/// destination that became assigned a waypoint refuses it (`source` is no waypoint instance).
+fn denies(
+    snapshot: &Snapshot,
+    fail_safe: &FailSafe,
+    workload: &Workload,
+    source: &Identity,
+    client: SocketAddr,
+    server: SocketAddr,
+) -> Option<String> {
+    let conn = authz::Connection {
+        peer: Some(source),
+        src: client.ip(),
+        dst_port: server.port(),
+    };
+    match authz::authorize(snapshot, fail_safe, workload, conn) {
+        Decision::Allow => None,
+        Decision::Deny(d) => Some(d.reason),
+    }
 }
 
 /// The client's and the server's addresses of a client socket's 4-tuple.
@@ -152,5 +181,53 @@ mod tests {
         assert_eq!(endpoints(&flow), Some((client, server)));
         let unknown = FlowKey { family: 99, ..flow };
         assert_eq!(endpoints(&unknown), None);
+    }
+
+    #[test]
+    fn a_destination_newly_behind_a_waypoint_denies_its_kernel_carried_flows() {
+        let base = "workloads:
+- {uid: prod/server, name: server, namespace: prod, addresses: [198.18.1.20], meshed: true, labels: {app: server}WAYPOINT}
+- {uid: prod/wp-1, name: wp-1, namespace: prod, serviceAccount: wp, addresses: [198.18.2.50], labels: {gateway.networking.k8s.io/gateway-name: INSTANCE}}
+services:
+- {name: front, namespace: prod, vips: [198.19.0.10], ports: [{port: 80, targetPort: PORT}], endpoints: [{workloadUid: prod/server, address: 198.18.1.20}]SERVICE_WAYPOINT}
+";
+        let wp = ", waypoint: {name: wp, namespace: prod}";
+        // (case, workload waypoint, service waypoint, service target port, label of the
+        // instance's Gateway, denied with)
+        #[rustfmt::skip]
+        let cases = [
+            ("no waypoint: kept", "", "", "8080", "wp", None),
+            ("the pod is assigned a waypoint: closed", wp, "", "8080", "wp", Some("only its instances are admitted")),
+            ("its service on that port: closed", "", wp, "8080", "wp", Some("only its instances are admitted")),
+            ("its service, on another port: kept", "", wp, "9090", "wp", None),
+            ("a waypoint without instance: closed", wp, "", "8080", "other", Some("no waypoint runs")),
+        ];
+        let client: SocketAddr = "198.18.1.10:40000".parse().expect("addr");
+        let server: SocketAddr = "198.18.1.20:8080".parse().expect("addr");
+        let source = Identity::new("cluster.local", "apps", "client");
+        for (case, workload_wp, service_wp, port, instance, want) in cases {
+            let yaml = base
+                .replace("SERVICE_WAYPOINT", service_wp)
+                .replace("WAYPOINT", workload_wp)
+                .replace("INSTANCE", instance)
+                .replace("PORT", port);
+            let snapshot: Snapshot = yaml_serde::from_str(&yaml).expect("test model");
+            let workload = snapshot.workload("prod/server").expect("workload");
+            let got = denies(
+                &snapshot,
+                &FailSafe::new(&snapshot),
+                workload,
+                &source,
+                client,
+                server,
+            );
+            match want {
+                None => assert_eq!(got, None, "{case}"),
+                Some(says) => assert!(
+                    got.as_deref().is_some_and(|r| r.contains(says)),
+                    "{case}: {got:?}"
+                ),
+            }
+        }
     }
 }

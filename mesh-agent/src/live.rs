@@ -283,4 +283,47 @@ mod tests {
         drop(b);
         assert!(live.is_empty());
     }
+
+    #[tokio::test]
+    async fn a_new_waypoint_cuts_what_goes_around_it_and_keeps_what_comes_through_it() {
+        let live = Arc::new(LiveConnections::default());
+        let before = model("  []\n");
+        let server = before.workload("prod/server").expect("workload").clone();
+        let register = |inputs| {
+            live.register(&server.uid, || server.clone(), inputs)
+                .expect("registered")
+        };
+        let client = register(inputs("spiffe://cluster.local/ns/apps/sa/client"));
+        let plaintext = register(Inputs {
+            peer: None,
+            via: Via::Plaintext,
+            ..inputs("spiffe://cluster.local/ns/apps/sa/client")
+        });
+        let through = register(inputs("spiffe://cluster.local/ns/prod/sa/wp"));
+        assert!(live
+            .reauthorize(&before, &FailSafe::new(&before))
+            .is_empty());
+        let mut after = before.clone();
+        after.workloads[0].waypoint = Some(mesh_common::model::WaypointRef {
+            name: "wp".into(),
+            namespace: "prod".into(),
+            addresses: Vec::new(),
+        });
+        after.workloads.push(
+            yaml_serde::from_str("{uid: prod/wp-1, name: wp-1, namespace: prod, serviceAccount: wp, addresses: [198.18.1.50], labels: {gateway.networking.k8s.io/gateway-name: wp}}")
+                .expect("instance"),
+        );
+        let cut = live.reauthorize(&after, &FailSafe::new(&after));
+        assert_eq!(cut.len(), 2, "{cut:?}");
+        assert!(
+            cut.iter()
+                .all(|c| c.reason.contains("only its instances are admitted")),
+            "{cut:?}"
+        );
+        assert!(client.cancel.is_cancelled() && plaintext.cancel.is_cancelled());
+        assert!(
+            !through.cancel.is_cancelled(),
+            "the waypoint's own connection is kept"
+        );
+    }
 }

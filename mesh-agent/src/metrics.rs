@@ -28,6 +28,9 @@ pub enum Transport {
     Plaintext,
     /// HBONE (mTLS tunnel).
     Hbone,
+    /// HBONE to a waypoint, which carries it on to the destination (outbound only: inbound, a
+    /// waypoint's connection is `Hbone`).
+    Waypoint,
     /// Between two captured pods of the same node, delivered by the agent without a tunnel.
     Local,
     /// Between two captured pods of the same node, decided in the kernel from an earlier verdict
@@ -40,7 +43,7 @@ pub enum Transport {
 pub struct ConnectionLabels {
     /// Outbound or inbound.
     pub direction: Direction,
-    /// Plaintext or HBONE.
+    /// Plaintext, HBONE, waypoint, local or kernel.
     pub transport: Transport,
     /// The enrolled pod (`namespace/name`).
     pub workload: String,
@@ -65,7 +68,7 @@ impl ConnectionLabels {
 pub struct DenyLabels {
     /// The enrolled pod (`namespace/name`).
     pub workload: String,
-    /// Why: `policy`, `peer_authentication`, `identity`, ...
+    /// Why: `policy`, `peer_authentication`, `not_from_waypoint`, `waypoint_unreachable`, ...
     pub reason: String,
 }
 

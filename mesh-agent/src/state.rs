@@ -1,4 +1,5 @@
-//! The agent's view of the mesh: workloads and services, and where a destination really goes.
+//! The agent's view of the mesh: workloads and services, where a destination really goes, and
+//! which waypoint (with its instances) a destination must go through.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -36,8 +37,17 @@ pub enum Resolved {
         endpoint: SocketAddr,
         /// How many endpoints it was chosen from (1: the choice is always the same).
         choices: usize,
-        /// The service's waypoint, if it is assigned one.
-        waypoint: Option<WaypointRef>,
+    },
+    /// The destination is the address of a service assigned a waypoint: the waypoint picks the
+    /// endpoint, so none is chosen here (nor is a service without endpoints an error: the
+    /// waypoint answers for it).
+    ViaWaypoint {
+        namespace: String,
+        name: String,
+        /// The service address and port connected to.
+        vip: SocketAddr,
+        /// The service's waypoint.
+        waypoint: WaypointRef,
     },
     /// Not a service address: connect to it as it is.
     Direct(SocketAddr),
@@ -49,15 +59,30 @@ impl Resolved {
     pub fn is_fixed(&self) -> bool {
         match self {
             Resolved::Service { choices, .. } => *choices == 1,
+            Resolved::ViaWaypoint { .. } => false,
             Resolved::Direct(_) => true,
         }
     }
 
-    /// The address to connect to.
+    /// The address to connect to (via a waypoint: the service address itself).
     pub fn target(&self) -> SocketAddr {
         match self {
             Resolved::Service { endpoint, .. } => *endpoint,
+            Resolved::ViaWaypoint { vip, .. } => *vip,
             Resolved::Direct(addr) => *addr,
+        }
+    }
+
+    /// The service (`namespace/name`) connected to, if a service address.
+    pub fn service(&self) -> Option<String> {
+        match self {
+            Resolved::Service {
+                namespace, name, ..
+            }
+            | Resolved::ViaWaypoint {
+                namespace, name, ..
+            } => Some(format!("{namespace}/{name}")),
+            Resolved::Direct(_) => None,
         }
     }
 }
@@ -67,7 +92,8 @@ impl Resolved {
 #[derive(Debug, Default)]
 struct Indexed {
     snapshot: Arc<Snapshot>,
-    /// What the model asks for that no waypoint can enforce yet, refused by authorization.
+    /// Admission before policy (waypoint instances only, what nothing enforces), and the
+    /// instances of each waypoint.
     fail_safe: Arc<FailSafe>,
     /// Address -> index of the meshed workload with that address.
     meshed_by_address: HashMap<IpAddr, usize>,
@@ -119,6 +145,16 @@ impl Indexed {
             Some((service, port.target_port.unwrap_or(port.port)))
         })
     }
+}
+
+/// A waypoint a destination must go through, with its instances (in uid order; none when no
+/// instance runs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WaypointRoute {
+    /// The waypoint.
+    pub waypoint: WaypointRef,
+    /// Its instances.
+    pub instances: Vec<Workload>,
 }
 
 /// Called after every model update.
@@ -248,13 +284,52 @@ impl State {
         current.snapshot.workloads.get(index).cloned()
     }
 
-    /// Resolves a captured destination: a service VIP and port pick an endpoint (round robin);
-    /// anything else is used as it is.
+    /// The waypoint a resolved destination must go through, if any: a service address's
+    /// waypoint ([`Resolved::ViaWaypoint`]); for a pod address (or the endpoint a service
+    /// without waypoint resolved to), the meshed workload's own waypoint, else that of the
+    /// first service (model order) it is an endpoint of whose target ports include the port
+    /// (`FailSafe::waypoint`, the same rules its agent admits by).
+    pub fn waypoint(&self, resolved: &Resolved) -> Option<WaypointRoute> {
+        let current = self.current();
+        let waypoint = match resolved {
+            Resolved::ViaWaypoint { waypoint, .. } => waypoint,
+            Resolved::Service {
+                endpoint: target, ..
+            }
+            | Resolved::Direct(target) => {
+                let index = *current.meshed_by_address.get(&target.ip())?;
+                let uid = &current.snapshot.workloads.get(index)?.uid;
+                current.fail_safe.waypoint(uid, target.port())?
+            }
+        };
+        let instances = current
+            .fail_safe
+            .instances()
+            .get(waypoint)
+            .iter()
+            .filter_map(|&i| current.snapshot.workloads.get(i).cloned())
+            .collect();
+        Some(WaypointRoute {
+            waypoint: waypoint.clone(),
+            instances,
+        })
+    }
+
+    /// Resolves a captured destination: a service VIP and port pick an endpoint (round robin),
+    /// unless the service has a waypoint (which picks it); anything else is used as it is.
     pub fn resolve(&self, dst: SocketAddr) -> Result<Resolved, StateError> {
         let current = self.current();
         let Some((service, port)) = current.service(dst) else {
             return Ok(Resolved::Direct(dst));
         };
+        if let Some(waypoint) = &service.waypoint {
+            return Ok(Resolved::ViaWaypoint {
+                namespace: service.namespace.clone(),
+                name: service.name.clone(),
+                vip: dst,
+                waypoint: waypoint.clone(),
+            });
+        }
         if service.endpoints.is_empty() {
             return Err(StateError::NoEndpoints {
                 namespace: service.namespace.clone(),
@@ -280,7 +355,6 @@ impl State {
             name: service.name.clone(),
             endpoint: SocketAddr::new(endpoint.address, port),
             choices: candidates.len(),
-            waypoint: service.waypoint.clone(),
         })
     }
 }
@@ -350,6 +424,65 @@ mod tests {
             s.resolve(addr("198.18.1.10:8080")).expect("ok"),
             Resolved::Direct(addr("198.18.1.10:8080"))
         );
+    }
+
+    #[test]
+    fn which_waypoint_a_destination_goes_through() {
+        let snapshot: Snapshot = yaml_serde::from_str(
+            "workloads:
+- {uid: apps/echo, name: echo, namespace: apps, addresses: [198.18.2.10], meshed: true}
+- {uid: apps/db, name: db, namespace: apps, addresses: [198.18.2.11], meshed: true, waypoint: {name: wp, namespace: apps}}
+- {uid: apps/wp-b, name: wp-b, namespace: apps, serviceAccount: wp, addresses: [198.18.1.51], labels: {gateway.networking.k8s.io/gateway-name: wp}}
+- {uid: apps/wp-a, name: wp-a, namespace: apps, serviceAccount: wp, addresses: [198.18.1.50, 'fd18:1::50'], labels: {gateway.networking.k8s.io/gateway-name: wp}}
+services:
+- {name: web, namespace: apps, vips: [198.19.0.11], ports: [{port: 80, targetPort: 8080}], endpoints: [{workloadUid: apps/echo, address: 198.18.2.10}], waypoint: {name: wp, namespace: apps}}
+- {name: plain, namespace: apps, vips: [198.19.0.12], ports: [{port: 81, targetPort: 8080}, {port: 82, targetPort: 9090}], endpoints: [{workloadUid: apps/echo, address: 198.18.2.10}]}
+- {name: empty, namespace: apps, vips: [198.19.0.13], ports: [{port: 80}], waypoint: {name: wp, namespace: apps}}
+",
+        )
+        .expect("test model");
+        let s = State::new(snapshot);
+        let via = |name: &str, vip: &str| Resolved::ViaWaypoint {
+            namespace: "apps".into(),
+            name: name.into(),
+            vip: addr(vip),
+            waypoint: WaypointRef {
+                name: "wp".into(),
+                namespace: "apps".into(),
+                addresses: Vec::new(),
+            },
+        };
+        let plain = |port| Resolved::Service {
+            namespace: "apps".into(),
+            name: "plain".into(),
+            endpoint: addr(&format!("198.18.2.10:{port}")),
+            choices: 1,
+        };
+        // (case, destination, resolved, waypoint)
+        #[rustfmt::skip]
+        let cases = [
+            ("service with a waypoint: not resolved here", "198.19.0.11:80", via("web", "198.19.0.11:80"), Some("apps/wp")),
+            ("service with a waypoint and no endpoints: the waypoint answers", "198.19.0.13:80", via("empty", "198.19.0.13:80"), Some("apps/wp")),
+            ("service without one, to the target port of one that has", "198.19.0.12:81", plain(8080), Some("apps/wp")),
+            ("service without one, to another port of its endpoint", "198.19.0.12:82", plain(9090), None),
+            ("pod address on the target port of its service with a waypoint", "198.18.2.10:8080", Resolved::Direct(addr("198.18.2.10:8080")), Some("apps/wp")),
+            ("pod address on another port", "198.18.2.10:9090", Resolved::Direct(addr("198.18.2.10:9090")), None),
+            ("pod with a waypoint of its own: every port", "198.18.2.11:1", Resolved::Direct(addr("198.18.2.11:1")), Some("apps/wp")),
+            ("outside the model", "198.18.9.9:80", Resolved::Direct(addr("198.18.9.9:80")), None),
+        ];
+        for (case, dst, want, waypoint) in cases {
+            let resolved = s.resolve(addr(dst)).expect("resolves");
+            assert_eq!(resolved, want, "{case}");
+            let route = s.waypoint(&resolved);
+            let got = route
+                .as_ref()
+                .map(|r| format!("{}/{}", r.waypoint.namespace, r.waypoint.name));
+            assert_eq!(got.as_deref(), waypoint, "{case}");
+            if let Some(route) = route {
+                let uids: Vec<&str> = route.instances.iter().map(|w| w.uid.as_str()).collect();
+                assert_eq!(uids, ["apps/wp-a", "apps/wp-b"], "{case}: in uid order");
+            }
+        }
     }
 
     #[test]

@@ -14,7 +14,10 @@ mod fail_safe;
 mod policy;
 mod route;
 
-pub use fail_safe::{Cause as FailSafeCause, FailSafe, Refusal, WAYPOINT_CLASS};
+pub use fail_safe::{
+    Cause as FailSafeCause, FailSafe, Refusal, WaypointInstances, GATEWAY_NAME_LABEL,
+    WAYPOINT_CLASS,
+};
 
 pub use policy::{
     wildcard_match, AuthorizationAction, AuthorizationPolicy, AuthorizationRule, Condition,
@@ -68,8 +71,8 @@ impl Snapshot {
 
     /// The authorization policies that apply to a workload: mesh-wide ones (from the root
     /// namespace), its namespace's, and those whose selector matches its labels, dry-run ones
-    /// included. Policies with `targetRefs` are not included: waypoints apply those (until one
-    /// runs, [`FailSafe`] refuses what they target).
+    /// included. Policies with `targetRefs` are not included: waypoints apply those ([`FailSafe`]
+    /// refuses what they target where no waypoint does).
     pub fn authorization_policies_for<'a>(
         &'a self,
         workload: &'a Workload,

@@ -1,4 +1,5 @@
-//! Outbound: connections captured by `cgroup/connect{4,6}` arrive on the pod's 15001 listener.
+//! Outbound: connections captured by `cgroup/connect{4,6}` arrive on the pod's 15001 listener
+//! and are carried as `proxy::route` decides: through a waypoint, same node, HBONE, plaintext.
 
 use std::sync::Arc;
 
@@ -12,9 +13,9 @@ use crate::metrics::{ConnectionLabels, Direction, Transport};
 use crate::pod_context::PodContext;
 use crate::proxy::route::{self, Destination, Route};
 use crate::proxy::{accept_loop, local, relay_and_record};
-use crate::state::Resolved;
 use crate::tunnel::Tunnel;
 use mesh_common::identity::Identity;
+use mesh_hbone::hbone::HboneError;
 use mesh_hbone::relay;
 
 /// Accepts captured connections until the task is aborted.
@@ -43,22 +44,20 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: &PodContext) {
         }
     };
     let target = resolved.target();
-    let (destination_service, service_waypoint) = match &resolved {
-        Resolved::Service {
-            namespace,
-            name,
-            waypoint,
-            ..
-        } => (format!("{namespace}/{name}"), waypoint.as_ref()),
-        Resolved::Direct(_) => ("unknown".into(), None),
-    };
+    let destination_service = resolved.service().unwrap_or_else(|| "unknown".into());
     let local = pod.local.get(target.ip());
     let meshed = pod.state.meshed_workload(target.ip());
+    let waypoint = pod.state.waypoint(&resolved);
     let route = route::decide(
         &Destination {
+            source: peer,
+            requested: orig_dst,
             target,
             fixed: resolved.is_fixed(),
-            service_waypoint,
+            waypoint: waypoint.as_ref().map(|w| route::Waypoint {
+                waypoint: &w.waypoint,
+                instances: &w.instances,
+            }),
             meshed: meshed.as_ref(),
             local: local.is_some(),
             tunnel: pod.tunnel.is_some(),
@@ -95,6 +94,24 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: &PodContext) {
         (Route::Hbone { identity }, _, Some(tunnel)) => {
             hbone(stream, pod, tunnel, &identity, target, &labels).await
         }
+        (
+            Route::Waypoint {
+                waypoint,
+                instance,
+                identity,
+                authority,
+            },
+            _,
+            Some(tunnel),
+        ) => {
+            let via = Via {
+                waypoint: &waypoint,
+                instance,
+                identity: &identity,
+                authority,
+            };
+            through_waypoint(stream, pod, tunnel, via, &labels).await
+        }
         (Route::Plaintext, ..) => match Box::pin(pod.netns.connect(target)).await {
             Ok(upstream) => {
                 relay_and_record(relay::tcp_tcp(stream, upstream), &[&labels], &pod.metrics).await
@@ -104,7 +121,8 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: &PodContext) {
                 pod.metrics.record_relay(&labels, 0, 0);
             }
         },
-        // `decide` picks Local only for a local pod and HBONE only with a tunnel; anything else
+        // `decide` picks Local only for a local pod and HBONE (direct or through a waypoint)
+        // only with a tunnel; anything else
         // is refused rather than carried some other way.
         (route, ..) => {
             warn!(pod = %pod.info.uid, %target, ?route, "route without the means to carry it; refused");
@@ -138,11 +156,115 @@ async fn hbone(
     }
 }
 
+/// Where a connection through a waypoint goes.
+#[derive(Debug, Clone, Copy)]
+struct Via<'a> {
+    waypoint: &'a str,
+    instance: SocketAddr,
+    identity: &'a Identity,
+    authority: SocketAddr,
+}
+
+/// Carries a captured connection over HBONE to a waypoint instance, with the source pod's
+/// identity and the original destination as authority. If the waypoint cannot be reached the
+/// client's connection is closed at once: never carried around the waypoint.
+async fn through_waypoint(
+    stream: TcpStream,
+    pod: &PodContext,
+    tunnel: &Tunnel,
+    via: Via<'_>,
+    labels: &ConnectionLabels,
+) {
+    // Boxed, as in `hbone`.
+    let connect = Box::pin(tunnel.connect_from_pod(
+        &pod.netns,
+        &pod.identity,
+        via.identity,
+        via.instance,
+        via.authority,
+    ));
+    match connect.await {
+        Ok(upstream) => {
+            relay_and_record(relay::tcp_hbone(stream, upstream), &[labels], &pod.metrics).await
+        }
+        Err(e) => {
+            let reason = waypoint_failure(&e);
+            if let Some(unlogged) = pod.metrics.refuse(&pod.info.uid, reason) {
+                warn!(src.workload = %pod.info.uid, dst.original = %via.authority, waypoint = via.waypoint, waypoint.instance = %via.instance, waypoint.identity = %via.identity, error = %e, reason, unlogged, "waypoint did not take the connection: closed, not carried around it (logged once per burst)");
+            }
+            drop(stream);
+            pod.metrics.record_relay(labels, 0, 0);
+        }
+    }
+}
+
+/// The `reason` label of a connection the waypoint did not take: it answered the CONNECT with
+/// a refusal (`waypoint_refused`), or it could not be reached at all (`waypoint_unreachable`:
+/// TCP, TLS, identity, HTTP/2, timeouts).
+fn waypoint_failure(error: &HboneError) -> &'static str {
+    match error {
+        HboneError::Status(_) => "waypoint_refused",
+        _ => "waypoint_unreachable",
+    }
+}
+
 /// The metrics' transport label of a route.
 fn transport(route: &Route) -> Transport {
     match route {
         Route::Local { .. } => Transport::Local,
         Route::Hbone { .. } => Transport::Hbone,
+        Route::Waypoint { .. } => Transport::Waypoint,
         Route::Plaintext | Route::Deny(_) => Transport::Plaintext,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waypoint_failures_are_told_apart() {
+        let peer: SocketAddr = "198.18.1.50:15008".parse().expect("addr");
+        // (case, error, reason)
+        let cases = [
+            (
+                "refused at TCP",
+                HboneError::Connect {
+                    peer,
+                    source: std::io::ErrorKind::ConnectionRefused.into(),
+                },
+                "waypoint_unreachable",
+            ),
+            (
+                "silent",
+                HboneError::Timeout {
+                    step: mesh_hbone::hbone::Step::TcpConnect,
+                    peer,
+                    after: std::time::Duration::from_secs(1),
+                },
+                "waypoint_unreachable",
+            ),
+            ("lost", HboneError::PeerLost(peer), "waypoint_unreachable"),
+            (
+                "answered the CONNECT with a refusal",
+                HboneError::Status(hyper::StatusCode::FORBIDDEN),
+                "waypoint_refused",
+            ),
+        ];
+        for (case, error, want) in cases {
+            assert_eq!(waypoint_failure(&error), want, "{case}");
+        }
+    }
+
+    #[test]
+    fn routes_have_transport_labels() {
+        let via = Route::Waypoint {
+            waypoint: "apps/wp".into(),
+            instance: "198.18.1.50:15008".parse().expect("addr"),
+            identity: Identity::new("cluster.local", "apps", "wp"),
+            authority: "198.19.0.10:80".parse().expect("addr"),
+        };
+        assert_eq!(transport(&via), Transport::Waypoint);
+        assert_eq!(transport(&Route::Plaintext), Transport::Plaintext);
     }
 }

@@ -1,28 +1,59 @@
-//! What the L4 data plane cannot enforce, and so refuses until a waypoint carries the traffic
-//! (fail safe, as Istio does for L7 rules it cannot enforce): AuthorizationPolicies attached with
-//! `targetRefs`, and waypoint assignments. Built once per model, by agents (inbound
-//! authorization) and by the controller (what it reports, which nodes get which policies).
+//! What a destination agent checks before any L4 policy: traffic that must pass a waypoint is
+//! admitted only from that waypoint's instances, and what nothing can enforce is refused (fail
+//! safe, as Istio does for rules it cannot enforce). Built once per model, by agents (inbound
+//! admission, and which waypoint a pod address goes through) and by the controller (what it
+//! reports, which nodes get which policies).
+//!
+//! - A waypoint assignment (a workload's: every port; a service's: its endpoints on its target
+//!   ports) admits only the identities (namespace and service account) of the waypoint's
+//!   instances: the workloads of the waypoint's namespace labelled
+//!   `gateway.networking.k8s.io/gateway-name: <name>` that have an address. With no instance it
+//!   refuses everyone ("no waypoint runs").
+//! - A policy attached with `targetRefs` to a Service or ServiceEntry that has a waypoint, to a
+//!   Gateway, or to the class `istio-waypoint` is the waypoint's to enforce: nothing is refused
+//!   for it here (the assignment admits only the waypoint). One on a Service without a waypoint
+//!   refuses its endpoints on its target ports; one on a kind this data plane does not know, its
+//!   whole namespace.
+//! - Several covering one port: a refusal that admits nobody wins; else the peer must be an
+//!   instance of one of the covering waypoints (a pod behind two services with two waypoints
+//!   admits both, since its agent cannot tell which service a connection was for).
+//!
+//! The trust domain is not compared: peers are verified against the mesh's roots, whose CA signs
+//! one trust domain. A workload with the waypoint's service account passes as the waypoint: give
+//! waypoints a service account of their own, as Istio does.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 
 use super::{AuthorizationAction, AuthorizationPolicy, PolicyTargetRef, Service, Snapshot};
+use super::{WaypointRef, Workload};
+use crate::identity::Identity;
 
 /// The Gateway class of Istio waypoints: a policy attached to it applies to every waypoint.
 pub const WAYPOINT_CLASS: &str = "istio-waypoint";
 
-/// Why connections to a workload are refused.
+/// The label naming the Gateway a pod is an instance of (set on waypoint pods).
+pub const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
+
+/// Why connections to a workload are refused (or admitted only from a waypoint).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Cause {
-    /// An AuthorizationPolicy attached with `targetRefs`: only a waypoint could enforce it.
+    /// An AuthorizationPolicy attached with `targetRefs` that no waypoint enforces.
     Policy {
         /// `namespace/name` of the policy.
         policy: String,
         /// What it targets, e.g. `Service apps/echo`.
         target: String,
     },
-    /// Traffic to the workload must go through a waypoint, and none can carry it.
+    /// Traffic to the workload must go through a waypoint, and it has no instance.
     Waypoint {
+        /// `namespace/name` of the waypoint.
+        waypoint: String,
+        /// Who is assigned it, e.g. `Service apps/echo` or `workload apps/echo-1`.
+        assigned: String,
+    },
+    /// Traffic to the workload must go through a waypoint: only its instances are admitted.
+    NotFromWaypoint {
         /// `namespace/name` of the waypoint.
         waypoint: String,
         /// Who is assigned it, e.g. `Service apps/echo` or `workload apps/echo-1`.
@@ -51,31 +82,92 @@ impl fmt::Display for Cause {
                 f,
                 "{assigned} uses waypoint {waypoint}: no waypoint runs to carry its traffic; traffic to it is denied"
             ),
+            Cause::NotFromWaypoint { waypoint, assigned } => write!(
+                f,
+                "{assigned} uses waypoint {waypoint}: only its instances are admitted; traffic around it is denied"
+            ),
         }
     }
 }
 
-/// One refusal of connections to a workload.
+/// One rule on connections to a workload, checked before any policy.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refusal {
     /// Why.
     pub cause: Cause,
     /// The workload ports it covers (a service's target ports); `None`: every port.
     pub ports: Option<BTreeSet<u16>>,
+    /// The waypoint assignment it comes from, if it is one.
+    pub waypoint: Option<WaypointRef>,
+    /// Who is admitted all the same, as (namespace, service account): the waypoint's instances.
+    /// Empty: nobody.
+    pub admitted: BTreeSet<(String, String)>,
 }
 
 impl Refusal {
-    /// Whether a connection to `port` of the workload is refused.
+    /// Whether a connection to `port` of the workload is subject to it.
     pub fn covers(&self, port: u16) -> bool {
         self.ports.as_ref().is_none_or(|p| p.contains(&port))
     }
+
+    /// Whether a connection from `peer` (`None`: plaintext) is admitted all the same.
+    pub fn admits(&self, peer: Option<&Identity>) -> bool {
+        peer.is_some_and(|p| {
+            self.admitted
+                .iter()
+                .any(|(ns, sa)| *ns == p.namespace && *sa == p.service_account)
+        })
+    }
 }
 
-/// The refusals of one model, by workload uid.
+/// The instances of each waypoint: indexes of workloads of the waypoint's namespace labelled
+/// [`GATEWAY_NAME_LABEL`] with its name and with at least one address, in uid order.
+#[derive(Clone, Debug, Default)]
+pub struct WaypointInstances {
+    /// namespace -> waypoint name -> workload indexes.
+    by_namespace: HashMap<String, HashMap<String, Vec<usize>>>,
+}
+
+impl WaypointInstances {
+    /// The instances of every waypoint of `snapshot` (one pass over its workloads).
+    pub fn new(snapshot: &Snapshot) -> WaypointInstances {
+        let mut by_namespace: HashMap<String, HashMap<String, Vec<usize>>> = HashMap::new();
+        for (i, w) in snapshot.workloads.iter().enumerate() {
+            let Some(name) = w.labels.get(GATEWAY_NAME_LABEL) else {
+                continue;
+            };
+            if w.addresses.is_empty() {
+                continue; // not running yet: nothing can reach it
+            }
+            by_namespace
+                .entry(w.namespace.clone())
+                .or_default()
+                .entry(name.clone())
+                .or_default()
+                .push(i);
+        }
+        for indexes in by_namespace.values_mut().flat_map(HashMap::values_mut) {
+            indexes.sort_by(|a, b| snapshot.workloads[*a].uid.cmp(&snapshot.workloads[*b].uid));
+        }
+        WaypointInstances { by_namespace }
+    }
+
+    /// The indexes (into the snapshot's workloads) of the instances of `waypoint`.
+    pub fn get(&self, waypoint: &WaypointRef) -> &[usize] {
+        self.by_namespace
+            .get(&waypoint.namespace)
+            .and_then(|names| names.get(&waypoint.name))
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+}
+
+/// The admission rules of one model, by workload uid.
 #[derive(Clone, Debug, Default)]
 pub struct FailSafe {
     by_workload: HashMap<String, Vec<Refusal>>,
     causes: Vec<Cause>,
+    instances: WaypointInstances,
 }
 
 /// The endpoint ports of a service (`targetPort`, else `port`); `None` when it lists no port.
@@ -89,29 +181,36 @@ fn service_ports(service: &Service) -> Option<BTreeSet<u16>> {
     })
 }
 
+fn endpoint_uids(service: &Service) -> BTreeSet<&str> {
+    service
+        .endpoints
+        .iter()
+        .map(|e| e.workload_uid.as_str())
+        .collect()
+}
+
 impl FailSafe {
-    /// Everything `snapshot` asks for that the agents cannot enforce. Cost: one pass over
-    /// workloads, services and endpoints per waypoint and per policy target (few of either).
+    /// The admission rules of `snapshot`. Cost: one pass over workloads, then one over each
+    /// assigned service's endpoints and each policy target (few of either).
     pub fn new(snapshot: &Snapshot) -> FailSafe {
-        let mut out = FailSafe::default();
+        let mut out = FailSafe {
+            instances: WaypointInstances::new(snapshot),
+            ..FailSafe::default()
+        };
+        // Workloads first, then services in model order: [`FailSafe::waypoint`] reads that order.
         for w in &snapshot.workloads {
             if let Some(wp) = &w.waypoint {
-                let cause = Cause::Waypoint {
-                    waypoint: format!("{}/{}", wp.namespace, wp.name),
-                    assigned: format!("workload {}", w.uid),
-                };
-                out.refuse(&w.uid, &cause, None);
-                out.causes.push(cause);
+                let admission = out.assignment(snapshot, wp, format!("workload {}", w.uid), None);
+                out.add(&w.uid, &admission);
             }
         }
         for s in &snapshot.services {
             if let Some(wp) = &s.waypoint {
-                let cause = Cause::Waypoint {
-                    waypoint: format!("{}/{}", wp.namespace, wp.name),
-                    assigned: format!("Service {}/{}", s.namespace, s.name),
-                };
-                out.refuse_endpoints(s, &cause);
-                out.causes.push(cause);
+                let assigned = format!("Service {}/{}", s.namespace, s.name);
+                let admission = out.assignment(snapshot, wp, assigned, service_ports(s));
+                for uid in endpoint_uids(s) {
+                    out.add(uid, &admission);
+                }
             }
         }
         for policy in &snapshot.authorization_policies {
@@ -120,70 +219,97 @@ impl FailSafe {
                 continue;
             }
             for target in &policy.target_refs {
-                let cause = Cause::policy(policy, target);
-                out.refuse_target(snapshot, target, &cause);
-                out.causes.push(cause);
+                out.refuse_target(snapshot, policy, target);
             }
         }
         out
     }
 
-    fn refuse(&mut self, uid: &str, cause: &Cause, ports: Option<BTreeSet<u16>>) {
+    /// The rule of a waypoint assignment: only its instances, or nobody when it has none.
+    fn assignment(
+        &mut self,
+        snapshot: &Snapshot,
+        wp: &WaypointRef,
+        assigned: String,
+        ports: Option<BTreeSet<u16>>,
+    ) -> Refusal {
+        let waypoint = format!("{}/{}", wp.namespace, wp.name);
+        let admitted: BTreeSet<(String, String)> = self
+            .instances
+            .get(wp)
+            .iter()
+            .filter_map(|&i| snapshot.workloads.get(i))
+            .map(|w: &Workload| (w.namespace.clone(), w.service_account.clone()))
+            .collect();
+        let cause = if admitted.is_empty() {
+            let cause = Cause::Waypoint { waypoint, assigned };
+            self.causes.push(cause.clone());
+            cause
+        } else {
+            Cause::NotFromWaypoint { waypoint, assigned }
+        };
+        Refusal {
+            cause,
+            ports,
+            waypoint: Some(wp.clone()),
+            admitted,
+        }
+    }
+
+    fn add(&mut self, uid: &str, rule: &Refusal) {
         if uid.is_empty() {
             return; // an endpoint outside the mesh (e.g. a ServiceEntry address)
         }
         self.by_workload
             .entry(uid.to_owned())
             .or_default()
-            .push(Refusal {
-                cause: cause.clone(),
-                ports,
-            });
+            .push(rule.clone());
     }
 
-    fn refuse_endpoints(&mut self, service: &Service, cause: &Cause) {
-        let ports = service_ports(service);
-        let uids: BTreeSet<&str> = service
-            .endpoints
-            .iter()
-            .map(|e| e.workload_uid.as_str())
-            .collect();
-        for uid in uids {
-            self.refuse(uid, cause, ports.clone());
-        }
+    fn refuse(&mut self, uid: &str, cause: &Cause, ports: Option<BTreeSet<u16>>) {
+        let rule = Refusal {
+            cause: cause.clone(),
+            ports,
+            waypoint: None,
+            admitted: BTreeSet::new(),
+        };
+        self.add(uid, &rule);
     }
 
-    fn refuse_target(&mut self, snapshot: &Snapshot, target: &PolicyTargetRef, cause: &Cause) {
+    fn refuse_target(
+        &mut self,
+        snapshot: &Snapshot,
+        policy: &AuthorizationPolicy,
+        target: &PolicyTargetRef,
+    ) {
+        let cause = Cause::policy(policy, target);
         match target.kind.as_str() {
             "Service" | "ServiceEntry" => {
+                let mut enforced = false;
                 for s in snapshot
                     .services
                     .iter()
                     .filter(|s| s.namespace == target.namespace && s.name == target.name)
                 {
-                    self.refuse_endpoints(s, cause);
-                }
-            }
-            // A waypoint (or, for the waypoint class, every waypoint): what is assigned to it.
-            "Gateway" | "GatewayClass" => {
-                let class = target.kind == "GatewayClass";
-                if class && target.name != WAYPOINT_CLASS {
-                    return; // not waypoints: nothing the agents carry goes through them
-                }
-                let is_target = |wp: &super::WaypointRef| {
-                    class || (wp.namespace == target.namespace && wp.name == target.name)
-                };
-                for s in &snapshot.services {
-                    if s.waypoint.as_ref().is_some_and(is_target) {
-                        self.refuse_endpoints(s, cause);
+                    if s.waypoint.is_some() {
+                        enforced = true; // its waypoint enforces it; the assignment admits only it
+                        continue;
+                    }
+                    let ports = service_ports(s);
+                    for uid in endpoint_uids(s) {
+                        self.refuse(uid, &cause, ports.clone());
                     }
                 }
-                for w in &snapshot.workloads {
-                    if w.waypoint.as_ref().is_some_and(is_target) {
-                        self.refuse(&w.uid, cause, None);
-                    }
+                if !enforced {
+                    self.causes.push(cause);
                 }
             }
+            // A waypoint (or every waypoint): it enforces the policy; what is assigned to it
+            // admits only its instances.
+            "Gateway" => {}
+            "GatewayClass" if target.name == WAYPOINT_CLASS => {}
+            // Not waypoints: nothing the agents carry goes through them, and nothing enforces it.
+            "GatewayClass" => self.causes.push(cause),
             // A kind this data plane does not know (the controller rejects them): refuse the
             // whole namespace rather than guess.
             _ => {
@@ -192,24 +318,55 @@ impl FailSafe {
                     .iter()
                     .filter(|w| w.namespace == target.namespace)
                 {
-                    self.refuse(&w.uid, cause, None);
+                    self.refuse(&w.uid, &cause, None);
                 }
+                self.causes.push(cause);
             }
         }
     }
 
-    /// The refusals of a workload.
+    /// The rules on a workload.
     pub fn refusals(&self, uid: &str) -> &[Refusal] {
         self.by_workload.get(uid).map(Vec::as_slice).unwrap_or(&[])
     }
 
-    /// The first refusal covering a connection to `port` of the workload, if any.
-    pub fn refusal(&self, uid: &str, port: u16) -> Option<&Refusal> {
-        self.refusals(uid).iter().find(|r| r.covers(port))
+    /// The rule refusing a connection from `peer` (`None`: plaintext) to `port` of the
+    /// workload, if any: a covering one that admits nobody, else (when waypoints cover the
+    /// port) the first covering one, unless `peer` is an instance of one of those waypoints.
+    pub fn refusal(&self, uid: &str, port: u16, peer: Option<&Identity>) -> Option<&Refusal> {
+        let mut refused = None;
+        let mut admitted = false;
+        for rule in self.refusals(uid).iter().filter(|r| r.covers(port)) {
+            if rule.admitted.is_empty() {
+                return Some(rule);
+            }
+            if rule.admits(peer) {
+                admitted = true;
+            } else if refused.is_none() {
+                refused = Some(rule);
+            }
+        }
+        refused.filter(|_| !admitted)
     }
 
-    /// Every unenforceable policy target and waypoint assignment, in model order (what the
-    /// controller reports), whether or not it refuses any workload.
+    /// The waypoint a connection addressed to `port` of the workload's own address goes
+    /// through: its own waypoint, else that of the first service (model order) it is an
+    /// endpoint of whose target ports include `port`.
+    pub fn waypoint(&self, uid: &str, port: u16) -> Option<&WaypointRef> {
+        self.refusals(uid)
+            .iter()
+            .filter(|r| r.covers(port))
+            .find_map(|r| r.waypoint.as_ref())
+    }
+
+    /// The instances of each waypoint of the model.
+    pub fn instances(&self) -> &WaypointInstances {
+        &self.instances
+    }
+
+    /// What nothing enforces, in model order (what the controller reports): each policy target
+    /// no waypoint enforces and each waypoint assignment whose waypoint has no instance, whether
+    /// or not it refuses any workload.
     pub fn causes(&self) -> &[Cause] {
         &self.causes
     }
@@ -223,91 +380,4 @@ impl FailSafe {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MODEL: &str = "
-workloads:
-- {uid: apps/echo-1, name: echo-1, namespace: apps, addresses: [198.18.1.10], meshed: true}
-- {uid: apps/echo-2, name: echo-2, namespace: apps, addresses: [198.18.2.10], meshed: true}
-- {uid: apps/db, name: db, namespace: apps, addresses: [198.18.2.11], meshed: true, waypoint: {name: wp, namespace: apps}}
-- {uid: other/x, name: x, namespace: other, addresses: [198.18.2.12], meshed: true}
-services:
-- name: echo
-  namespace: apps
-  vips: [198.19.0.10]
-  ports: [{port: 80, targetPort: 8080}]
-  endpoints: [{workloadUid: apps/echo-1, address: 198.18.1.10}, {workloadUid: apps/echo-2, address: 198.18.2.10}]
-- name: web
-  namespace: apps
-  vips: [198.19.0.11]
-  ports: [{port: 80}]
-  endpoints: [{workloadUid: apps/echo-2, address: 198.18.2.10}]
-  waypoint: {name: wp, namespace: apps}
-";
-
-    fn model(policies: &str) -> Snapshot {
-        yaml_serde::from_str(&format!("{MODEL}authorizationPolicies:\n{policies}"))
-            .expect("test model")
-    }
-
-    #[test]
-    fn refusals_by_target() {
-        // (case, policies, workload, port, refused by)
-        #[rustfmt::skip]
-        let cases: &[(&str, &str, &str, u16, Option<&str>)] = &[
-            ("no policy: an unrelated workload passes", "  []", "apps/echo-1", 8080, None),
-            ("workload waypoint: every port", "  []", "apps/db", 5432, Some("workload apps/db uses waypoint apps/wp")),
-            ("service waypoint: its endpoints on its ports", "  []", "apps/echo-2", 80, Some("Service apps/web uses waypoint apps/wp")),
-            ("service waypoint: other ports pass", "  []", "apps/echo-2", 9090, None),
-            ("Service target: endpoint on the target port",
-             "- {name: p, namespace: apps, targetRefs: [{kind: Service, name: echo, namespace: apps}], action: DENY, rules: [{}]}",
-             "apps/echo-1", 8080, Some("policy apps/p targets Service apps/echo")),
-            ("Service target: another port passes",
-             "- {name: p, namespace: apps, targetRefs: [{kind: Service, name: echo, namespace: apps}], action: ALLOW, rules: [{}]}",
-             "apps/echo-1", 9090, None),
-            ("Service target: ALLOW refuses too",
-             "- {name: p, namespace: apps, targetRefs: [{kind: Service, name: echo, namespace: apps}], action: ALLOW, rules: [{}]}",
-             "apps/echo-1", 8080, Some("policy apps/p targets Service apps/echo")),
-            ("Service target: not an endpoint",
-             "- {name: p, namespace: apps, targetRefs: [{kind: Service, name: echo, namespace: apps}], action: DENY}",
-             "other/x", 8080, None),
-            ("Gateway target: what uses the waypoint",
-             "- {name: g, namespace: apps, targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: wp, namespace: apps}], action: DENY}",
-             "apps/db", 1, Some("workload apps/db uses waypoint apps/wp")),
-            ("dry run is never enforced",
-             "- {name: p, namespace: apps, dryRun: true, targetRefs: [{kind: Service, name: echo, namespace: apps}], action: DENY}",
-             "apps/echo-1", 8080, None),
-            ("AUDIT never decides",
-             "- {name: p, namespace: apps, targetRefs: [{kind: Service, name: echo, namespace: apps}], action: AUDIT}",
-             "apps/echo-1", 8080, None),
-            ("unknown kind: its namespace",
-             "- {name: p, namespace: other, targetRefs: [{kind: Mystery, name: m, namespace: other}], action: DENY}",
-             "other/x", 1, Some("policy other/p targets Mystery other/m")),
-        ];
-        for (case, policies, uid, port, want) in cases {
-            let fs = FailSafe::new(&model(policies));
-            let got = fs.refusal(uid, *port).map(|r| r.cause.to_string());
-            match want {
-                None => assert_eq!(got, None, "{case}"),
-                Some(prefix) => {
-                    let got = got.unwrap_or_default();
-                    assert!(got.starts_with(prefix), "{case}: {got}");
-                    assert!(got.ends_with("traffic to it is denied"), "{case}: {got}");
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn causes_list_every_target_and_assignment() {
-        let fs = FailSafe::new(&model(
-            "- {name: p, namespace: apps, targetRefs: [{kind: Service, name: echo, namespace: apps}], action: DENY}",
-        ));
-        let causes: Vec<String> = fs.causes().iter().map(ToString::to_string).collect();
-        assert_eq!(causes.len(), 3, "{causes:#?}");
-        assert!(causes.contains(&"policy apps/p targets Service apps/echo: no waypoint runs to enforce it; traffic to it is denied".to_owned()));
-        assert!(fs.policy_refuses("apps/echo-2", "apps/p"));
-        assert!(!fs.policy_refuses("other/x", "apps/p"));
-    }
-}
+mod tests;

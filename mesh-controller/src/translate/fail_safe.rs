@@ -1,15 +1,21 @@
-//! Reports what the agents refuse because nothing can enforce it yet (see
-//! `mesh_common::model::FailSafe`): each AuthorizationPolicy target (`targetRefs`) and each
-//! waypoint assignment, on the object that asks for it, so `/errors` and `meshctl status` say
-//! why traffic to it is denied. The objects stay in the model: agents need them to refuse.
+//! Reports what the agents refuse because nothing can enforce it (see
+//! `mesh_common::model::FailSafe`): each AuthorizationPolicy target (`targetRefs`) no waypoint
+//! enforces and each waypoint assignment whose waypoint has no instance, on the object that asks
+//! for it, so `/errors` and `meshctl status` say why traffic to it is denied. The objects stay in
+//! the model: agents need them to refuse.
 
-use mesh_common::model::{AuthorizationAction, FailSafeCause, Snapshot};
+use std::collections::HashSet;
+
+use mesh_common::model::{AuthorizationAction, FailSafe, FailSafeCause, Snapshot};
 
 use super::{Context, USE_WAYPOINT_LABEL};
 use crate::object::{Kind, ObjectKey};
 
 /// Records one report per unenforceable policy target and per waypoint assignment.
 pub(super) fn report(cx: &mut Context<'_>, snapshot: &Snapshot) {
+    let fail_safe = FailSafe::new(snapshot);
+    let causes: HashSet<&FailSafeCause> = fail_safe.causes().iter().collect();
+    let unenforced = |cause: &FailSafeCause| causes.contains(cause);
     for policy in &snapshot.authorization_policies {
         if policy.dry_run || policy.action == AuthorizationAction::Audit {
             continue;
@@ -21,6 +27,9 @@ pub(super) fn report(cx: &mut Context<'_>, snapshot: &Snapshot) {
         };
         for (i, target) in policy.target_refs.iter().enumerate() {
             let cause = FailSafeCause::policy(policy, target);
+            if !unenforced(&cause) {
+                continue; // a waypoint enforces it
+            }
             cx.error(&key, &format!("spec.targetRefs[{i}]"), cause.to_string());
         }
     }
@@ -38,7 +47,9 @@ pub(super) fn report(cx: &mut Context<'_>, snapshot: &Snapshot) {
             namespace: service.namespace.clone(),
             name: service.name.clone(),
         };
-        cx.error(&key, &label, cause.to_string());
+        if unenforced(&cause) {
+            cx.error(&key, &label, cause.to_string());
+        }
     }
     for workload in &snapshot.workloads {
         let Some(wp) = &workload.waypoint else {
@@ -53,6 +64,8 @@ pub(super) fn report(cx: &mut Context<'_>, snapshot: &Snapshot) {
             namespace: workload.namespace.clone(),
             name: workload.name.clone(),
         };
-        cx.error(&key, &label, cause.to_string());
+        if unenforced(&cause) {
+            cx.error(&key, &label, cause.to_string());
+        }
     }
 }
