@@ -21,9 +21,10 @@ pub use policy::{
     PeerAuthMode, PeerAuthentication, PolicyTargetRef, Source,
 };
 pub use route::{
-    ConnectionPool, DestinationPolicy, DirectResponse, Fault, FaultAbort, FaultDelay, HeaderOps,
-    HttpMatch, LoadBalancer, Mirror, OutlierDetection, Redirect, RegexRewrite, RetryPolicy,
-    Rewrite, Route, RouteDestination, RouteKind, RouteRule, StringMatch, Subset, TrafficPolicy,
+    exported_to, ConnectionPool, DestinationPolicy, DirectResponse, Fault, FaultAbort, FaultDelay,
+    HeaderOps, HttpMatch, LoadBalancer, Mirror, OutlierDetection, Redirect, RegexRewrite,
+    RetryPolicy, Rewrite, Route, RouteDestination, RouteKind, RouteRule, StringMatch, Subset,
+    TrafficPolicy,
 };
 
 /// Everything one agent or waypoint needs, at one version.

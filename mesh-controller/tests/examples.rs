@@ -22,19 +22,11 @@ fn load() -> Arc<Published> {
     controller.current()
 }
 
-/// The one report the examples produce: `reviews` uses a waypoint, and no waypoint runs to
-/// carry its traffic (agents refuse it rather than let it bypass the waypoint).
-const WAYPOINT_REPORT: &str = "Service default/reviews uses waypoint default/waypoint: no waypoint runs to carry its traffic; traffic to it is denied";
-
-fn assert_only_the_waypoint_report(published: &Published) {
-    let messages: Vec<&str> = published
-        .errors
-        .iter()
-        .map(|e| e.message.as_str())
-        .collect();
-    assert_eq!(
-        messages,
-        vec![WAYPOINT_REPORT],
+/// The examples produce no report: `reviews` uses a waypoint, and the waypoint has an instance
+/// (pod `waypoint-5d9c7c8b9-x2x7q`) to carry its traffic.
+fn assert_no_errors(published: &Published) {
+    assert!(
+        published.errors.is_empty(),
         "unexpected errors: {:#?}",
         published.errors
     );
@@ -42,14 +34,14 @@ fn assert_only_the_waypoint_report(published: &Published) {
 
 fn snapshot() -> Arc<Snapshot> {
     let published = load();
-    assert_only_the_waypoint_report(&published);
+    assert_no_errors(&published);
     published.snapshot.clone()
 }
 
 #[test]
 fn examples_load_without_errors_and_ignore_other_kinds() {
     let published = load();
-    assert_only_the_waypoint_report(&published);
+    assert_no_errors(&published);
     assert_eq!(
         *published.ignored,
         vec!["Deployment productpage-v1".to_owned()]
