@@ -392,7 +392,7 @@ pub(super) fn waypoint_for(
         Assigned::Workload => waypoint.traffic.carries_workloads(),
     };
     if !carried {
-        if own || waypoint.traffic == WaypointFor::None {
+        if own {
             let what = match assigned {
                 Assigned::Service => "this Service's traffic",
                 Assigned::Workload => "this pod's traffic",
@@ -402,6 +402,12 @@ pub(super) fn waypoint_for(
                  applied to {what}",
                 waypoint.traffic.as_str(),
                 waypoint.traffic.as_str()
+            );
+            cx.report_once(&err_key, &path, message, true);
+        } else if waypoint.traffic == WaypointFor::None {
+            let message = format!(
+                "waypoint {namespace}/{name} is for none traffic ({WAYPOINT_FOR_LABEL}: none): \
+                 the namespace label assigns it nothing"
             );
             cx.report_once(&err_key, &path, message, true);
         }
