@@ -58,7 +58,14 @@ pub async fn authenticator(
         CaAuth::Off => None,
         CaAuth::Tokens(path) => {
             let tokens = read_tokens(path)?;
-            let what = format!("bootstrap tokens for {} nodes", tokens.len());
+            let waypoints = tokens
+                .keys()
+                .filter(|p| p.starts_with(crate::principal::WAYPOINT_PREFIX))
+                .count();
+            let what = format!(
+                "bootstrap tokens for {} nodes and {waypoints} waypoints",
+                tokens.len() - waypoints
+            );
             Some((Box::new(node_tokens(&tokens)), what))
         }
         CaAuth::Kubernetes(options) => {
