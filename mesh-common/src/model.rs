@@ -24,9 +24,10 @@ pub use policy::{
     IpBlock, Operation, PeerAuthMode, PeerAuthentication, PolicyTargetRef, Source,
 };
 pub use route::{
-    ConnectionPool, DestinationPolicy, DirectResponse, Fault, FaultAbort, FaultDelay, HeaderOps,
-    HttpMatch, LoadBalancer, Mirror, OutlierDetection, Redirect, RegexRewrite, RetryPolicy,
-    Rewrite, Route, RouteDestination, RouteKind, RouteRule, StringMatch, Subset, TrafficPolicy,
+    exported_to, ConnectionPool, DestinationPolicy, DirectResponse, Fault, FaultAbort, FaultDelay,
+    HeaderOps, HttpMatch, LoadBalancer, Mirror, OutlierDetection, Redirect, RegexRewrite,
+    RetryPolicy, Rewrite, Route, RouteDestination, RouteKind, RouteRule, StringMatch, Subset,
+    TrafficPolicy,
 };
 
 /// Everything one agent or waypoint needs, at one version.

@@ -16,7 +16,7 @@ use crate::error::ConfigError;
 use crate::load::Parsed;
 use crate::object::{Object, ObjectKey};
 use crate::store::Store;
-use crate::translate::{translate, TranslateOptions};
+use crate::translate::{translate, TranslateOptions, Waypoints};
 
 /// One published configuration.
 #[derive(Debug, Default)]
@@ -31,6 +31,8 @@ pub struct Published {
     pub errors: Arc<Vec<ConfigError>>,
     /// Objects of kinds the mesh ignores.
     pub ignored: Arc<Vec<String>>,
+    /// The declared waypoints and their instances.
+    pub waypoints: Arc<Waypoints>,
 }
 
 /// A change from a source.
@@ -164,12 +166,17 @@ impl Controller {
         errors.extend(translation.errors);
         let ignored: Vec<String> = state.unit_ignored.values().flatten().cloned().collect();
         drop(state);
+        let waypoints = translation.waypoints;
         let mut snapshot = translation.snapshot;
         let resources = ResourceSet::from_snapshot(&snapshot)?;
         let version = version_of(&resources);
         snapshot.version = version.clone();
         let current = self.tx.borrow().clone();
-        if current.version == version && *current.errors == errors && *current.ignored == ignored {
+        if current.version == version
+            && *current.errors == errors
+            && *current.ignored == ignored
+            && *current.waypoints == waypoints
+        {
             return Ok(());
         }
         for e in &errors {
@@ -182,6 +189,7 @@ impl Controller {
             resources: Arc::new(resources),
             errors: Arc::new(errors),
             ignored: Arc::new(ignored),
+            waypoints: Arc::new(waypoints),
         }));
         Ok(())
     }

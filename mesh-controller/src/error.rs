@@ -1,5 +1,8 @@
 //! Configuration errors: every one names where the object came from (file or `kubernetes`),
 //! which object (kind namespace/name) and the field path, so a user can fix it without guessing.
+//! A warning is a problem that changes nothing the user relies on for security: a field that
+//! is accepted but not applied yet (CORS, a gateway binding to an ingress gateway not built
+//! yet), a label that does not apply to the object it is on. The object is still translated.
 
 use std::fmt;
 
@@ -16,6 +19,9 @@ pub struct ConfigError {
     pub path: String,
     /// What is wrong.
     pub message: String,
+    /// Whether this is a warning: the object is translated without what the message names.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub warning: bool,
 }
 
 impl ConfigError {
@@ -26,6 +32,20 @@ impl ConfigError {
             object: Some(Box::new(object.clone())),
             path: path.to_owned(),
             message: message.into(),
+            warning: false,
+        }
+    }
+
+    /// A warning about a field of an object (translated without what the message names).
+    pub fn warning(
+        origin: &str,
+        object: &ObjectKey,
+        path: &str,
+        message: impl Into<String>,
+    ) -> Self {
+        ConfigError {
+            warning: true,
+            ..ConfigError::field(origin, object, path, message)
         }
     }
 
@@ -36,6 +56,7 @@ impl ConfigError {
             object: None,
             path: path.to_owned(),
             message: message.into(),
+            warning: false,
         }
     }
 }
@@ -48,6 +69,9 @@ impl fmt::Display for ConfigError {
         }
         if !self.path.is_empty() {
             write!(f, ": {}", self.path)?;
+        }
+        if self.warning {
+            write!(f, ": warning")?;
         }
         write!(f, ": {}", self.message)
     }

@@ -10,6 +10,7 @@ pub mod crd;
 pub mod error;
 pub mod load;
 pub mod object;
+pub mod principal;
 pub mod resources;
 pub mod run;
 pub mod server;

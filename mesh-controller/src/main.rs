@@ -57,7 +57,8 @@ struct Args {
     /// `kubernetes` with --kubernetes; one of them is required.
     #[arg(long, env = "MESH_CA_AUTH", value_name = "tokens|kubernetes")]
     ca_auth: Option<CaAuthKind>,
-    /// File of `node=token` lines: the agents allowed to request certificates (--ca-auth tokens).
+    /// File of `node=token` and `waypoint/<namespace>/<name>=token` lines: the agents and
+    /// waypoints allowed to request certificates and open config streams (--ca-auth tokens).
     #[arg(long, env = "MESH_BOOTSTRAP_TOKENS")]
     bootstrap_tokens: Option<PathBuf>,
     /// Audience the agents' projected service-account tokens must carry (--ca-auth kubernetes;

@@ -1,6 +1,7 @@
 //! The gRPC config stream server, over the control plane's TLS. Every stream is authenticated
-//! like a certificate request (the node's bearer token, checked by the controller's node
-//! authenticator), and its Hello must name that node ([`admit`]). Each stream starts with the client's Hello; the server then
+//! like a certificate request (the principal's bearer token, checked by the controller's
+//! authenticator: a node, or a waypoint `waypoint/<namespace>/<name>`), and its Hello must name
+//! that principal and the kind it may open ([`admit`]). Each stream starts with the client's Hello; the server then
 //! sends a full update of the client's view, and on every new configuration the difference
 //! (or an empty update carrying the new version, so acknowledgements track the controller's
 //! version). Acks and nacks are recorded in the [`Registry`].
@@ -25,6 +26,7 @@ use tokio_stream::Stream;
 use tonic::{Request as GrpcRequest, Response, Status, Streaming};
 
 use crate::controller::Controller;
+use crate::principal::{Principal, PrincipalError};
 pub use registry::{ClientInfo, Registry};
 
 /// How long a new stream may take to say Hello.
@@ -45,27 +47,35 @@ impl std::fmt::Debug for ConfigServer {
     }
 }
 
-/// Why a Hello was refused after its node authenticated.
+/// Why a Hello was refused after its principal authenticated.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HelloRefusal {
     /// No client id.
     #[error("Hello.client_id is required")]
     NoClientId,
-    /// The Hello names another node than the credential proves.
-    #[error("Hello.node {claimed:?} is not the authenticated node {authenticated:?}")]
+    /// The Hello names another principal than the credential proves.
+    #[error("Hello.node {claimed:?} is not the authenticated principal {authenticated:?}")]
     WrongNode {
-        /// The node the credential proves.
+        /// The principal the credential proves.
         authenticated: String,
         /// The node the Hello claims.
         claimed: String,
     },
-    /// A waypoint's view (every route and policy) is asked for with a node's credential.
+    /// A waypoint's view is asked for with a node's credential.
     #[error(
-        "kind WAYPOINT is refused: a waypoint needs a waypoint credential, which this \
-         controller does not issue yet, and a node's credential is entitled to its node's view \
+        "kind WAYPOINT is refused for node {0:?}: a node's credential is entitled to its \
+         node's view only; a waypoint authenticates as waypoint/<namespace>/<name>"
+    )]
+    Waypoint(String),
+    /// An agent's view is asked for with a waypoint's credential.
+    #[error(
+        "kind AGENT is refused for {0:?}: a waypoint's credential opens kind WAYPOINT streams \
          only"
     )]
-    Waypoint,
+    WaypointAsAgent(String),
+    /// The authenticated principal is not a node name or a waypoint principal.
+    #[error("{0}")]
+    BadPrincipal(#[from] PrincipalError),
     /// A kind this controller does not know.
     #[error("unknown client kind {0}")]
     UnknownKind(i32),
@@ -77,31 +87,40 @@ impl HelloRefusal {
             HelloRefusal::NoClientId | HelloRefusal::UnknownKind(_) => {
                 Status::invalid_argument(self.to_string())
             }
-            HelloRefusal::WrongNode { .. } | HelloRefusal::Waypoint => {
-                Status::permission_denied(self.to_string())
-            }
+            HelloRefusal::WrongNode { .. }
+            | HelloRefusal::Waypoint(_)
+            | HelloRefusal::WaypointAsAgent(_)
+            | HelloRefusal::BadPrincipal(_) => Status::permission_denied(self.to_string()),
         }
     }
 }
 
-/// Whether the node `authenticated` may open the stream `hello` asks for, and as which kind: an
-/// agent of its own node only.
+/// Whether the principal `authenticated` may open the stream `hello` asks for, and as which
+/// kind. `Hello.node` must name the authenticated principal in every case (a node name, or
+/// `waypoint/<namespace>/<name>` for a waypoint: the same string as the credential's
+/// `x-mesh-node`). A node opens AGENT streams only (UNSPECIFIED, from older agents, counts as
+/// AGENT); a waypoint principal opens WAYPOINT streams only.
 pub fn admit(authenticated: &str, hello: &Hello) -> Result<ClientKind, HelloRefusal> {
     if hello.client_id.is_empty() {
         return Err(HelloRefusal::NoClientId);
     }
-    match ClientKind::try_from(hello.kind) {
-        Ok(ClientKind::Agent | ClientKind::Unspecified) => {}
-        Ok(ClientKind::Waypoint) => return Err(HelloRefusal::Waypoint),
-        Err(_) => return Err(HelloRefusal::UnknownKind(hello.kind)),
-    }
+    let kind =
+        ClientKind::try_from(hello.kind).map_err(|_| HelloRefusal::UnknownKind(hello.kind))?;
+    let principal: Principal = authenticated.parse()?;
     if hello.node != authenticated {
         return Err(HelloRefusal::WrongNode {
             authenticated: authenticated.to_owned(),
             claimed: hello.node.clone(),
         });
     }
-    Ok(ClientKind::Agent)
+    match (principal, kind) {
+        (Principal::Node(_), ClientKind::Agent | ClientKind::Unspecified) => Ok(ClientKind::Agent),
+        (Principal::Node(node), ClientKind::Waypoint) => Err(HelloRefusal::Waypoint(node)),
+        (Principal::Waypoint { .. }, ClientKind::Waypoint) => Ok(ClientKind::Waypoint),
+        (p @ Principal::Waypoint { .. }, ClientKind::Agent | ClientKind::Unspecified) => {
+            Err(HelloRefusal::WaypointAsAgent(p.to_string()))
+        }
+    }
 }
 
 impl ConfigServer {
@@ -289,39 +308,53 @@ mod tests {
     }
 
     #[test]
-    fn a_node_is_admitted_as_its_own_agent_only() {
+    fn principals_are_admitted_as_their_own_kind_only() {
         let agent = ClientKind::Agent as i32;
         let waypoint = ClientKind::Waypoint as i32;
-        let wrong_node = |claimed: &str| HelloRefusal::WrongNode {
-            authenticated: "node1".to_owned(),
-            claimed: claimed.to_owned(),
+        let wp = "waypoint/apps/wp";
+        let wrong = |authenticated: &str, claimed: &str| {
+            Err(HelloRefusal::WrongNode {
+                authenticated: authenticated.to_owned(),
+                claimed: claimed.to_owned(),
+            })
         };
-        let cases: &[(Hello, Result<ClientKind, HelloRefusal>)] = &[
-            (hello("node1", agent), Ok(ClientKind::Agent)),
-            (hello("node1", 0), Ok(ClientKind::Agent)),
-            (hello("node2", agent), Err(wrong_node("node2"))),
-            (hello("", agent), Err(wrong_node(""))),
-            (hello("Node1", agent), Err(wrong_node("Node1"))),
-            (hello("node1", waypoint), Err(HelloRefusal::Waypoint)),
-            (hello("node2", waypoint), Err(HelloRefusal::Waypoint)),
-            (hello("node1", 7), Err(HelloRefusal::UnknownKind(7))),
-            (
-                Hello {
-                    client_id: String::new(),
-                    ..hello("node1", agent)
-                },
-                Err(HelloRefusal::NoClientId),
-            ),
+        // (authenticated principal, Hello, expected)
+        #[rustfmt::skip]
+        let cases: Vec<(&str, Hello, Result<ClientKind, HelloRefusal>)> = vec![
+            ("node1", hello("node1", agent), Ok(ClientKind::Agent)),
+            ("node1", hello("node1", 0), Ok(ClientKind::Agent)),
+            ("node1", hello("node2", agent), wrong("node1", "node2")),
+            ("node1", hello("", agent), wrong("node1", "")),
+            ("node1", hello("Node1", agent), wrong("node1", "Node1")),
+            ("node1", hello("node1", waypoint), Err(HelloRefusal::Waypoint("node1".to_owned()))),
+            ("node1", hello("node2", waypoint), wrong("node1", "node2")),
+            ("node1", hello(wp, waypoint), wrong("node1", wp)),
+            ("node1", hello("node1", 7), Err(HelloRefusal::UnknownKind(7))),
+            ("node1", Hello { client_id: String::new(), ..hello("node1", agent) }, Err(HelloRefusal::NoClientId)),
+            (wp, hello(wp, waypoint), Ok(ClientKind::Waypoint)),
+            (wp, hello(wp, agent), Err(HelloRefusal::WaypointAsAgent(wp.to_owned()))),
+            (wp, hello(wp, 0), Err(HelloRefusal::WaypointAsAgent(wp.to_owned()))),
+            (wp, hello("waypoint/apps/other", waypoint), wrong(wp, "waypoint/apps/other")),
+            (wp, hello("node1", waypoint), wrong(wp, "node1")),
+            (wp, hello("", waypoint), wrong(wp, "")),
+            ("waypoint/apps", hello("waypoint/apps", waypoint),
+             Err(HelloRefusal::BadPrincipal(PrincipalError::BadWaypoint("waypoint/apps".to_owned())))),
         ];
-        for (hello, expected) in cases {
-            assert_eq!(&admit("node1", hello), expected, "{hello:?}");
+        for (principal, hello, expected) in &cases {
+            assert_eq!(&admit(principal, hello), expected, "{principal} {hello:?}");
         }
     }
 
     #[test]
     fn refusals_are_answered_with_the_right_code() {
         assert_eq!(
-            HelloRefusal::Waypoint.status().code(),
+            HelloRefusal::Waypoint("node1".to_owned()).status().code(),
+            tonic::Code::PermissionDenied
+        );
+        assert_eq!(
+            HelloRefusal::WaypointAsAgent("waypoint/a/b".to_owned())
+                .status()
+                .code(),
             tonic::Code::PermissionDenied
         );
         assert_eq!(

@@ -2,13 +2,19 @@
 //! checks (durations, ports, CIDRs) and cross-object references (hosts, subsets, backends) are
 //! checked here; an object with a problem is left out with an error and the others still apply.
 
+mod delegate;
+mod destinationrule;
 mod fail_safe;
+mod field;
 mod hosts;
 mod httproute;
+mod protocol;
 mod security;
 mod services;
 mod values;
 mod virtualservice;
+mod vs_rule;
+mod waypoints;
 mod workloads;
 
 use std::collections::BTreeMap;
@@ -20,7 +26,11 @@ use crate::object::{Kind, Object, ObjectKey};
 use crate::store::Store;
 
 pub use hosts::HostIndex;
+pub use protocol::port_protocol;
 pub use values::duration_ms;
+pub use waypoints::{
+    Instance, Waypoint, WaypointFor, Waypoints, GATEWAY_NAME_LABEL, WAYPOINT_FOR_LABEL,
+};
 
 /// Namespace label that puts a namespace's pods in the mesh.
 pub const DATAPLANE_MODE_LABEL: &str = "istio.io/dataplane-mode";
@@ -57,6 +67,9 @@ pub struct Translation {
     /// agents because no waypoint runs to enforce it (policies with targetRefs, waypoint
     /// assignments), and a dry-run annotation that is not `"true"`/`"false"`.
     pub errors: Vec<ConfigError>,
+    /// The declared waypoints and their instances (what the certificate service signs for a
+    /// waypoint's credential).
+    pub waypoints: Waypoints,
 }
 
 /// Shared state of one translation run.
@@ -70,6 +83,8 @@ pub(crate) struct Context<'a> {
     pub subsets: BTreeMap<String, Vec<String>>,
     /// VIPs of Kubernetes services by (namespace, name), for waypoint addresses.
     pub service_vips: BTreeMap<(String, String), Vec<std::net::IpAddr>>,
+    /// Declared waypoints (instances filled in once workloads are translated).
+    pub waypoints: Waypoints,
     pub errors: Vec<ConfigError>,
 }
 
@@ -85,6 +100,47 @@ impl Context<'_> {
             .push(ConfigError::field(&origin, key, path, message));
     }
 
+    /// Records a warning about a field of a stored object (translated without it).
+    pub fn warn(&mut self, key: &ObjectKey, path: &str, message: impl Into<String>) {
+        let origin = self
+            .store
+            .get(key)
+            .map(|e| e.origin.clone())
+            .unwrap_or_default();
+        self.errors
+            .push(ConfigError::warning(&origin, key, path, message));
+    }
+
+    /// Records an error or warning unless the same one is already recorded (for what many
+    /// objects inherit, e.g. a namespace label).
+    pub fn report_once(&mut self, key: &ObjectKey, path: &str, message: String, warning: bool) {
+        let seen = self
+            .errors
+            .iter()
+            .any(|e| e.object.as_deref() == Some(key) && e.path == path && e.message == message);
+        if seen {
+            return;
+        }
+        if warning {
+            self.warn(key, path, message);
+        } else {
+            self.error(key, path, message);
+        }
+    }
+
+    /// The subsets DestinationRules define for a qualified host: its own rule's, else those of
+    /// the most specific wildcard rule covering it (as Istio picks).
+    pub fn subsets_of(&self, host: &str) -> Option<&Vec<String>> {
+        if let Some(own) = self.subsets.get(host) {
+            return Some(own);
+        }
+        self.subsets
+            .iter()
+            .filter(|(pattern, _)| wildcard_covers(pattern, host))
+            .max_by_key(|(pattern, _)| pattern.len())
+            .map(|(_, subsets)| subsets)
+    }
+
     /// Objects of one kind.
     pub fn objects(&self, kind: Kind) -> Vec<(ObjectKey, std::sync::Arc<Object>)> {
         self.store
@@ -92,6 +148,35 @@ impl Context<'_> {
             .map(|(k, e)| (k.clone(), e.object.clone()))
             .collect()
     }
+}
+
+/// Whether a wildcard host (`*`, `*.suffix`) covers `host`.
+pub fn wildcard_covers(pattern: &str, host: &str) -> bool {
+    match pattern.strip_prefix('*') {
+        Some("") => true,
+        Some(suffix) => {
+            suffix.starts_with('.') && host.ends_with(suffix) && host.len() > suffix.len()
+        }
+        None => false,
+    }
+}
+
+/// Istio `exportTo` as model namespaces: `.` is the object's own namespace, `*` every
+/// namespace, `~` none; empty: every namespace.
+pub(crate) fn export_to(values: &[String], namespace: &str) -> Vec<String> {
+    let mut out: Vec<String> = values
+        .iter()
+        .map(|v| {
+            if v == "." {
+                namespace.to_owned()
+            } else {
+                v.clone()
+            }
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// Translates everything in the store.
@@ -103,6 +188,7 @@ pub fn translate(store: &Store, options: &TranslateOptions) -> Translation {
         namespace_labels: BTreeMap::new(),
         subsets: BTreeMap::new(),
         service_vips: BTreeMap::new(),
+        waypoints: Waypoints::default(),
         errors: Vec::new(),
     };
     for (key, object) in cx.objects(Kind::Namespace) {
@@ -113,12 +199,14 @@ pub fn translate(store: &Store, options: &TranslateOptions) -> Translation {
     }
     // Order matters: hosts first (services, service entries), then subsets, then what refers
     // to them.
+    cx.waypoints = waypoints::declare(&mut cx);
     let mut services = services::translate(&mut cx);
     let workloads = workloads::translate(&mut cx);
+    cx.waypoints.add_instances(&workloads);
     services::assign_waypoints(&mut cx, &mut services);
-    let destination_policies = virtualservice::destination_policies(&mut cx);
+    let destination_policies = destinationrule::destination_policies(&mut cx);
     let mut routes = virtualservice::routes(&mut cx);
-    routes.extend(httproute::routes(&mut cx));
+    routes.extend(httproute::routes(&mut cx, &services));
     let snapshot = Snapshot {
         version: String::new(),
         workloads,
@@ -132,5 +220,6 @@ pub fn translate(store: &Store, options: &TranslateOptions) -> Translation {
     Translation {
         snapshot,
         errors: cx.errors,
+        waypoints: cx.waypoints,
     }
 }

@@ -22,17 +22,11 @@ fn load() -> Arc<Published> {
     controller.current()
 }
 
-/// The examples produce no report: `reviews` uses a waypoint, and the waypoint runs (its pod,
-/// labelled with its Gateway's name, is in `01-pods.yaml`), so nothing is refused.
+/// The examples produce no report: `reviews` uses a waypoint, and the waypoint has an instance
+/// (pod `waypoint-5d9c7c8b9-x2x7q`) to carry its traffic.
 fn assert_no_errors(published: &Published) {
-    let messages: Vec<&str> = published
-        .errors
-        .iter()
-        .map(|e| e.message.as_str())
-        .collect();
-    assert_eq!(
-        messages,
-        Vec::<&str>::new(),
+    assert!(
+        published.errors.is_empty(),
         "unexpected errors: {:#?}",
         published.errors
     );

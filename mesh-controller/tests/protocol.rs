@@ -1,8 +1,9 @@
 //! The config stream at the protocol level, with the generated client over the control
 //! plane's TLS: the first update is full, a Nack is recorded for the status page, a stream
 //! without Hello is refused; a stream without valid credentials, one whose Hello claims another
-//! node, and one asking for the waypoint's view (every route) are refused; plaintext is refused
-//! before gRPC.
+//! node, and one asking for the waypoint's view with a node's credential are refused; a
+//! waypoint's credential opens a waypoint stream (routes, no agent-only policy) and no agent
+//! stream; plaintext is refused before gRPC.
 
 #[path = "support/pki.rs"]
 #[allow(dead_code, reason = "each test crate uses a part of the fixture")]
@@ -27,7 +28,11 @@ use tokio_stream::wrappers::ReceiverStream;
 const WAIT: Duration = Duration::from_secs(10);
 
 const CONFIG: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {clusterIP: 10.96.0.1, ports: [{port: 80}]}\n---\n\
-apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: web}\nspec:\n  hosts: [web]\n  http: [{timeout: 1s, route: [{destination: {host: web}}]}]\n";
+apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: web}\nspec:\n  hosts: [web]\n  http: [{timeout: 1s, route: [{destination: {host: web}}]}]\n---\n\
+apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: strict}\nspec: {mtls: {mode: STRICT}}\n";
+
+/// The waypoint principal the fixture has a token for.
+const WAYPOINT: &str = "waypoint/default/wp";
 
 async fn start() -> (
     SocketAddr,
@@ -48,7 +53,7 @@ async fn start() -> (
         .await
         .expect("bind loopback");
     let addr = listener.local_addr().expect("addr");
-    let pki = Pki::new(&["n1", "n2"]);
+    let pki = Pki::new(&["n1", "n2", WAYPOINT]);
     let security = pki.security();
     tokio::spawn(
         ConfigServer::new(
@@ -268,7 +273,7 @@ async fn a_hello_claiming_another_node_is_refused() {
     .expect_err("claims another node");
     assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
     assert!(
-        status.message().contains("not the authenticated node"),
+        status.message().contains("not the authenticated principal"),
         "{status:?}"
     );
     // Its own node is fine.
@@ -299,10 +304,57 @@ async fn a_node_credential_cannot_ask_for_the_waypoint_view() {
     .expect_err("waypoint view");
     assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
     assert!(
-        status.message().contains("waypoint credential"),
+        status
+            .message()
+            .contains("a waypoint authenticates as waypoint/<namespace>/<name>"),
         "{status:?}"
     );
     assert!(registry.list().is_empty());
+}
+
+#[tokio::test]
+async fn a_waypoint_credential_opens_the_waypoint_view_only() {
+    let (addr, registry, _stop, pki) = start().await;
+    let token = token_of(WAYPOINT);
+    let status = open(
+        addr,
+        &pki,
+        Some((WAYPOINT, &token)),
+        hello_as("waypoint/wp-1", WAYPOINT, ClientKind::Agent),
+    )
+    .await
+    .expect_err("agent view");
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert!(
+        status.message().contains("kind AGENT is refused"),
+        "{status:?}"
+    );
+    let (_tx, mut updates) = open(
+        addr,
+        &pki,
+        Some((WAYPOINT, &token)),
+        hello_as("waypoint/wp-1", WAYPOINT, ClientKind::Waypoint),
+    )
+    .await
+    .expect("waypoint stream");
+    let first = tokio::time::timeout(WAIT, updates.message())
+        .await
+        .expect("in time")
+        .expect("ok")
+        .expect("an update");
+    let kinds: Vec<i32> = first.upserts.iter().map(|r| r.kind).collect();
+    assert!(kinds.contains(&(ResourceKind::Route as i32)), "{kinds:?}");
+    assert!(kinds.contains(&(ResourceKind::Service as i32)), "{kinds:?}");
+    assert!(
+        !kinds.contains(&(ResourceKind::PeerAuthentication as i32)),
+        "agents enforce PeerAuthentication: {kinds:?}"
+    );
+    let clients = registry.list();
+    assert_eq!(clients.len(), 1);
+    assert_eq!(
+        (clients[0].kind.as_str(), clients[0].node.as_str()),
+        ("waypoint", WAYPOINT)
+    );
 }
 
 #[tokio::test]

@@ -36,6 +36,16 @@ pub struct Route {
     /// Rules, first match wins.
     #[serde(default)]
     pub rules: Vec<RouteRule>,
+    /// Namespaces whose waypoints apply the route (Istio `exportTo`: a name, or `*` for all);
+    /// empty: all. The controller sends a waypoint only the routes its namespace sees.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub export_to: Vec<String>,
+}
+
+/// Whether something exported to `export_to` (`*` or namespace names; empty: everywhere) is
+/// visible in `namespace`.
+pub fn exported_to(export_to: &[String], namespace: &str) -> bool {
+    export_to.is_empty() || export_to.iter().any(|n| n == "*" || n == namespace)
 }
 
 /// One rule: matches, then where and how to send the request.
@@ -350,6 +360,9 @@ pub struct DestinationPolicy {
     /// Named subsets.
     #[serde(default)]
     pub subsets: Vec<Subset>,
+    /// Namespaces whose waypoints apply the policy (Istio `exportTo`, as [`Route::export_to`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub export_to: Vec<String>,
 }
 
 /// A named subset of a host's endpoints, selected by labels.

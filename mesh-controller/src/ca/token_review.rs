@@ -15,6 +15,7 @@ use kube::Client;
 use mesh_hbone::ca_service::{AuthError, NodeAuthenticator};
 
 use super::review_cache::{cache_key, ReviewCache};
+use crate::principal::Principal;
 
 /// Default audience of the agents' tokens.
 pub const DEFAULT_AUDIENCE: &str = "mesh-ca";
@@ -153,6 +154,7 @@ impl TokenReviewAuthenticator {
 #[async_trait]
 impl NodeAuthenticator for TokenReviewAuthenticator {
     async fn authenticate(&self, node: &str, token: &str) -> Result<(), AuthError> {
+        node_principal(node)?;
         let key = cache_key(node, token);
         if self.cache.hit(&key) {
             return Ok(());
@@ -162,6 +164,20 @@ impl NodeAuthenticator for TokenReviewAuthenticator {
         self.cache.insert(key);
         tracing::debug!(node, "agent token reviewed and accepted");
         Ok(())
+    }
+}
+
+/// Refuses what is not a node name before any review: waypoint principals
+/// (`waypoint/<namespace>/<name>`) cannot authenticate with Kubernetes tokens yet.
+pub fn node_principal(node: &str) -> Result<(), AuthError> {
+    match node.parse::<Principal>() {
+        Ok(Principal::Node(_)) => Ok(()),
+        Ok(Principal::Waypoint { .. }) => Err(AuthError::refused(format!(
+            "{node:?}: waypoint credentials are not supported with --ca-auth kubernetes yet \
+             (only agents' service-account tokens are reviewed); run waypoints with bootstrap \
+             tokens (--bootstrap-tokens)"
+        ))),
+        Err(e) => Err(AuthError::refused(e.to_string())),
     }
 }
 
@@ -212,6 +228,29 @@ pub fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_node_principals_are_reviewed() {
+        assert_eq!(node_principal("node1"), Ok(()));
+        for (principal, want) in [
+            (
+                "waypoint/apps/wp",
+                "waypoint credentials are not supported with --ca-auth kubernetes yet",
+            ),
+            (
+                "a/b",
+                "a '/' is only allowed in waypoint/<namespace>/<name>",
+            ),
+            ("", "empty principal"),
+        ] {
+            match node_principal(principal) {
+                Err(AuthError::Refused(message)) => {
+                    assert!(message.contains(want), "{principal:?}: {message}")
+                }
+                other => panic!("{principal:?}: {other:?}"),
+            }
+        }
+    }
 
     #[test]
     fn service_accounts_parse_as_namespace_slash_name() {

@@ -36,6 +36,10 @@ pub struct GatewaySpec {
     pub backend_tls: Option<Opaque>,
     /// Allowed listener sets.
     pub allowed_listeners: Option<Opaque>,
+    /// Gateway-level TLS (frontend validation, backend client certificate).
+    pub tls: Option<Opaque>,
+    /// Whether routes asking for default gateways attach (`All`, `None`).
+    pub default_scope: Option<String>,
 }
 
 spec_type! {
@@ -76,6 +80,8 @@ pub struct HTTPRouteSpec {
     /// Rules.
     #[serde(default)]
     pub rules: Vec<HttpRouteRule>,
+    /// Attach to the default gateways (`All`, `None`).
+    pub use_default_gateways: Option<String>,
 }
 
 spec_type! {
@@ -177,6 +183,8 @@ spec_type! {
         pub url_rewrite: Option<UrlRewrite>,
         /// CORS.
         pub cors: Option<Opaque>,
+        /// External authorization.
+        pub external_auth: Option<Opaque>,
         /// Extension.
         pub extension_ref: Option<Opaque>,
     }

@@ -67,9 +67,9 @@ spec_type! {
         /// Redirect.
         pub redirect: Option<HttpRedirect>,
         /// Fixed response.
-        pub direct_response: Option<Opaque>,
+        pub direct_response: Option<HttpDirectResponse>,
         /// Delegate to another VirtualService.
-        pub delegate: Option<Opaque>,
+        pub delegate: Option<Delegate>,
         /// Rewrite.
         pub rewrite: Option<HttpRewrite>,
         /// Request timeout, e.g. `10s`.
@@ -91,6 +91,36 @@ spec_type! {
         pub cors_policy: Option<Opaque>,
         /// Header manipulation.
         pub headers: Option<Headers>,
+    }
+}
+
+spec_type! {
+    /// A response the proxy gives itself.
+    pub struct HttpDirectResponse {
+        /// Status code (200-599).
+        pub status: u32,
+        /// Body.
+        pub body: Option<HttpBody>,
+    }
+}
+
+spec_type! {
+    /// A direct response body: one of `string` or `bytes` (base64).
+    pub struct HttpBody {
+        /// Text body.
+        pub string: Option<String>,
+        /// Binary body, base64-encoded.
+        pub bytes: Option<String>,
+    }
+}
+
+spec_type! {
+    /// The VirtualService a rule delegates to.
+    pub struct Delegate {
+        /// Name of the delegate VirtualService.
+        pub name: String,
+        /// Its namespace (default: the root's).
+        pub namespace: Option<String>,
     }
 }
 
@@ -203,7 +233,18 @@ spec_type! {
         /// New authority.
         pub authority: Option<String>,
         /// Regex rewrite.
-        pub uri_regex_rewrite: Option<Opaque>,
+        pub uri_regex_rewrite: Option<RegexRewrite>,
+    }
+}
+
+spec_type! {
+    /// A regex substitution of the path.
+    pub struct RegexRewrite {
+        /// RE2 pattern.
+        #[serde(rename = "match")]
+        pub pattern: String,
+        /// Replacement (`\\1` for groups).
+        pub rewrite: String,
     }
 }
 
@@ -220,6 +261,8 @@ spec_type! {
         pub retry_remote_localities: Option<bool>,
         /// Retry backoff base interval.
         pub backoff: Option<String>,
+        /// Avoid hosts already tried.
+        pub retry_ignore_previous_hosts: Option<bool>,
     }
 }
 
@@ -242,6 +285,8 @@ spec_type! {
         pub percentage: Option<Percent>,
         /// Legacy integer share.
         pub percent: Option<i32>,
+        /// Exponential delay (hidden in Istio's docs).
+        pub exponential_delay: Option<String>,
     }
 }
 
@@ -342,6 +387,8 @@ spec_type! {
         pub gateways: Vec<String>,
         /// Source namespace.
         pub source_namespace: Option<String>,
+        /// Source subnet (hidden in Istio's docs).
+        pub source_subnet: Option<String>,
     }
 }
 

@@ -3,12 +3,66 @@
 //! its own node, dry-run ones included, and those attached with targetRefs to what its
 //! workloads serve (the agent refuses that traffic until a waypoint can enforce them); L7 routes
 //! and destination policies go to waypoints only.
+//!
+//! A waypoint (`waypoint/<namespace>/<name>`) gets every workload and service (it resolves any
+//! destination and endpoint), the routes and destination policies exported to its namespace
+//! (`exportTo`), and the AuthorizationPolicies attached with `targetRefs` to it: its Gateway,
+//! the class `istio-waypoint`, or a Service (or ServiceEntry) assigned to it. Nothing else
+//! (no selector policy, no PeerAuthentication: the agents enforce those).
 
 use std::collections::BTreeSet;
 
 use mesh_common::api::config::{ClientKind, ResourceKind};
 use mesh_common::api::ResourceSet;
-use mesh_common::model::{FailSafe, Snapshot};
+use mesh_common::model::{exported_to, FailSafe, PolicyTargetRef, Snapshot, WAYPOINT_CLASS};
+
+use crate::principal::Principal;
+
+/// The resources the waypoint `namespace/name` should hold.
+fn waypoint_view(
+    snapshot: &Snapshot,
+    resources: &ResourceSet,
+    namespace: &str,
+    name: &str,
+) -> ResourceSet {
+    let targets_this = |t: &PolicyTargetRef| match t.kind.as_str() {
+        "Gateway" => t.namespace == namespace && t.name == name,
+        "GatewayClass" => t.name == WAYPOINT_CLASS,
+        "Service" | "ServiceEntry" => snapshot.services.iter().any(|s| {
+            s.namespace == t.namespace
+                && s.name == t.name
+                && s.waypoint
+                    .as_ref()
+                    .is_some_and(|w| w.namespace == namespace && w.name == name)
+        }),
+        _ => false,
+    };
+    let authz: BTreeSet<String> = snapshot
+        .authorization_policies
+        .iter()
+        .filter(|p| p.target_refs.iter().any(targets_this))
+        .map(|p| format!("{}/{}", p.namespace, p.name))
+        .collect();
+    let routes: BTreeSet<String> = snapshot
+        .routes
+        .iter()
+        .filter(|r| exported_to(&r.export_to, namespace))
+        .map(|r| format!("{:?}/{}/{}", r.kind, r.namespace, r.name))
+        .collect();
+    let destination_policies: BTreeSet<String> = snapshot
+        .destination_policies
+        .iter()
+        .filter(|d| exported_to(&d.export_to, namespace))
+        .map(|d| format!("{}/{}", d.namespace, d.name))
+        .collect();
+    resources.filter(|kind, key| match kind {
+        ResourceKind::Workload | ResourceKind::Service => true,
+        ResourceKind::AuthorizationPolicy => authz.contains(key),
+        ResourceKind::Route => routes.contains(key),
+        ResourceKind::DestinationPolicy => destination_policies.contains(key),
+        ResourceKind::PeerAuthentication | ResourceKind::Unspecified => false,
+    })
+}
 
 /// The resources a client should hold.
 pub fn view(
@@ -18,7 +72,13 @@ pub fn view(
     node: &str,
 ) -> ResourceSet {
     if kind == ClientKind::Waypoint {
-        return resources.clone();
+        return match node.parse::<Principal>() {
+            Ok(Principal::Waypoint { namespace, name }) => {
+                waypoint_view(snapshot, resources, &namespace, &name)
+            }
+            // Never admitted (see `admit`): nothing, rather than a node's view.
+            _ => resources.filter(|_, _| false),
+        };
     }
     let local: Vec<_> = snapshot
         .workloads

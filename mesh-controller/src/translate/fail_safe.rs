@@ -1,21 +1,47 @@
 //! Reports what the agents refuse because nothing can enforce it (see
-//! `mesh_common::model::FailSafe`): each AuthorizationPolicy target (`targetRefs`) no waypoint
-//! enforces and each waypoint assignment whose waypoint has no instance, on the object that asks
-//! for it, so `/errors` and `meshctl status` say why traffic to it is denied. The objects stay in
-//! the model: agents need them to refuse.
+//! `mesh_common::model::FailSafe`), on the object that asks for it, so `/errors` and
+//! `meshctl status` say why traffic to it is denied: a waypoint assignment whose waypoint has
+//! no instance, and an AuthorizationPolicy target (`targetRefs`) no running waypoint enforces.
+//! A policy targeting a Service that has a waypoint with an instance, that waypoint's Gateway,
+//! or the class `istio-waypoint` while some waypoint has an instance, is enforced by the
+//! waypoint and not reported. The objects stay in the model: agents need them to refuse.
 
-use std::collections::HashSet;
+use mesh_common::model::{AuthorizationAction, FailSafeCause, PolicyTargetRef, Snapshot};
 
-use mesh_common::model::{AuthorizationAction, FailSafe, FailSafeCause, Snapshot};
-
+use super::waypoints::Waypoints;
 use super::{Context, USE_WAYPOINT_LABEL};
 use crate::object::{Kind, ObjectKey};
+use crate::resources::gateway_api::WAYPOINT_CLASS;
 
-/// Records one report per unenforceable policy target and per waypoint assignment.
+/// Whether a running waypoint enforces a policy attached to `target`.
+pub(super) fn enforced_by_waypoint(
+    snapshot: &Snapshot,
+    waypoints: &Waypoints,
+    target: &PolicyTargetRef,
+) -> bool {
+    match target.kind.as_str() {
+        "Service" | "ServiceEntry" => {
+            let mut targeted = snapshot
+                .services
+                .iter()
+                .filter(|s| s.namespace == target.namespace && s.name == target.name)
+                .peekable();
+            targeted.peek().is_some()
+                && targeted.all(|s| {
+                    s.waypoint
+                        .as_ref()
+                        .is_some_and(|w| waypoints.has_instance(&w.namespace, &w.name))
+                })
+        }
+        "Gateway" => waypoints.has_instance(&target.namespace, &target.name),
+        "GatewayClass" => target.name == WAYPOINT_CLASS && waypoints.any_instance(),
+        _ => false,
+    }
+}
+
+/// Records one report per unenforced policy target and per waypoint assignment without an
+/// instance.
 pub(super) fn report(cx: &mut Context<'_>, snapshot: &Snapshot) {
-    let fail_safe = FailSafe::new(snapshot);
-    let causes: HashSet<&FailSafeCause> = fail_safe.causes().iter().collect();
-    let unenforced = |cause: &FailSafeCause| causes.contains(cause);
     for policy in &snapshot.authorization_policies {
         if policy.dry_run || policy.action == AuthorizationAction::Audit {
             continue;
@@ -26,10 +52,10 @@ pub(super) fn report(cx: &mut Context<'_>, snapshot: &Snapshot) {
             name: policy.name.clone(),
         };
         for (i, target) in policy.target_refs.iter().enumerate() {
-            let cause = FailSafeCause::policy(policy, target);
-            if !unenforced(&cause) {
-                continue; // a waypoint enforces it
+            if enforced_by_waypoint(snapshot, &cx.waypoints, target) {
+                continue;
             }
+            let cause = FailSafeCause::policy(policy, target);
             cx.error(&key, &format!("spec.targetRefs[{i}]"), cause.to_string());
         }
     }
@@ -38,6 +64,9 @@ pub(super) fn report(cx: &mut Context<'_>, snapshot: &Snapshot) {
         let Some(wp) = &service.waypoint else {
             continue;
         };
+        if cx.waypoints.has_instance(&wp.namespace, &wp.name) {
+            continue;
+        }
         let cause = FailSafeCause::Waypoint {
             waypoint: format!("{}/{}", wp.namespace, wp.name),
             assigned: format!("Service {}/{}", service.namespace, service.name),
@@ -47,14 +76,15 @@ pub(super) fn report(cx: &mut Context<'_>, snapshot: &Snapshot) {
             namespace: service.namespace.clone(),
             name: service.name.clone(),
         };
-        if unenforced(&cause) {
-            cx.error(&key, &label, cause.to_string());
-        }
+        cx.error(&key, &label, cause.to_string());
     }
     for workload in &snapshot.workloads {
         let Some(wp) = &workload.waypoint else {
             continue;
         };
+        if cx.waypoints.has_instance(&wp.namespace, &wp.name) {
+            continue;
+        }
         let cause = FailSafeCause::Waypoint {
             waypoint: format!("{}/{}", wp.namespace, wp.name),
             assigned: format!("workload {}", workload.uid),
@@ -64,8 +94,6 @@ pub(super) fn report(cx: &mut Context<'_>, snapshot: &Snapshot) {
             namespace: workload.namespace.clone(),
             name: workload.name.clone(),
         };
-        if unenforced(&cause) {
-            cx.error(&key, &label, cause.to_string());
-        }
+        cx.error(&key, &label, cause.to_string());
     }
 }

@@ -10,8 +10,11 @@ use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use mesh_common::model::{Endpoint, Service, ServicePort, WaypointRef};
 
+use super::protocol::port_protocol;
+use super::waypoints::{WaypointFor, WAYPOINT_FOR_LABEL};
 use super::{values, Context, USE_WAYPOINT_LABEL, USE_WAYPOINT_NAMESPACE_LABEL};
 use crate::object::{Kind, Object, ObjectKey};
+use crate::resources::gateway_api::WAYPOINT_CLASS;
 
 /// Label on an EndpointSlice naming its Service.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -197,10 +200,14 @@ fn kube_service(
             // A named port: resolved on the first selected pod that declares it.
             Some(IntOrString::String(name)) => pods.iter().find_map(|pod| named_port(pod, name)),
         };
+        // UDP and SCTP ports carry nothing the mesh proxies: no application protocol.
+        let tcp = p.protocol.as_deref().is_none_or(|p| p == "TCP");
         ports.push(ServicePort {
             port,
             target_port,
-            protocol: None,
+            protocol: tcp
+                .then(|| port_protocol(p.app_protocol.as_deref(), p.name.as_deref()))
+                .flatten(),
         });
     }
     let endpoints = match sliced {
@@ -283,7 +290,7 @@ fn service_entry(
         ports.push(ServicePort {
             port,
             target_port,
-            protocol: None,
+            protocol: port_protocol(p.protocol.as_deref(), p.name.as_deref()),
         });
     }
     if spec.hosts.is_empty() {
@@ -317,55 +324,92 @@ fn service_entry(
         .collect()
 }
 
+/// What a waypoint label is on: a Service (its VIP traffic) or a pod (its address traffic).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Assigned {
+    /// A Service.
+    Service,
+    /// A pod.
+    Workload,
+}
+
 /// The waypoint an object's labels (or else its namespace's labels) ask for. A label naming a
-/// waypoint that does not exist is reported and ignored.
+/// Gateway that does not exist or is not of class `istio-waypoint` is reported and ignored; a
+/// waypoint that does not carry this kind of traffic (`istio.io/waypoint-for`) is not applied,
+/// with a warning when the object's own label asks for it (a namespace label applies to
+/// services and pods alike, so a waypoint for one of them only is the normal case there).
 pub(super) fn waypoint_for(
     cx: &mut Context<'_>,
     key: &ObjectKey,
     labels: Option<&BTreeMap<String, String>>,
+    assigned: Assigned,
 ) -> Option<WaypointRef> {
-    let ns_labels = cx.namespace_labels.get(&key.namespace);
-    let (own, source_labels) = match labels.and_then(|l| l.get(USE_WAYPOINT_LABEL)) {
-        Some(name) => (true, (name.clone(), labels)),
-        None => (
-            false,
-            (ns_labels?.get(USE_WAYPOINT_LABEL)?.clone(), ns_labels),
-        ),
+    let ns_labels = cx.namespace_labels.get(&key.namespace).cloned();
+    let (own, name, from) = match labels.and_then(|l| l.get(USE_WAYPOINT_LABEL)) {
+        Some(name) => (true, name.clone(), labels.cloned()),
+        None => {
+            let name = ns_labels.as_ref()?.get(USE_WAYPOINT_LABEL)?.clone();
+            (false, name, ns_labels)
+        }
     };
-    let (name, from) = source_labels;
     if name == "none" || name.is_empty() {
         return None;
     }
     let namespace = from
+        .as_ref()
         .and_then(|l| l.get(USE_WAYPOINT_NAMESPACE_LABEL))
         .cloned()
         .unwrap_or_else(|| key.namespace.clone());
+    let err_key = if own {
+        key.clone()
+    } else {
+        ObjectKey {
+            kind: Kind::Namespace,
+            namespace: String::new(),
+            name: key.namespace.clone(),
+        }
+    };
+    let path = format!("metadata.labels[{USE_WAYPOINT_LABEL}]");
     let gateway = ObjectKey {
         kind: Kind::Gateway,
         namespace: namespace.clone(),
         name: name.clone(),
     };
-    if cx.store.get(&gateway).is_none() {
-        let (err_key, path) = if own {
-            (
-                key.clone(),
-                format!("metadata.labels[{USE_WAYPOINT_LABEL}]"),
-            )
-        } else {
-            let ns_key = ObjectKey {
-                kind: Kind::Namespace,
-                namespace: String::new(),
-                name: key.namespace.clone(),
-            };
-            (ns_key, format!("metadata.labels[{USE_WAYPOINT_LABEL}]"))
+    let Some(waypoint) = cx.waypoints.get(&namespace, &name).cloned() else {
+        let message = match cx.store.get(&gateway).map(|e| &*e.object) {
+            Some(Object::Gateway(gw)) => format!(
+                "Gateway {namespace}/{name} is not a waypoint (gatewayClassName {:?}, not \
+                 {WAYPOINT_CLASS:?})",
+                gw.spec.gateway_class_name
+            ),
+            _ => format!("waypoint Gateway {namespace}/{name} not found"),
         };
-        let message = format!("waypoint Gateway {namespace}/{name} not found");
-        if !cx
-            .errors
-            .iter()
-            .any(|e| e.object.as_deref() == Some(&err_key) && e.message == message)
-        {
-            cx.error(&err_key, &path, message);
+        cx.report_once(&err_key, &path, message, false);
+        return None;
+    };
+    let carried = match assigned {
+        Assigned::Service => waypoint.traffic.carries_services(),
+        Assigned::Workload => waypoint.traffic.carries_workloads(),
+    };
+    if !carried {
+        if own {
+            let what = match assigned {
+                Assigned::Service => "this Service's traffic",
+                Assigned::Workload => "this pod's traffic",
+            };
+            let message = format!(
+                "waypoint {namespace}/{name} is for {} traffic ({WAYPOINT_FOR_LABEL}: {}): not \
+                 applied to {what}",
+                waypoint.traffic.as_str(),
+                waypoint.traffic.as_str()
+            );
+            cx.report_once(&err_key, &path, message, true);
+        } else if waypoint.traffic == WaypointFor::None {
+            let message = format!(
+                "waypoint {namespace}/{name} is for none traffic ({WAYPOINT_FOR_LABEL}: none): \
+                 the namespace label assigns it nothing"
+            );
+            cx.report_once(&err_key, &path, message, true);
         }
         return None;
     }
@@ -392,7 +436,7 @@ pub(super) fn assign_waypoints(cx: &mut Context<'_>, services: &mut [Service]) {
             continue;
         };
         let labels = entry.object.meta().labels.clone();
-        service.waypoint = waypoint_for(cx, &key, labels.as_ref());
+        service.waypoint = waypoint_for(cx, &key, labels.as_ref(), Assigned::Service);
         // A waypoint never sends its own traffic through itself.
         if service
             .waypoint

@@ -5,14 +5,13 @@ use std::net::IpAddr;
 
 use mesh_common::model::Workload;
 
-use super::services::{pod_addresses, waypoint_for};
+use super::services::{pod_addresses, waypoint_for, Assigned};
+use super::waypoints::GATEWAY_NAME_LABEL;
 use super::{Context, DATAPLANE_MODE_LABEL};
 use crate::object::{Kind, Object};
 
 /// The label value that enrolls a namespace or pod.
 const AMBIENT: &str = "ambient";
-/// Label on waypoint pods (they are not captured themselves).
-const WAYPOINT_FOR_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
 
 pub(super) fn translate(cx: &mut Context<'_>) -> Vec<Workload> {
     let mut workloads = Vec::new();
@@ -47,14 +46,14 @@ pub(super) fn translate(cx: &mut Context<'_>) -> Vec<Workload> {
             .get(DATAPLANE_MODE_LABEL)
             .map(String::as_str)
             .or(ns_mode);
-        let is_waypoint = labels.contains_key(WAYPOINT_FOR_LABEL);
+        let is_waypoint = labels.contains_key(GATEWAY_NAME_LABEL);
         let meshed = mode == Some(AMBIENT)
             && spec.and_then(|s| s.host_network) != Some(true)
             && !is_waypoint;
         let waypoint = if is_waypoint {
             None
         } else {
-            waypoint_for(cx, &key, Some(&labels))
+            waypoint_for(cx, &key, Some(&labels), Assigned::Workload)
         };
         workloads.push(Workload {
             uid: format!("{}/{}", key.namespace, key.name),

@@ -14,10 +14,12 @@ use super::proto::{CreateCertificateRequest, CreateCertificateResponse};
 use super::transport::{tls_incoming, HandshakeStats};
 use crate::ca::{CaError, CertificateAuthority};
 
-/// Decides which identities a node's agent may hold certificates for.
+/// Decides which identities a node's agent (or another principal the authenticator proves, such
+/// as the controller's `waypoint/<namespace>/<name>`) may hold certificates for.
 #[async_trait]
 pub trait Authorizer: Send + Sync + 'static {
-    /// Whether a workload with `identity` is enrolled on `node`.
+    /// Whether the principal `node` may hold a certificate for `identity` (for a node: a
+    /// workload with that identity is enrolled on it).
     async fn is_on_node(&self, node: &str, identity: &Identity) -> bool;
 }
 
@@ -74,9 +76,10 @@ impl<A: Authorizer> CertificateService for CaService<A> {
             .parse()
             .map_err(|e| Status::invalid_argument(format!("identity: {e}")))?;
         if !self.authorizer.is_on_node(&node, &identity).await {
-            tracing::warn!(node, %identity, "refused a certificate for a workload not on the node");
+            tracing::warn!(node, %identity, "refused a certificate for an identity the caller does not hold");
             return Err(Status::permission_denied(format!(
-                "{identity} is not on node {node}"
+                "{identity} is not an identity of {node} (a workload on the node, or an instance \
+                 of the waypoint)"
             )));
         }
         let issued = self
