@@ -207,6 +207,15 @@ impl Cluster {
             sysctl(&node.netns, "net.ipv6.conf.all.forwarding=1")?;
             self.nodes.push(node);
         }
+        // The control plane reaches every node's pods (a waypoint pod talks to the controller,
+        // as waypoint pods reach istiod in Kubernetes).
+        for node in &self.nodes {
+            let i = node.index;
+            ip(
+                &net,
+                &["route", "add", &format!("198.18.{i}.0/24"), "via", &node.ip4.to_string()],
+            )?;
+        }
         for node in &self.nodes {
             for other in self.nodes.iter().filter(|o| o.index != node.index) {
                 let o = other.index;
