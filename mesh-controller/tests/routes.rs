@@ -443,8 +443,15 @@ fn broken_delegations_are_reported_on_the_root() {
         false,
         &["delegate VirtualService other/d is not exported to namespace default"],
     );
-    let bad = "\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: d}\nspec: {http: [{route: [{destination: {host: nowhere}}]}]}\n";
-    one_message(&format!("{}{bad}", root("")), false, &["spec.http[0].delegate", "delegate VirtualService default/d: spec.http[0].route[0].destination.host: host \"nowhere\" not found"]);
+    let bad = "\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: d}\nspec: {http: [{route: [{destination: {host: reviews, port: {number: 70000}}}]}]}\n";
+    one_message(
+        &format!("{}{bad}", root("")),
+        false,
+        &[
+            "spec.http[0].delegate",
+            "delegate VirtualService default/d: spec.http[0].route[0].destination.port.number",
+        ],
+    );
     let orphan = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: vs}\nspec: {http: [{route: [{destination: {host: reviews}}]}]}\n";
     one_message(
         orphan,

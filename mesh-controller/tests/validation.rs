@@ -248,7 +248,7 @@ fn document_errors_name_file_and_document(
 fn one_bad_object_never_stops_the_good_ones_in_the_same_file() {
     let case = format!(
         "{}---\n{}---\n{}",
-        vs("  - route: [{destination: {host: reviews, subset: v9}}]\n"),
+        vs("  - route: [{destination: {host: reviews, port: {number: 70000}}}]\n"),
         "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: good}\nspec:\n  hosts: [reviews]\n  http: [{route: [{destination: {host: reviews, subset: v1}}]}]\n",
         "apiVersion: v1\nkind: Pod\nmetadata: {name: also-good}\nspec: {nodeName: node-b, containers: [{name: c}]}\nstatus: {podIP: 10.244.2.2}\n"
     );

@@ -145,5 +145,22 @@ pub fn pick<'u>(upstreams: &'u [Upstream], rand: &mut dyn FnMut() -> u64) -> Opt
     upstreams.get(usize::try_from(rand() % n).unwrap_or(0))
 }
 
+/// Picks an endpoint at random among those of `like`'s address family (the family the client
+/// dialed: a dual-stack pod is one endpoint per address), any endpoint when none has it.
+pub fn pick_like<'u>(
+    upstreams: &'u [Upstream],
+    like: std::net::IpAddr,
+    rand: &mut dyn FnMut() -> u64,
+) -> Option<&'u Upstream> {
+    let v4 = like.to_canonical().is_ipv4();
+    let same = |u: &&Upstream| u.addr.ip().to_canonical().is_ipv4() == v4;
+    let count = upstreams.iter().filter(same).count() as u64;
+    if count == 0 {
+        return pick(upstreams, rand);
+    }
+    let k = usize::try_from(rand() % count).unwrap_or(0);
+    upstreams.iter().filter(same).nth(k)
+}
+
 #[cfg(test)]
 mod tests;

@@ -121,7 +121,7 @@ async fn forward(
         if let Some(denied) = authz.error() {
             return Err(denied);
         }
-        table.decide(&view, &mut || fastrand::u64(..))?
+        table.decide(&view)?
     };
     let forward = match decision {
         Decision::Direct { status, body } => {
@@ -143,8 +143,10 @@ async fn forward(
         Decision::Forward(forward) => forward,
     };
     let candidates = table.endpoints(&forward.backend)?;
-    let chosen = crate::endpoints::pick(&candidates, &mut || fastrand::u64(..))
-        .ok_or_else(|| ProxyError::no_healthy_upstream("no endpoint to pick"))?;
+    let chosen = crate::endpoints::pick_like(&candidates, downstream.authority.ip(), &mut || {
+        fastrand::u64(..)
+    })
+    .ok_or_else(|| ProxyError::no_healthy_upstream("no endpoint to pick"))?;
     let endpoint = Endpoint {
         addr: chosen.addr,
         identity: chosen.identity.clone(),

@@ -314,6 +314,9 @@ pub(crate) struct Rule {
     pub response_headers: Arc<HeaderMutation>,
     /// The rule as the model has it (timeouts, retries, faults, mirrors for the layers).
     pub model: Arc<RouteRule>,
+    /// Requests decided by this rule so far (spreads its weighted destinations), starting at a
+    /// random point so that instances do not all begin on the same destination.
+    pub requests: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Translates an RE2 replacement (`\1`) to the `regex` crate's (`${1}`), `$` kept literal.
@@ -521,6 +524,7 @@ fn compile_rule(
         request_headers,
         response_headers,
         model: Arc::new(r.clone()),
+        requests: Arc::new(std::sync::atomic::AtomicU64::new(fastrand::u64(..))),
     }
 }
 

@@ -31,7 +31,11 @@ where
             return;
         }
     };
-    let Some(chosen) = crate::endpoints::pick(&candidates, &mut || fastrand::u64(..)) else {
+    let Some(chosen) =
+        crate::endpoints::pick_like(&candidates, downstream.authority.ip(), &mut || {
+            fastrand::u64(..)
+        })
+    else {
         return;
     };
     let endpoint = Endpoint {

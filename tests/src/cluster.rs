@@ -213,7 +213,13 @@ impl Cluster {
             let i = node.index;
             ip(
                 &net,
-                &["route", "add", &format!("198.18.{i}.0/24"), "via", &node.ip4.to_string()],
+                &[
+                    "route",
+                    "add",
+                    &format!("198.18.{i}.0/24"),
+                    "via",
+                    &node.ip4.to_string(),
+                ],
             )?;
         }
         for node in &self.nodes {

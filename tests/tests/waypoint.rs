@@ -28,6 +28,10 @@ use serde_json::{json, Value};
 
 const REVIEWS_PORT: u16 = 9080;
 const REVIEWS: &str = "198.19.0.20";
+/// `apps/grpc` (tonic `echo.Echo`), port named `grpc`.
+const GRPC: &str = "198.19.0.21:9090";
+/// `apps/echo` (a line echo server: opaque TCP), port named `tcp-echo`.
+const ECHO: &str = "198.19.0.22:7000";
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
 const DESTINATION_RULE: &str = "apiVersion: networking.istio.io/v1
@@ -100,6 +104,13 @@ fn start_mesh(prefix: &str) -> anyhow::Result<Mesh> {
     let v2 = cluster.add_pod(2, "apps", "reviews-v2")?;
     let v3 = cluster.add_pod(2, "apps", "reviews-v3")?;
     let outsider = cluster.add_pod(2, "other", "outsider")?;
+    let grpc = cluster.add_pod(2, "apps", "grpc")?;
+    let echo = cluster.add_pod(2, "apps", "echo")?;
+    let mut cmd = grpc.command(&binary("mesh-httpapp")?.display().to_string());
+    cmd.args(["grpc-serve", "9090", "grpc-1"]);
+    cluster.spawn(cmd)?;
+    mesh_tests::app::serve(&mut cluster, &echo, 7000, "echo")?;
+    mesh_tests::command::wait_listening(&grpc, 9090)?;
     for pod in [&v1, &v2, &v3] {
         let mut cmd = pod.command(&binary("mesh-httpapp")?.display().to_string());
         cmd.args(["serve", &REVIEWS_PORT.to_string(), &pod.name]);
@@ -123,6 +134,10 @@ fn start_mesh(prefix: &str) -> anyhow::Result<Mesh> {
         reviews_pod_yaml(&v2, "node2", "v2"),
         reviews_pod_yaml(&v3, "node2", "v3"),
         pod_yaml(&outsider, "node2", "outsider"),
+        pod_yaml(&grpc, "node2", "grpc"),
+        pod_yaml(&echo, "node2", "echo"),
+        "apiVersion: v1\nkind: Service\nmetadata: {name: grpc, namespace: apps}\nspec:\n  clusterIP: 198.19.0.21\n  selector: {app: grpc}\n  ports: [{name: grpc, port: 9090, targetPort: 9090}]\n".to_owned(),
+        "apiVersion: v1\nkind: Service\nmetadata: {name: echo, namespace: apps}\nspec:\n  clusterIP: 198.19.0.22\n  selector: {app: echo}\n  ports: [{name: tcp-echo, port: 7000, targetPort: 7000}]\n".to_owned(),
         DESTINATION_RULE.to_owned(),
     ]
     .join("---\n");
@@ -141,12 +156,14 @@ fn start_mesh(prefix: &str) -> anyhow::Result<Mesh> {
         agents.push(Agent::start_with(node, dir.path(), None, &args)?);
     }
     for agent in &agents {
-        agent.wait_for_log(&["config applied", "workloads=6"], Duration::from_secs(10))?;
+        agent.wait_for_log(&["config applied", "workloads=8"], Duration::from_secs(10))?;
     }
     agents[0].add_pod(&client, ambient(), json!({"app": "client"}))?;
     agents[0].add_pod(&v1, ambient(), json!({"app": "reviews", "version": "v1"}))?;
     agents[1].add_pod(&v2, ambient(), json!({"app": "reviews", "version": "v2"}))?;
     agents[1].add_pod(&v3, ambient(), json!({"app": "reviews", "version": "v3"}))?;
+    agents[1].add_pod(&grpc, ambient(), json!({"app": "grpc"}))?;
+    agents[1].add_pod(&echo, ambient(), json!({"app": "echo"}))?;
     let waypoint = Waypoint::start(&waypoint_pod, dir.path(), &controller, "waypoint")?;
     Ok(Mesh {
         client,
@@ -200,11 +217,16 @@ fn httpapp(pod: &Pod, args: &[&str]) -> anyhow::Result<Output> {
 }
 
 /// `count` from `pod`: `n` requests on one keep-alive connection; the servers and statuses seen.
+/// `headers` are `name: value` (each sent with `-H`) or flags (`--h2`).
 fn count(pod: &Pod, url: &str, n: usize, headers: &[&str]) -> anyhow::Result<Value> {
     let n = n.to_string();
     let mut args = vec!["count", url, n.as_str()];
     for h in headers {
-        args.extend(["-H", h]);
+        if h.starts_with("--") {
+            args.push(h);
+        } else {
+            args.extend(["-H", h]);
+        }
     }
     let out = httpapp(pod, &args)?;
     if !out.status.success() {
@@ -378,5 +400,253 @@ fn a_stopped_waypoint_fails_closed() -> anyhow::Result<()> {
             .any(|l| l.contains("reason=\"waypoint_unreachable\"")),
         "the refusal is counted:\n{refused}"
     );
+    Ok(())
+}
+
+/// `mesh-httpapp <args>` from `pod`, its stdout parsed as one JSON object; fails on exit 1.
+fn httpapp_json(pod: &Pod, args: &[&str]) -> anyhow::Result<Value> {
+    let out = httpapp(pod, args)?;
+    if !out.status.success() {
+        bail!(
+            "mesh-httpapp {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last = text.lines().last().unwrap_or_default();
+    serde_json::from_str(last).with_context(|| format!("mesh-httpapp {args:?} printed {text}"))
+}
+
+#[test]
+fn http2_grpc_websocket_and_opaque_tcp_pass_the_waypoint() -> anyhow::Result<()> {
+    let mesh = start_mesh("mesh-wp-protocols")?;
+    let reviews = format!("http://{REVIEWS}:{REVIEWS_PORT}");
+    // HTTP/2 from the client; the port is declared `http`, so HTTP/1.1 upstream (as Istio).
+    let h2 = httpapp_json(&mesh.client, &["get", &format!("{reviews}/h2"), "--h2"])?;
+    assert_eq!(h2["status"], 200, "{h2}\n{}", mesh.diagnostics());
+    assert_eq!(h2["version"], "HTTP/2.0", "{h2}");
+    assert_eq!(h2["body"]["server"], "reviews-v1", "{h2}");
+    let counted = count(&mesh.client, &format!("{reviews}/"), 100, &["--h2"])?;
+    assert_eq!(counted["statuses"], json!({"200": 100}), "{counted}");
+    // gRPC: unary, server streaming, and an error status carried in the trailers.
+    let say = httpapp_json(&mesh.client, &["grpc", GRPC, "say", "hello"])?;
+    assert_eq!(
+        say,
+        json!({"reply": "grpc-1: hello"}),
+        "{}",
+        mesh.diagnostics()
+    );
+    let streamed = httpapp_json(&mesh.client, &["grpc", GRPC, "count", "20"])?;
+    assert_eq!(streamed["messages"], 20, "{streamed}");
+    let failed = httpapp_json(&mesh.client, &["grpc", GRPC, "say", "fail"])?;
+    assert_eq!(failed["code"], "unavailable", "{failed}");
+    // A WebSocket echo through the upgrade.
+    let ws = httpapp_json(
+        &mesh.client,
+        &["ws", &format!("ws://{REVIEWS}:{REVIEWS_PORT}/ws"), "10"],
+    )?;
+    assert_eq!(ws["ok"], 10, "{ws}");
+    // An opaque TCP protocol (a line echo) on a port declared `tcp`.
+    let reply = mesh_tests::app::reply(&mesh.client, ECHO, "over the waypoint")?;
+    assert!(
+        reply.contains("echo") && reply.contains("says: over the waypoint"),
+        "{reply}\n{}",
+        mesh.diagnostics()
+    );
+    assert!(
+        mesh.waypoint
+            .metric("mesh_waypoint_connections_total{protocol=\"tcp\"}")?
+            >= 1,
+        "the echo connection went through the waypoint as TCP"
+    );
+    Ok(())
+}
+
+const FEATURES: &str = r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: apps}
+spec:
+  hosts: [reviews.apps.svc.cluster.local]
+  http:
+  - match: [{uri: {prefix: /old/}}]
+    rewrite: {uri: /new/}
+    route: [{destination: {host: reviews, subset: v2}}]
+  - match: [{uri: {regex: '/item/([0-9]+)'}}]
+    rewrite: {uriRegexRewrite: {match: '/item/([0-9]+)', rewrite: '/items?id=\1'}}
+    route: [{destination: {host: reviews, subset: v2}}]
+  - match: [{uri: {prefix: /moved}}]
+    redirect: {uri: /new-home, authority: reviews.example, redirectCode: 308}
+  - match: [{uri: {exact: /teapot}}]
+    directResponse: {status: 418, body: {string: "short and stout"}}
+  - match: [{uri: {prefix: /headers}}]
+    headers:
+      request: {set: {x-set: rule}, remove: [x-drop]}
+      response: {add: {x-answered: rule}}
+    route:
+    - destination: {host: reviews, subset: v3}
+      headers: {request: {add: {x-destination: v3}}}
+  - match: [{uri: {prefix: /delegated}}]
+    delegate: {name: reviews-delegate, namespace: apps}
+  - route: [{destination: {host: reviews, subset: v1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews-delegate, namespace: apps}
+spec:
+  http:
+  - match: [{uri: {prefix: /delegated/v3}}]
+    route: [{destination: {host: reviews, subset: v3}}]
+  - route: [{destination: {host: reviews, subset: v2}}]
+"#;
+
+#[test]
+fn rewrites_redirects_header_operations_direct_responses_and_delegates() -> anyhow::Result<()> {
+    let mesh = start_mesh("mesh-wp-features")?;
+    mesh.set_routes(FEATURES)?;
+    let base = format!("http://{REVIEWS}:{REVIEWS_PORT}");
+    let get = |path: &str, headers: &[&str]| -> anyhow::Result<Value> {
+        let url = format!("{base}{path}");
+        let mut args = vec!["get", url.as_str()];
+        for h in headers {
+            args.extend(["-H", h]);
+        }
+        httpapp_json(&mesh.client, &args)
+    };
+    let rewritten = get("/old/page", &[])?;
+    assert_eq!(
+        (&rewritten["body"]["server"], &rewritten["body"]["path"]),
+        (&json!("reviews-v2"), &json!("/new/page")),
+        "{rewritten}\n{}",
+        mesh.diagnostics()
+    );
+    let regex = get("/item/42", &[])?;
+    assert_eq!(regex["body"]["path"], "/items?id=42", "{regex}");
+    let moved = get("/moved/x", &[])?;
+    assert_eq!(moved["status"], 308, "{moved}");
+    let location = moved["headers"]["location"].as_str().unwrap_or_default();
+    assert!(
+        location.contains("reviews.example") && location.ends_with("/new-home"),
+        "{moved}"
+    );
+    let teapot = get("/teapot", &[])?;
+    assert_eq!(
+        (&teapot["status"], &teapot["body"]),
+        (&json!(418), &json!("short and stout")),
+        "{teapot}"
+    );
+    let headers = get("/headers", &["x-drop: secret", "x-set: client"])?;
+    let seen = &headers["body"]["headers"];
+    assert_eq!(headers["body"]["server"], "reviews-v3", "{headers}");
+    assert_eq!(seen["x-set"], "rule", "{headers}");
+    assert_eq!(seen["x-destination"], "v3", "{headers}");
+    assert!(seen.get("x-drop").is_none(), "x-drop removed: {headers}");
+    assert!(
+        seen["x-request-id"]
+            .as_str()
+            .is_some_and(|id| id.len() == 36),
+        "{headers}"
+    );
+    assert_eq!(seen["x-forwarded-proto"], "http", "{headers}");
+    assert_eq!(headers["headers"]["x-answered"], "rule", "{headers}");
+    let delegated = get("/delegated/v3/x", &[])?;
+    assert_eq!(delegated["body"]["server"], "reviews-v3", "{delegated}");
+    let delegated = get("/delegated/other", &[])?;
+    assert_eq!(delegated["body"]["server"], "reviews-v2", "{delegated}");
+    let default = get("/", &[])?;
+    assert_eq!(default["body"]["server"], "reviews-v1", "{default}");
+    Ok(())
+}
+
+#[test]
+fn missing_subsets_and_hosts_answer_at_once_with_a_flag() -> anyhow::Result<()> {
+    let mesh = start_mesh("mesh-wp-missing")?;
+    mesh.set_routes(
+        "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: apps}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{uri: {prefix: /nosubset}}]
+    route: [{destination: {host: reviews, subset: v9}}]
+  - match: [{uri: {prefix: /nohost}}]
+    route: [{destination: {host: ghost}}]
+  - match: [{uri: {prefix: /known}}]
+    route: [{destination: {host: reviews, subset: v1}}]
+",
+    )?;
+    let base = format!("http://{REVIEWS}:{REVIEWS_PORT}");
+    // (path, status, body)
+    let cases = [
+        ("/nosubset", 503, "no healthy upstream"),
+        ("/nohost", 503, ""),
+        ("/unrouted", 404, ""),
+    ];
+    for (path, status, body) in cases {
+        let started = Instant::now();
+        let (code, got) = curl(&mesh.client, &format!("{base}{path}"), &[])?;
+        assert_eq!(
+            (code, got.as_str()),
+            (status, body),
+            "{path}\n{}",
+            mesh.diagnostics()
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{path} took {:?}",
+            started.elapsed()
+        );
+    }
+    for (series, at_least) in [
+        (
+            "mesh_waypoint_requests_total{response_code=\"503\",response_flags=\"UH\"}",
+            1,
+        ),
+        (
+            "mesh_waypoint_requests_total{response_code=\"503\",response_flags=\"NC\"}",
+            1,
+        ),
+        (
+            "mesh_waypoint_requests_total{response_code=\"404\",response_flags=\"NR\"}",
+            1,
+        ),
+    ] {
+        assert!(mesh.waypoint.metric(series)? >= at_least, "{series}");
+    }
+    Ok(())
+}
+
+#[test]
+fn a_config_change_does_not_cut_a_streaming_request() -> anyhow::Result<()> {
+    let mesh = start_mesh("mesh-wp-stream")?;
+    let url = format!("http://{REVIEWS}:{REVIEWS_PORT}/stream?chunks=30&interval_ms=100");
+    let child = mesh
+        .client
+        .command(&binary("mesh-httpapp")?.display().to_string())
+        .args(["stream", &url])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("starting the streaming client")?;
+    sleep(Duration::from_millis(800));
+    // A new route and a new policy while the response streams.
+    mesh.set_routes(&format!("{}---\n{DENY_ADMIN}", split(0, 100)))?;
+    let out = child.wait_with_output().context("streaming client")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("{\"done\":30}"),
+        "the stream was cut: {text}{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        mesh.diagnostics()
+    );
+    // New requests follow the new route.
+    let counted = count(
+        &mesh.client,
+        &format!("http://{REVIEWS}:{REVIEWS_PORT}/"),
+        20,
+        &[],
+    )?;
+    assert_eq!(counted["servers"], json!({"reviews-v3": 20}), "{counted}");
     Ok(())
 }

@@ -135,6 +135,7 @@ fn route(
                     &r.destination,
                     r.weight,
                     1,
+                    notes,
                 )?;
             }
             notes.unsupported(
@@ -273,6 +274,8 @@ fn delegate_rules(
 }
 
 /// Checks a destination's host, subset and port, and fills in its weight.
+/// A route destination. An unknown host or subset is kept (the waypoint answers requests routed
+/// there with 503 `NC` / `UH`, as Envoy does) and reported as a warning naming the field.
 pub(super) fn destination(
     cx: &Context<'_>,
     key: &ObjectKey,
@@ -280,24 +283,28 @@ pub(super) fn destination(
     d: &net::Destination,
     weight: Option<i32>,
     siblings: usize,
+    notes: &mut Notes,
 ) -> Field<m::RouteDestination> {
     let host = cx.hosts.qualify(&d.host, &key.namespace);
     if !cx.hosts.contains(&host) {
-        return Err((
-            format!("{path}.host"),
+        notes.warn(
+            &format!("{path}.host"),
             format!(
-                "host {:?} not found in the mesh (no Service or ServiceEntry)",
+                "host {:?} not found in the mesh (no Service or ServiceEntry): requests routed \
+                 here are answered 503 (NC)",
                 d.host
             ),
-        ));
-    }
-    if let Some(subset) = &d.subset {
+        );
+    } else if let Some(subset) = &d.subset {
         let known = cx.subsets_of(&host).is_some_and(|s| s.contains(subset));
         if !known {
-            return Err((
-                format!("{path}.subset"),
-                format!("subset {subset:?} of host {host} is not defined by any DestinationRule"),
-            ));
+            notes.warn(
+                &format!("{path}.subset"),
+                format!(
+                    "subset {subset:?} of host {host} is not defined by any DestinationRule: \
+                     requests routed here are answered 503 (UH)"
+                ),
+            );
         }
     }
     let port = d

@@ -334,7 +334,7 @@ fn mirror(
                 .or(http.mirror_percent.map(f64::from))
                 .unwrap_or(100.0);
             Some(m::Mirror {
-                destination: destination(cx, key, &format!("{path}.mirror"), d, None, 1)?,
+                destination: destination(cx, key, &format!("{path}.mirror"), d, None, 1, notes)?,
                 percentage: at(
                     &format!("{path}.mirrorPercentage.value"),
                     values::percentage(percentage),
@@ -349,6 +349,7 @@ fn mirror(
                 &mp.destination,
                 None,
                 1,
+                notes,
             )?,
             percentage: at(
                 &format!("{path}.mirrors[0].percentage.value"),
@@ -404,6 +405,7 @@ pub(super) fn rule(
             &rd.destination,
             rd.weight,
             http.route.len(),
+            notes,
         )?;
         let headers = rd.headers.clone().unwrap_or_default();
         d.request_headers = header_ops(headers.request.as_ref());

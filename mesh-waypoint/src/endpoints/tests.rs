@@ -105,3 +105,35 @@ fn pick_spreads_over_endpoints() {
     );
     assert_eq!(pick(&[], &mut rand), None);
 }
+
+#[test]
+fn pick_like_prefers_the_dialed_family() {
+    let up = |addr: &str| Upstream {
+        addr: addr.parse().expect("addr"),
+        identity: None,
+        meshed: false,
+        workload_uid: String::new(),
+    };
+    let dual = [
+        up("10.1.0.1:80"),
+        up("[fd00::1]:80"),
+        up("10.1.0.2:80"),
+        up("[fd00::2]:80"),
+    ];
+    let v6_only = [up("[fd00::1]:80")];
+    let mut rand = seeded(3);
+    // (upstreams, dialed, want v4)
+    let cases: [(&[Upstream], &str, bool); 4] = [
+        (&dual, "198.19.0.1", true),
+        (&dual, "fd19::1", false),
+        (&dual, "::ffff:198.19.0.1", true),
+        (&v6_only, "198.19.0.1", false),
+    ];
+    for (upstreams, dialed, want_v4) in cases {
+        for _ in 0..20 {
+            let got = pick_like(upstreams, dialed.parse().expect("ip"), &mut rand).expect("one");
+            assert_eq!(got.addr.is_ipv4(), want_v4, "{dialed}: {}", got.addr);
+        }
+    }
+    assert!(pick_like(&[], "198.19.0.1".parse().expect("ip"), &mut rand).is_none());
+}
