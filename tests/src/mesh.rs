@@ -28,7 +28,33 @@ impl ControlledMesh {
         cert_lifetime: Duration,
         workloads: usize,
     ) -> anyhow::Result<ControlledMesh> {
-        let controller = Controller::start(cluster, workdir, config_dir, cert_lifetime)?;
+        ControlledMesh::start_with_waypoints(
+            cluster,
+            workdir,
+            config_dir,
+            cert_lifetime,
+            workloads,
+            &[],
+        )
+    }
+
+    /// Like [`start`](Self::start), with bootstrap tokens for the waypoints `(namespace, name)`
+    /// (see [`Controller::start_with_waypoints`]).
+    pub fn start_with_waypoints(
+        cluster: &Cluster,
+        workdir: &Path,
+        config_dir: &Path,
+        cert_lifetime: Duration,
+        workloads: usize,
+        waypoints: &[(&str, &str)],
+    ) -> anyhow::Result<ControlledMesh> {
+        let controller = Controller::start_with_waypoints(
+            cluster,
+            workdir,
+            config_dir,
+            cert_lifetime,
+            waypoints,
+        )?;
         let mut agents = Vec::new();
         for node in cluster.nodes() {
             let args = controller.agent_args(workdir, &node.name);

@@ -5,19 +5,91 @@
 //! that pin its root and authenticate with their node token) and one agent per node, enrols the
 //! pods, and shows what the mesh does: capture by eBPF, the mTLS tunnel between nodes with
 //! workload identities, an AuthorizationPolicy at work, the trust boundaries a pod meets (the
-//! agent's own ports refused, only metrics served to the network), and the agent's metrics. Everything is
-//! torn down at the end.
+//! agent's own ports refused, only metrics served to the network), the agent's metrics, and a
+//! waypoint for the `shop` namespace routing HTTP by header and splitting 90/10 (counted by the
+//! demo). Everything is torn down at the end.
 
 use std::time::Duration;
 
 use mesh_tests::agent::ambient;
 use mesh_tests::config::{namespace_yaml, pod_yaml, service_yaml};
 use mesh_tests::mesh::ControlledMesh;
+use mesh_tests::waypoint::{waypoint_yaml, Waypoint};
 use mesh_tests::{Agent, Cluster, Pod};
 use serde_json::json;
 
 const SERVICE_VIP: &str = "198.19.0.10";
 const APP_PORT: u16 = 9080;
+/// The `shop/ratings` service (two versions, HTTP), behind the waypoint.
+const RATINGS_VIP: &str = "198.19.0.11";
+const RATINGS_PORT: u16 = 8080;
+
+/// Istio's Bookinfo routing task, on `ratings`: `end-user: jason` to v2, everyone else to v1.
+const RATINGS_BY_USER: &str = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings, namespace: shop}
+spec:
+  hosts: [ratings]
+  http:
+  - match: [{headers: {end-user: {exact: jason}}}]
+    route: [{destination: {host: ratings, subset: v2}}]
+  - route: [{destination: {host: ratings, subset: v1}}]
+";
+
+/// A 90/10 canary.
+const RATINGS_CANARY: &str = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings, namespace: shop}
+spec:
+  hosts: [ratings]
+  http:
+  - route:
+    - {destination: {host: ratings, subset: v1}, weight: 90}
+    - {destination: {host: ratings, subset: v2}, weight: 10}
+";
+
+/// `n` HTTP requests from `pod` on one keep-alive connection (`mesh-httpapp count`): which
+/// server answered how often.
+fn count(pod: &Pod, url: &str, n: u32, header: Option<&str>) -> anyhow::Result<String> {
+    let n = n.to_string();
+    let mut args = vec!["count", url, n.as_str()];
+    if let Some(h) = header {
+        args.extend(["-H", h]);
+    }
+    let out = pod
+        .command(
+            &mesh_tests::agent::binary("mesh-httpapp")?
+                .display()
+                .to_string(),
+        )
+        .args(&args)
+        .output()?;
+    let counted: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| {
+        anyhow::anyhow!(
+            "mesh-httpapp count: {e}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    Ok(counted["servers"].to_string())
+}
+
+/// Writes the `ratings` routes and waits (at most 10 s) until the waypoint applied them.
+fn set_ratings_routes(
+    config_dir: &std::path::Path,
+    waypoint: &Waypoint,
+    yaml: &str,
+) -> anyhow::Result<()> {
+    let before = waypoint.logs().matches("config applied").count();
+    std::fs::write(config_dir.join("ratings-routes.yaml"), yaml)?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while waypoint.logs().matches("config applied").count() <= before {
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("the waypoint did not apply the routes within 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
 
 fn call(pod: &Pod, addr: &str, message: &str) -> anyhow::Result<String> {
     let out = mesh_tests::app::run(pod, &["connect", addr, message])?;
@@ -41,13 +113,33 @@ fn show_logs(agent: &Agent, needles: &[&str]) {
 
 /// Runs the demo.
 pub fn run() -> anyhow::Result<()> {
-    crate::sh::step("local cluster: 2 nodes, 3 pods (network namespaces + cgroups)");
+    crate::sh::step("local cluster: 2 nodes, 6 pods (network namespaces + cgroups)");
     let dir = tempfile::Builder::new().prefix("mesh-demo").tempdir()?;
     let mut cluster = Cluster::new(2)?;
     let reviews = cluster.add_pod(2, "shop", "reviews")?;
     mesh_tests::app::serve(&mut cluster, &reviews, APP_PORT, "reviews")?;
     let productpage = cluster.add_pod(1, "shop", "productpage")?;
     let batch = cluster.add_pod(1, "legacy", "batch")?;
+    let ratings_v1 = cluster.add_pod(2, "shop", "ratings-v1")?;
+    let ratings_v2 = cluster.add_pod(2, "shop", "ratings-v2")?;
+    let waypoint_pod = cluster.add_pod(1, "shop", "waypoint")?;
+    for pod in [&ratings_v1, &ratings_v2] {
+        let mut cmd = pod.command(
+            &mesh_tests::agent::binary("mesh-httpapp")?
+                .display()
+                .to_string(),
+        );
+        cmd.args(["serve", &RATINGS_PORT.to_string(), &pod.name])
+            .stdout(std::process::Stdio::null());
+        cluster.spawn(cmd)?;
+        mesh_tests::command::wait_listening(pod, RATINGS_PORT)?;
+    }
+    let ratings_pod_yaml = |pod: &Pod, version: &str| {
+        pod_yaml(pod, "node2", "ratings").replace(
+            "labels: {app: ratings}",
+            &format!("labels: {{app: ratings, version: {version}}}"),
+        )
+    };
 
     let config_dir = dir.path().join("config");
     std::fs::create_dir_all(&config_dir)?;
@@ -58,6 +150,11 @@ pub fn run() -> anyhow::Result<()> {
         pod_yaml(&reviews, "node2", "reviews"),
         pod_yaml(&productpage, "node1", "productpage"),
         pod_yaml(&batch, "node1", "batch"),
+        ratings_pod_yaml(&ratings_v1, "v1"),
+        ratings_pod_yaml(&ratings_v2, "v2"),
+        format!("apiVersion: v1\nkind: Service\nmetadata: {{name: ratings, namespace: shop, labels: {{istio.io/use-waypoint: waypoint}}}}\nspec:\n  clusterIP: {RATINGS_VIP}\n  selector: {{app: ratings}}\n  ports: [{{name: http, port: {RATINGS_PORT}, targetPort: {RATINGS_PORT}}}]\n"),
+        waypoint_yaml(&waypoint_pod, "node1", "waypoint", "service"),
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: ratings, namespace: shop}\nspec:\n  host: ratings\n  subsets:\n  - {name: v1, labels: {version: v1}}\n  - {name: v2, labels: {version: v2}}\n".to_owned(),
         "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: reviews-viewers, namespace: shop}\nspec:\n  selector: {matchLabels: {app: reviews}}\n  action: ALLOW\n  rules:\n  - from: [{source: {principals: [cluster.local/ns/shop/sa/productpage]}}]\n".to_owned(),
     ]
     .join("---\n");
@@ -73,12 +170,13 @@ pub fn run() -> anyhow::Result<()> {
     crate::sh::step(
         "control plane (config stream + CA, TLS only, node tokens) and one agent per node (pinning the CA root)",
     );
-    let mesh = ControlledMesh::start(
+    let mesh = ControlledMesh::start_with_waypoints(
         &cluster,
         dir.path(),
         &config_dir,
         Duration::from_secs(24 * 3600),
-        3,
+        6,
+        &[("shop", "waypoint")],
     )?;
     let agents = &mesh.agents;
     let (agent1, agent2) = (&agents[0], &agents[1]);
@@ -86,8 +184,11 @@ pub fn run() -> anyhow::Result<()> {
         (agent2, &reviews, ambient()),
         (agent1, &productpage, ambient()),
         (agent1, &batch, json!({})),
+        (agent2, &ratings_v1, ambient()),
+        (agent2, &ratings_v2, ambient()),
     ] {
-        let response = agent.add_pod(pod, namespace_labels, json!({"app": pod.name}))?;
+        let app = pod.name.split('-').next().unwrap_or(&pod.name);
+        let response = agent.add_pod(pod, namespace_labels, json!({"app": app}))?;
         let state = if response["captured"] == json!(true) {
             format!(
                 "in the mesh, spiffe://cluster.local/ns/{}/sa/{}",
@@ -158,6 +259,43 @@ pub fn run() -> anyhow::Result<()> {
     {
         println!("  {line}");
     }
+    crate::sh::step(
+        "a waypoint for shop's ratings service: L7 routing (Istio's Bookinfo routing task)",
+    );
+    let waypoint = Waypoint::start(&waypoint_pod, dir.path(), &mesh.controller, "waypoint")?;
+    println!(
+        "  waypoint shop/waypoint running in pod {} ({}), identity spiffe://cluster.local/ns/shop/sa/waypoint",
+        waypoint_pod.uid(),
+        waypoint_pod.ip4
+    );
+    set_ratings_routes(&config_dir, &waypoint, RATINGS_BY_USER)?;
+    let url = format!("http://{RATINGS_VIP}:{RATINGS_PORT}/ratings/0");
+    println!("  VirtualService ratings: end-user: jason -> v2, everyone else -> v1");
+    println!(
+        "  100 requests as jason:   {}",
+        count(&productpage, &url, 100, Some("end-user: jason"))?
+    );
+    println!(
+        "  100 requests as anyone:  {}",
+        count(&productpage, &url, 100, None)?
+    );
+    set_ratings_routes(&config_dir, &waypoint, RATINGS_CANARY)?;
+    println!("  VirtualService ratings: 90 % to v1, 10 % to v2");
+    println!(
+        "  1000 requests:           {}",
+        count(&productpage, &url, 1000, None)?
+    );
+    println!(
+        "  legacy/batch (outside the mesh) -> ratings-v1 pod directly: {}",
+        call(
+            &batch,
+            &format!("{}:{RATINGS_PORT}", ratings_v1.ip4),
+            "GET / HTTP/1.0"
+        )?
+    );
+    println!("  (a pod behind the waypoint admits only the waypoint: nothing goes around it)");
+
+    drop(waypoint);
     drop(mesh);
     cluster.teardown()?;
     println!("\ndemo done: cluster removed");
