@@ -133,7 +133,7 @@ async fn an_agent_is_refused_a_workload_of_another_node() {
     match timeout(STEP, certs.get(&id("db"))).await.expect("bounded") {
         Err(CertError::Signing { reason, .. }) => {
             assert!(
-                reason.contains("PermissionDenied") && reason.contains("not on node"),
+                reason.contains("PermissionDenied") && reason.contains("not an identity of node-1"),
                 "{reason}"
             )
         }

@@ -475,7 +475,9 @@ fn what_nothing_enforces_is_refused_and_reported() -> anyhow::Result<()> {
             "mesh_agent_connections_denied_total{workload=\"apps/client\",reason=\"waypoint_unavailable\"}"
         )? >= 1
     );
-    // Addressed to the pod rather than the service: its agent refuses it inbound.
+    // Addressed to the pod rather than the service: a pod address of the service's endpoint goes
+    // through the service's waypoint too, so the client's agent refuses it the same way (the
+    // destination's agent would refuse it inbound: FailSafe's unit tests).
     let walled_ip = mesh.walled_ip.clone();
     assert!(!app(
         &mesh.client,
@@ -485,11 +487,11 @@ fn what_nothing_enforces_is_refused_and_reported() -> anyhow::Result<()> {
     .success());
     assert!(
         metric(
-            &mesh.agent2,
-            "mesh_agent_connections_denied_total{workload=\"prod/walled\",reason=\"waypoint_unavailable\"}"
-        )? >= 1,
+            &mesh.agent1,
+            "mesh_agent_connections_denied_total{workload=\"apps/client\",reason=\"waypoint_unavailable\"}"
+        )? >= 2,
         "{}",
-        mesh.agent2.logs()
+        mesh.agent1.logs()
     );
     // A policy attached to the Service: only a waypoint could enforce it, none runs.
     std::fs::write(

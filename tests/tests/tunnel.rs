@@ -321,7 +321,7 @@ fn ca_refuses_a_certificate_for_a_pod_of_another_node() -> anyhow::Result<()> {
     )?;
     let logs = mesh.controller.logs();
     assert!(
-        logs.contains("refused a certificate for a workload not on the node")
+        logs.contains("refused a certificate for an identity the caller does not hold")
             && logs.contains("node1"),
         "{logs}"
     );
