@@ -94,6 +94,31 @@ fn reviews_pod_yaml(pod: &Pod, node: &str, version: &str) -> String {
     )
 }
 
+/// `reviews-<version>`: a Service per version, as Bookinfo's Gateway API samples have (HTTPRoute
+/// backends are Services, not subsets).
+fn version_service(version: &str, ip: &str) -> String {
+    format!("apiVersion: v1\nkind: Service\nmetadata: {{name: reviews-{version}, namespace: apps}}\nspec:\n  clusterIP: {ip}\n  selector: {{app: reviews, version: {version}}}\n  ports: [{{name: http, port: {REVIEWS_PORT}, targetPort: {REVIEWS_PORT}}}]\n")
+}
+
+/// A Gateway API HTTPRoute attached to the `reviews` Service (GAMMA): `end-user: jason` to
+/// reviews-v2, the rest split `v1`/`v2` by weight.
+fn http_route(v1: u32, v2: u32) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: reviews, namespace: apps}}
+spec:
+  parentRefs: [{{group: \"\", kind: Service, name: reviews, port: {REVIEWS_PORT}}}]
+  rules:
+  - matches: [{{headers: [{{name: end-user, value: jason}}]}}]
+    backendRefs: [{{name: reviews-v2, port: {REVIEWS_PORT}}}]
+  - backendRefs:
+    - {{name: reviews-v1, port: {REVIEWS_PORT}, weight: {v1}}}
+    - {{name: reviews-v2, port: {REVIEWS_PORT}, weight: {v2}}}
+"
+    )
+}
+
 fn start_mesh(prefix: &str) -> anyhow::Result<Mesh> {
     mesh_tests::command::require_root()?;
     let dir = tempfile::Builder::new().prefix(prefix).tempdir()?;
@@ -139,6 +164,8 @@ fn start_mesh(prefix: &str) -> anyhow::Result<Mesh> {
         "apiVersion: v1\nkind: Service\nmetadata: {name: grpc, namespace: apps}\nspec:\n  clusterIP: 198.19.0.21\n  selector: {app: grpc}\n  ports: [{name: grpc, port: 9090, targetPort: 9090}]\n".to_owned(),
         "apiVersion: v1\nkind: Service\nmetadata: {name: echo, namespace: apps}\nspec:\n  clusterIP: 198.19.0.22\n  selector: {app: echo}\n  ports: [{name: tcp-echo, port: 7000, targetPort: 7000}]\n".to_owned(),
         DESTINATION_RULE.to_owned(),
+        version_service("v1", "198.19.0.31"),
+        version_service("v2", "198.19.0.32"),
     ]
     .join("---\n");
     std::fs::write(config_dir.join("base.yaml"), base)?;
@@ -304,6 +331,23 @@ fn routes_by_header_and_splits_by_weight() -> anyhow::Result<()> {
         );
         println!("{v1}/{v3} split over 2000 requests: v1 {got:.1} %");
     }
+
+    // The same with a Gateway API HTTPRoute on the Service.
+    mesh.set_routes(&http_route(90, 10))?;
+    let jason = count(&mesh.client, &url, 100, &["end-user: jason"])?;
+    assert_eq!(
+        jason["servers"],
+        json!({"reviews-v2": 100}),
+        "HTTPRoute, jason: {jason}"
+    );
+    let counted = count(&mesh.client, &url, 2000, &[])?;
+    let seen = servers(&counted);
+    let got = share(&seen, "reviews-v1", seen.values().sum());
+    assert!(
+        (got - 90.0).abs() <= 3.0,
+        "HTTPRoute 90/10: v1 got {got:.1} %: {counted}"
+    );
+    println!("HTTPRoute 90/10 split over 2000 requests: v1 {got:.1} %");
     Ok(())
 }
 
@@ -447,6 +491,12 @@ fn http2_grpc_websocket_and_opaque_tcp_pass_the_waypoint() -> anyhow::Result<()>
         &["ws", &format!("ws://{REVIEWS}:{REVIEWS_PORT}/ws"), "10"],
     )?;
     assert_eq!(ws["ok"], 10, "{ws}");
+    // A 64 MiB upload streams through (chunked, never buffered whole).
+    let uploaded = httpapp_json(
+        &mesh.client,
+        &["upload", &format!("{reviews}/upload"), "67108864"],
+    )?;
+    assert_eq!(uploaded["bytes"], 67_108_864_u64, "{uploaded}");
     // An opaque TCP protocol (a line echo) on a port declared `tcp`.
     let reply = mesh_tests::app::reply(&mesh.client, ECHO, "over the waypoint")?;
     assert!(
