@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use mesh_hbone::hbone::{ConnectError, ConnectHandler, ConnectRequest, HboneStream};
 use tokio::io::AsyncReadExt;
@@ -25,6 +25,14 @@ use crate::proxy::{self, Downstream, Shared};
 /// How long the first bytes of a connection whose protocol is not declared may take before it
 /// is taken as opaque TCP (a server-first protocol, where the client waits for the server).
 pub const SNIFF_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// Time a downstream HTTP/1.1 request head may take (the first one from the first byte, the next
+/// ones on a keep-alive connection likewise), as Envoy's `request_headers_timeout`.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// PING interval on downstream HTTP/2 connections, and how long an answer may take.
+pub const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// See [`HTTP2_KEEPALIVE_INTERVAL`].
+pub const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Bytes read at most to tell HTTP/1.1, HTTP/2 and opaque TCP apart (the HTTP/2 preface).
 const SNIFF_BYTES: usize = 24;
@@ -118,7 +126,18 @@ impl ConnectHandler for WaypointHandler {
                 } else {
                     builder = builder.http2_only();
                 }
-                builder.http1().keep_alive(true);
+                // A request head must arrive within the timeout (slow-loris clients are cut);
+                // silent HTTP/2 clients are found by PINGs.
+                builder
+                    .http1()
+                    .keep_alive(true)
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT);
+                builder
+                    .http2()
+                    .timer(TokioTimer::new())
+                    .keep_alive_interval(HTTP2_KEEPALIVE_INTERVAL)
+                    .keep_alive_timeout(HTTP2_KEEPALIVE_TIMEOUT);
                 if let Err(e) = builder
                     .serve_connection_with_upgrades(TokioIo::new(io), service)
                     .await
