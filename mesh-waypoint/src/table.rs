@@ -1,6 +1,6 @@
 //! The waypoint's view of one model, built once per snapshot: routes by host, services by VIP
 //! and host name, workloads by address and uid, destination policies by host, the authorization
-//! policies that apply here. Requests resolve their [`Target`] and [`SourceInfo`] through it.
+//! policies and JWT rules that apply here. Requests resolve their [`Target`] and [`SourceInfo`] through it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -12,6 +12,7 @@ use mesh_common::model::{PortProtocol, Service, Snapshot, Workload};
 
 use crate::authz::AuthzIndex;
 use crate::hosts::{self, HostIndex};
+use crate::jwt::JwtIndex;
 use crate::rules::{self, Rule, Warning};
 
 /// A service by namespace and name.
@@ -110,6 +111,7 @@ pub struct RouteTable {
     /// Destination policy (index into the snapshot) by host.
     pub(crate) destination_policies: HostIndex<usize>,
     pub(crate) authz: AuthzIndex,
+    pub(crate) jwt: JwtIndex,
     warnings: Vec<Warning>,
 }
 
@@ -176,6 +178,7 @@ impl RouteTable {
             }
         }
         let authz = AuthzIndex::new(&snapshot, waypoint, &mut |w| warnings.push(w));
+        let jwt = JwtIndex::new(&snapshot, waypoint, &mut |w| warnings.push(w));
         RouteTable {
             trust_domain: trust_domain.to_owned(),
             waypoint: (waypoint.0.to_owned(), waypoint.1.to_owned()),
@@ -187,6 +190,7 @@ impl RouteTable {
             routes,
             destination_policies,
             authz,
+            jwt,
             warnings,
             snapshot,
         }
