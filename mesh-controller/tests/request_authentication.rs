@@ -92,6 +92,8 @@ fn every_field_is_translated_and_the_waypoint_gets_it() {
     timeout: 5s
   - issuer: file-issuer
     jwksUri: file:///etc/mesh/jwks.json
+  - issuer: http-issuer
+    jwksUri: http://keys.auth:8080/jwks.json
 "#
     );
     let current = load(&format!(
@@ -138,6 +140,11 @@ fn every_field_is_translated_and_the_waypoint_gets_it() {
             JwtRule {
                 issuer: "file-issuer".to_owned(),
                 jwks_uri: Some("file:///etc/mesh/jwks.json".to_owned()),
+                ..JwtRule::default()
+            },
+            JwtRule {
+                issuer: "http-issuer".to_owned(),
+                jwks_uri: Some("http://keys.auth:8080/jwks.json".to_owned()),
                 ..JwtRule::default()
             },
         ]
@@ -189,8 +196,8 @@ fn what_cannot_be_applied_is_reported_with_its_field() {
          "RequestAuthentication apps/p spec.jwtRules[0].jwks: not JSON", false),
         ("jwks without keys", rule("jwks: '{\"k\": 1}'"),
          "RequestAuthentication apps/p spec.jwtRules[0].jwks: not a JSON Web Key Set", false),
-        ("http jwksUri not fetched", rule("jwksUri: 'https://issuer/keys'"),
-         "RequestAuthentication apps/p spec.jwtRules[0].jwksUri warning: \"https://issuer/keys\" is not fetched yet: tokens of issuer \"iss\" are rejected (401)", true),
+        ("https jwksUri not fetched", rule("jwksUri: 'https://issuer/keys'"),
+         "RequestAuthentication apps/p spec.jwtRules[0].jwksUri warning: \"https://issuer/keys\": https is not fetched yet: tokens of issuer \"iss\" are rejected (401)", true),
         ("relative file", rule("jwksUri: 'file://keys.json'"),
          "RequestAuthentication apps/p spec.jwtRules[0].jwksUri: \"file://keys.json\": a file:// URI needs an absolute path", false),
         ("other scheme", rule("jwksUri: 'ftp://x/keys'"),

@@ -6,9 +6,10 @@
 //! audience not accepted) is refused with 401 `Jwt verification fails`. A verified token gives
 //! the request principal `<iss>/<sub>` and the claims authorization reads.
 //!
-//! Key sets: `jwks` inline, or a `file://` URI read when the model is applied (at most
-//! [`MAX_JWKS_BYTES`]); an `http(s)://` URI is not fetched by this release, so that issuer's
-//! tokens never verify (fail closed, and the model warning says so).
+//! Key sets: `jwks` inline, a `file://` URI read when the model is applied (at most
+//! [`MAX_JWKS_BYTES`]), or an in-mesh `http://` URL the waypoint fetches itself
+//! ([`crate::jwks_fetch`]); until that set is fetched, and for an `https://` URL (not fetched by
+//! this release), the issuer's tokens never verify (fail closed, with a warning).
 
 use std::collections::HashMap;
 
@@ -151,14 +152,23 @@ pub(crate) struct JwtIndex {
     by_service: HashMap<ServiceKey, Vec<usize>>,
 }
 
-/// Reads a key set (`jwks` inline, else a `file://` URI) as JSON text.
-fn jwks_text(rule: &JwtRule) -> Result<String, String> {
+/// The key sets fetched from `http://` URLs, by URL.
+pub type Fetched<'a> = &'a dyn Fn(&str) -> Option<std::sync::Arc<str>>;
+
+/// Reads a key set (`jwks` inline, else a `file://` URI, else a fetched `http://` one) as JSON
+/// text.
+fn jwks_text(rule: &JwtRule, fetched: Fetched<'_>) -> Result<String, String> {
     if let Some(inline) = &rule.jwks {
         return Ok(inline.clone());
     }
     let Some(uri) = &rule.jwks_uri else {
         return Err("no jwks or jwksUri".to_owned());
     };
+    if uri.starts_with("http://") {
+        return fetched(uri)
+            .map(|text| text.to_string())
+            .ok_or_else(|| format!("jwksUri {uri:?} is not fetched (yet)"));
+    }
     let Some(path) = uri.strip_prefix("file://") else {
         return Err(format!("jwksUri {uri:?} is not fetched by this release"));
     };
@@ -226,8 +236,13 @@ fn header_name(name: &str) -> Option<HeaderName> {
     HeaderName::from_bytes(name.as_bytes()).ok()
 }
 
-fn compile(policy: String, rule: &JwtRule, warn: &mut dyn FnMut(String)) -> Rule {
-    let keys = match jwks_text(rule).and_then(|text| parse_jwks(&text, &mut *warn)) {
+fn compile(
+    policy: String,
+    rule: &JwtRule,
+    fetched: Fetched<'_>,
+    warn: &mut dyn FnMut(String),
+) -> Rule {
+    let keys = match jwks_text(rule, fetched).and_then(|text| parse_jwks(&text, &mut *warn)) {
         Ok(keys) => keys,
         Err(e) => {
             warn(format!(
@@ -288,6 +303,7 @@ impl JwtIndex {
     pub(crate) fn new(
         snapshot: &Snapshot,
         waypoint: (&str, &str),
+        fetched: Fetched<'_>,
         warn: &mut dyn FnMut(Warning),
     ) -> JwtIndex {
         let mut out = JwtIndex::default();
@@ -301,7 +317,8 @@ impl JwtIndex {
                         message,
                     })
                 };
-                out.rules.push(compile(name.clone(), rule, &mut report));
+                out.rules
+                    .push(compile(name.clone(), rule, fetched, &mut report));
             }
             let ids = first..out.rules.len();
             for t in &policy.target_refs {

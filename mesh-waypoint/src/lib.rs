@@ -15,6 +15,7 @@ pub mod headers;
 pub mod hosts;
 pub mod inbound;
 pub mod io;
+pub mod jwks_fetch;
 pub mod jwt;
 pub mod metrics;
 pub mod proxy;

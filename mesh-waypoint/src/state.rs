@@ -8,6 +8,7 @@ use mesh_common::model::Snapshot;
 use tokio::sync::watch;
 
 use crate::config::Instance;
+use crate::jwks_fetch::KeySets;
 use crate::table::RouteTable;
 
 /// The current route table, swapped on every model update.
@@ -16,6 +17,7 @@ pub struct State {
     instance: Instance,
     table: watch::Sender<Arc<RouteTable>>,
     updates: watch::Sender<u64>,
+    key_sets: KeySets,
 }
 
 impl State {
@@ -30,6 +32,7 @@ impl State {
             instance,
             table: watch::channel(Arc::new(table)).0,
             updates: watch::channel(0).0,
+            key_sets: KeySets::default(),
         })
     }
 
@@ -48,13 +51,30 @@ impl State {
         *self.updates.borrow()
     }
 
+    /// The JWT key sets fetched from `http://` URLs.
+    pub fn key_sets(&self) -> &KeySets {
+        &self.key_sets
+    }
+
+    /// Changes with every model applied.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.updates.subscribe()
+    }
+
+    /// Rebuilds the table of the current model (after a key set was fetched).
+    pub fn reapply(&self) {
+        let snapshot = self.table().snapshot().clone();
+        self.apply(snapshot);
+    }
+
     /// Builds and publishes the table of `snapshot`, logging what it could not use.
     pub fn apply(&self, snapshot: Arc<Snapshot>) {
         let version = snapshot.version.clone();
-        let table = RouteTable::new(
+        let table = RouteTable::with_key_sets(
             snapshot,
             &self.instance.identity.trust_domain,
             (&self.instance.namespace, &self.instance.name),
+            &|uri| self.key_sets.get(uri),
         );
         for warning in table.warnings() {
             tracing::warn!(version, %warning, "model entry not applied");

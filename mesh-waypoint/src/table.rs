@@ -129,6 +129,16 @@ impl RouteTable {
     /// `trust_domain`. Routes sharing a host keep their rules in model order, one after the
     /// other (as Istio merges HTTPRoutes); what cannot be applied is in [`Self::warnings`].
     pub fn new(snapshot: Arc<Snapshot>, trust_domain: &str, waypoint: (&str, &str)) -> RouteTable {
+        Self::with_key_sets(snapshot, trust_domain, waypoint, &|_| None)
+    }
+
+    /// [`Self::new`], with the JWT key sets fetched from `http://` URLs so far.
+    pub fn with_key_sets(
+        snapshot: Arc<Snapshot>,
+        trust_domain: &str,
+        waypoint: (&str, &str),
+        fetched: crate::jwt::Fetched<'_>,
+    ) -> RouteTable {
         let mut services_by_vip = HashMap::new();
         let mut services_by_host = HashMap::new();
         let mut services_by_key = HashMap::new();
@@ -178,7 +188,7 @@ impl RouteTable {
             }
         }
         let authz = AuthzIndex::new(&snapshot, waypoint, &mut |w| warnings.push(w));
-        let jwt = JwtIndex::new(&snapshot, waypoint, &mut |w| warnings.push(w));
+        let jwt = JwtIndex::new(&snapshot, waypoint, fetched, &mut |w| warnings.push(w));
         RouteTable {
             trust_domain: trust_domain.to_owned(),
             waypoint: (waypoint.0.to_owned(), waypoint.1.to_owned()),

@@ -32,8 +32,9 @@ pub struct JwtRule {
     /// The JSON Web Key Set inline (JSON text); wins over `jwks_uri`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks: Option<String>,
-    /// Where the waypoint reads the key set: `file:///path`; an `http(s)://` URL is kept but not
-    /// fetched by this release (tokens of the issuer are then rejected).
+    /// Where the waypoint reads the key set: `file:///path`, or an in-mesh `http://` URL it
+    /// fetches; an `https://` URL is kept but not fetched by this release (tokens of the issuer
+    /// are then rejected).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks_uri: Option<String>,
     /// Headers carrying the token; with `from_params` and `from_cookies` all empty, the token is

@@ -1,9 +1,10 @@
 //! Istio RequestAuthentication in the compact model: the JWT rules waypoints apply, for the
 //! policies attached with `targetRefs` (a waypoint's Gateway, the class `istio-waypoint`, or a
 //! Service). One with a `selector` (or neither) is for sidecars and gateways: reported and not
-//! applied, as the mesh applies RequestAuthentication at waypoints only. Key sets: `jwks` inline
-//! or a `file://` URI the waypoint reads; an `http(s)://` URI is kept and reported (the waypoint
-//! does not fetch it yet, so the issuer's tokens are rejected with 401: fail closed).
+//! applied, as the mesh applies RequestAuthentication at waypoints only. Key sets: `jwks` inline,
+//! a `file://` URI the waypoint reads, or an in-mesh `http://` URL the waypoint fetches (the
+//! controller fetches nothing); an `https://` URL is kept and reported (not fetched by this
+//! release, so the issuer's tokens are rejected with 401: fail closed).
 
 use mesh_common::model as m;
 
@@ -110,12 +111,12 @@ fn jwt_rule(
                         format!("{uri:?}: a file:// URI needs an absolute path"),
                     ));
                 }
-            } else if uri.starts_with("http://") || uri.starts_with("https://") {
+            } else if uri.starts_with("https://") {
                 warnings.push((
                     format!("{path}.jwksUri"),
-                    format!("{uri:?} is not fetched yet: tokens of issuer {issuer:?} are rejected (401); give the key set in jwks or a file:// URI"),
+                    format!("{uri:?}: https is not fetched yet: tokens of issuer {issuer:?} are rejected (401); give the key set in jwks, a file:// URI or an in-mesh http:// URL"),
                 ));
-            } else {
+            } else if !uri.starts_with("http://") {
                 return Err((
                     format!("{path}.jwksUri"),
                     format!("{uri:?}: expected an http://, https:// or file:// URI"),

@@ -477,3 +477,42 @@ fn verified_tokens_feed_authorization() {
         assert_eq!(decide(path, headers), want, "{case}");
     }
 }
+
+#[test]
+fn a_fetched_key_set_applies_once_the_table_is_rebuilt() {
+    let s = Signer::new();
+    let uri = "http://keys.bookinfo:8080/jwks";
+    let state = crate::state::State::new(crate::config::Instance {
+        namespace: "bookinfo".to_owned(),
+        name: "waypoint".to_owned(),
+        identity: mesh_common::identity::Identity::new("cluster.local", "bookinfo", "waypoint"),
+    });
+    let mut snapshot = testdata::snapshot("");
+    snapshot.version = "1".to_owned();
+    snapshot.request_authentications = vec![authn(
+        gateway(),
+        vec![JwtRule {
+            jwks: None,
+            jwks_uri: Some(uri.to_owned()),
+            ..rule("")
+        }],
+    )];
+    let token = bearer(&s.token("ec", &claims(json!({}))));
+    state.apply(Arc::new(snapshot));
+    assert_eq!(
+        outcome(&state.table(), REVIEWS, &token, None),
+        "401",
+        "not fetched yet"
+    );
+    assert!(state.key_sets().put(uri, &s.jwks()));
+    state.reapply();
+    assert!(
+        state.table().warnings().is_empty(),
+        "{:?}",
+        state.table().warnings()
+    );
+    assert_eq!(
+        outcome(&state.table(), REVIEWS, &token, None),
+        "ok https://issuer.example/alice"
+    );
+}
