@@ -9,11 +9,13 @@ use std::net::IpAddr;
 
 use crate::identity::Identity;
 
+mod authn;
 pub mod compat;
 mod fail_safe;
 mod policy;
 mod route;
 
+pub use authn::{ClaimToHeader, JwtHeader, JwtRule, RequestAuthentication};
 pub use fail_safe::{
     Cause as FailSafeCause, FailSafe, Refusal, WaypointInstances, GATEWAY_NAME_LABEL,
     WAYPOINT_CLASS,
@@ -55,6 +57,10 @@ pub struct Snapshot {
     /// Per-host traffic policies and subsets (from DestinationRules), for waypoints.
     #[serde(default)]
     pub destination_policies: Vec<DestinationPolicy>,
+    /// JWT request authentication (from RequestAuthentications attached with `targetRefs`), for
+    /// waypoints. Absent in what older controllers send.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub request_authentications: Vec<RequestAuthentication>,
 }
 
 impl Snapshot {

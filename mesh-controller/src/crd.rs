@@ -29,6 +29,10 @@ pub fn istio_crds() -> Result<Vec<(String, String)>, CrdError> {
         (Kind::IstioGateway, net::Gateway::crd()),
         (Kind::AuthorizationPolicy, sec::AuthorizationPolicy::crd()),
         (Kind::PeerAuthentication, sec::PeerAuthentication::crd()),
+        (
+            Kind::RequestAuthentication,
+            sec::RequestAuthentication::crd(),
+        ),
     ];
     crds.into_iter()
         .map(|(kind, crd)| render(kind, crd))

@@ -199,6 +199,9 @@ fn typed(kind: Kind, value: Value) -> Result<Object, FieldError> {
         Kind::PeerAuthentication => {
             Object::PeerAuthentication(custom(value, |n, s| sec::PeerAuthentication::new(&n, s))?)
         }
+        Kind::RequestAuthentication => Object::RequestAuthentication(custom(value, |n, s| {
+            sec::RequestAuthentication::new(&n, s)
+        })?),
         Kind::Gateway => Object::Gateway(custom(value, |n, s| gw::Gateway::new(&n, s))?),
         Kind::HttpRoute => Object::HttpRoute(custom(value, |n, s| gw::HTTPRoute::new(&n, s))?),
     })

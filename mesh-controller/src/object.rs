@@ -34,6 +34,8 @@ pub enum Kind {
     AuthorizationPolicy,
     /// security.istio.io PeerAuthentication.
     PeerAuthentication,
+    /// security.istio.io RequestAuthentication.
+    RequestAuthentication,
     /// gateway.networking.k8s.io Gateway.
     Gateway,
     /// gateway.networking.k8s.io HTTPRoute.
@@ -41,7 +43,7 @@ pub enum Kind {
 }
 
 /// Every kind, in a fixed order.
-pub const ALL_KINDS: [Kind; 13] = [
+pub const ALL_KINDS: [Kind; 14] = [
     Kind::Namespace,
     Kind::Pod,
     Kind::Service,
@@ -53,6 +55,7 @@ pub const ALL_KINDS: [Kind; 13] = [
     Kind::IstioGateway,
     Kind::AuthorizationPolicy,
     Kind::PeerAuthentication,
+    Kind::RequestAuthentication,
     Kind::Gateway,
     Kind::HttpRoute,
 ];
@@ -68,7 +71,7 @@ impl Kind {
             | Kind::DestinationRule
             | Kind::ServiceEntry
             | Kind::IstioGateway => ("networking.istio.io", ISTIO),
-            Kind::AuthorizationPolicy | Kind::PeerAuthentication => {
+            Kind::AuthorizationPolicy | Kind::PeerAuthentication | Kind::RequestAuthentication => {
                 ("security.istio.io", &["v1", "v1beta1"])
             }
             Kind::Gateway | Kind::HttpRoute => ("gateway.networking.k8s.io", &["v1", "v1beta1"]),
@@ -89,6 +92,7 @@ impl Kind {
             Kind::IstioGateway | Kind::Gateway => "Gateway",
             Kind::AuthorizationPolicy => "AuthorizationPolicy",
             Kind::PeerAuthentication => "PeerAuthentication",
+            Kind::RequestAuthentication => "RequestAuthentication",
             Kind::HttpRoute => "HTTPRoute",
         }
     }
@@ -168,6 +172,8 @@ pub enum Object {
     AuthorizationPolicy(sec::AuthorizationPolicy),
     /// PeerAuthentication.
     PeerAuthentication(sec::PeerAuthentication),
+    /// RequestAuthentication.
+    RequestAuthentication(sec::RequestAuthentication),
     /// Gateway API Gateway.
     Gateway(gateway_api::Gateway),
     /// HTTPRoute.
@@ -189,6 +195,7 @@ impl Object {
             Object::IstioGateway(o) => &o.metadata,
             Object::AuthorizationPolicy(o) => &o.metadata,
             Object::PeerAuthentication(o) => &o.metadata,
+            Object::RequestAuthentication(o) => &o.metadata,
             Object::Gateway(o) => &o.metadata,
             Object::HttpRoute(o) => &o.metadata,
         }
@@ -208,6 +215,7 @@ impl Object {
             Object::IstioGateway(_) => Kind::IstioGateway,
             Object::AuthorizationPolicy(_) => Kind::AuthorizationPolicy,
             Object::PeerAuthentication(_) => Kind::PeerAuthentication,
+            Object::RequestAuthentication(_) => Kind::RequestAuthentication,
             Object::Gateway(_) => Kind::Gateway,
             Object::HttpRoute(_) => Kind::HttpRoute,
         }

@@ -2,6 +2,7 @@
 //! checks (durations, ports, CIDRs) and cross-object references (hosts, subsets, backends) are
 //! checked here; an object with a problem is left out with an error and the others still apply.
 
+mod authn;
 mod delegate;
 mod destinationrule;
 mod fail_safe;
@@ -215,6 +216,7 @@ pub fn translate(store: &Store, options: &TranslateOptions) -> Translation {
         peer_authentications: security::peer_authentications(&mut cx),
         routes,
         destination_policies,
+        request_authentications: authn::request_authentications(&mut cx),
     };
     fail_safe::report(&mut cx, &snapshot);
     Translation {

@@ -8,7 +8,7 @@ use std::path::Path;
 fn committed_crds_match_the_rust_types() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/crds");
     let generated = mesh_controller::crd::istio_crds().expect("CRDs render");
-    assert_eq!(generated.len(), 6);
+    assert_eq!(generated.len(), 7);
     for (name, yaml) in &generated {
         let committed = std::fs::read_to_string(dir.join(name))
             .unwrap_or_else(|e| panic!("deploy/crds/{name} missing ({e}); regenerate the CRDs"));

@@ -2,7 +2,9 @@
 //! this waypoint's Gateway, to the class `istio-waypoint`, or to the target Service, evaluated
 //! in Istio's order (DENY, then ALLOW; AUDIT only reported; dry-run reported, never enforced).
 //! Fail closed: an unknown action denies, and what cannot be evaluated (an unknown `when` key,
-//! JWT attributes before JWT support) never matches for ALLOW and matches for DENY.
+//! request attributes of opaque TCP) never matches for ALLOW and matches for DENY. JWT
+//! attributes (`requestPrincipals`, `request.auth.*`) come from the token [`crate::jwt`]
+//! verified; a request without one has none of them.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -233,8 +235,28 @@ impl Attrs<'_> {
         if self.tcp && (!s.request_principals.is_empty() || !s.not_request_principals.is_empty()) {
             return l4 && deny;
         }
-        // no JWT support yet: the request principal is absent
-        l4 && s.request_principals.is_empty()
+        let principal = self.req.jwt.map(|j| j.principal.as_str());
+        let matches = |patterns: &[String]| principal.is_some_and(|p| any_of(patterns, p));
+        l4 && (s.request_principals.is_empty() || matches(&s.request_principals))
+            && !matches(&s.not_request_principals)
+    }
+
+    /// A `request.auth.*` condition: values of the verified token (none without one); `None`
+    /// for a key this build does not know.
+    fn auth_condition(&self, key: &str, c: &Condition) -> Eval {
+        let jwt = self.req.jwt;
+        let values: Vec<String> = match key {
+            "request.auth.principal" => jwt.map(|j| j.principal.clone()).into_iter().collect(),
+            "request.auth.audiences" => jwt.map(|j| j.claim_strings(&["aud"])).unwrap_or_default(),
+            "request.auth.presenter" => jwt.map(|j| j.claim_strings(&["azp"])).unwrap_or_default(),
+            _ => {
+                let path = claim_path(key.strip_prefix("request.auth.claims")?)?;
+                jwt.map(|j| j.claim_strings(&path)).unwrap_or_default()
+            }
+        };
+        let yes = c.values.is_empty() || values.iter().any(|v| any_of(&c.values, v));
+        let no = values.iter().any(|v| any_of(&c.not_values, v));
+        Some(yes && !no)
     }
 
     fn operation(&self, o: &Operation) -> Eval {
@@ -287,15 +309,7 @@ impl Attrs<'_> {
             "source.namespace" => text(self.req.source.namespace.as_deref()),
             "source.principal" => text(self.principal.as_deref()),
             "destination.port" => text(Some(&self.req.target.port().to_string())),
-            // Without JWT support every request is unauthenticated: a claim, principal,
-            // audience or presenter is never there to match a value.
-            k if k.starts_with("request.auth.") => {
-                if c.values.is_empty() {
-                    text(None)
-                } else {
-                    Some(false)
-                }
-            }
+            k if k.starts_with("request.auth.") => self.auth_condition(k, c),
             _ => None,
         }
     }
@@ -312,6 +326,21 @@ impl Attrs<'_> {
         let deny = p.action == AuthorizationAction::Deny;
         p.rules.iter().any(|r| self.rule(r, deny))
     }
+}
+
+/// `[a][b]` as `["a", "b"]`; `None` when malformed.
+fn claim_path(text: &str) -> Option<Vec<&str>> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let (segment, tail) = rest.strip_prefix('[')?.split_once(']')?;
+        if segment.is_empty() {
+            return None;
+        }
+        out.push(segment);
+        rest = tail;
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 fn name(p: &AuthorizationPolicy) -> String {
@@ -358,6 +387,7 @@ impl RouteTable {
             headers: &headers,
             target,
             source,
+            jwt: None,
         };
         self.authorize_as(&view, true)
     }

@@ -18,6 +18,8 @@ pub enum Blame {
 pub const NO_HEALTHY_UPSTREAM: &str = "no healthy upstream";
 /// Body Envoy answers for an L7 authorization deny.
 pub const RBAC_DENIED: &str = "RBAC: access denied";
+/// Body Envoy answers when a JWT does not verify.
+pub const JWT_VERIFICATION_FAILS: &str = "Jwt verification fails";
 /// Body Envoy answers when the upstream connection fails.
 pub const UPSTREAM_CONNECT_FAILURE: &str =
     "upstream connect error or disconnect/reset before headers. reset reason: connection failure";
@@ -120,6 +122,18 @@ impl ProxyError {
         )
     }
 
+    /// A request's JWT does not verify (401, Envoy logs no flag for it).
+    pub fn jwt_verification_failed(message: impl Into<String>) -> ProxyError {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "-",
+            "jwt_authn_access_denied{Jwt_verification_fails}",
+            Blame::Downstream,
+            false,
+            message,
+        )
+    }
+
     /// The request cannot be forwarded as it is (400, Envoy's `DPE`), e.g. an authority that is
     /// no valid URI authority.
     pub fn bad_request(message: impl Into<String>) -> ProxyError {
@@ -152,6 +166,7 @@ impl ProxyError {
             "UH" => NO_HEALTHY_UPSTREAM,
             "UF" => UPSTREAM_CONNECT_FAILURE,
             _ if self.details == "rbac_access_denied" => RBAC_DENIED,
+            _ if self.status == StatusCode::UNAUTHORIZED => JWT_VERIFICATION_FAILS,
             _ => "",
         };
         (self.status, body)
@@ -172,6 +187,7 @@ mod tests {
             ("no endpoint", ProxyError::no_healthy_upstream("x"), 503, "UH", NO_HEALTHY_UPSTREAM, Blame::Waypoint, false),
             ("connect failure", ProxyError::upstream_connect_failure("x"), 503, "UF", UPSTREAM_CONNECT_FAILURE, Blame::Upstream, true),
             ("authz deny", ProxyError::rbac_denied("x"), 403, "-", "RBAC: access denied", Blame::Downstream, false),
+            ("bad JWT", ProxyError::jwt_verification_failed("x"), 401, "-", "Jwt verification fails", Blame::Downstream, false),
         ];
         for (case, err, status, flag, body, blame, retryable) in cases {
             assert_eq!(

@@ -1,6 +1,6 @@
 //! The waypoint: its L7 decisions, pure functions of one model and one request (no I/O) — route
 //! tables built once per model ([`table`]), the route decision ([`route`]), a backend's
-//! endpoints ([`endpoints`]), L7 authorization ([`authz`]), protocol detection ([`detect`]),
+//! endpoints ([`endpoints`]), JWT authentication ([`jwt`]), L7 authorization ([`authz`]), protocol detection ([`detect`]),
 //! forwarding headers ([`headers`]) and the proxy's error type ([`error`]) — and its data path:
 //! flags ([`config`]), the model ([`state`]), HBONE in ([`inbound`]), HTTP ([`proxy`]) and opaque
 //! TCP ([`tcp`]) handling, upstream connections ([`upstream`]), metrics and the status port.
@@ -15,6 +15,8 @@ pub mod headers;
 pub mod hosts;
 pub mod inbound;
 pub mod io;
+pub mod jwks_fetch;
+pub mod jwt;
 pub mod metrics;
 pub mod proxy;
 pub mod route;
@@ -33,6 +35,7 @@ pub use authz::{AuthzDecision, Verdict};
 pub use detect::{mode, sniff, Mode, Sniff};
 pub use endpoints::{pick, Upstream};
 pub use error::{Blame, ProxyError};
+pub use jwt::{Authn, Jwt};
 pub use route::{Backend, Decision, Forward, RequestView};
 pub use rules::{HeaderMutation, Warning};
 pub use table::{RouteTable, ServiceKey, SourceInfo, Target};

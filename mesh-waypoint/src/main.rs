@@ -117,6 +117,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
         upstreams: Upstreams::new(pool, instance.identity.clone()),
         metrics,
     });
+    tokio::spawn(mesh_waypoint::jwks_fetch::run(
+        state.clone(),
+        shared.upstreams.clone(),
+    ));
     let tls = mesh_hbone::tls::server_config(certs.resolver(&instance.identity), bundle)
         .context("building the HBONE server TLS configuration")?;
     let listener = tokio::net::TcpListener::bind(config.hbone_addr)

@@ -1,8 +1,9 @@
-//! One HTTP request through the waypoint: L7 authorization of the original source, the route
-//! decision, then the request sent on to the chosen endpoint and its response streamed back
-//! (bodies are never buffered whole). Every answer the waypoint makes itself (denied, no route,
-//! no endpoint, upstream failure) carries Envoy's status, body and response flag. `Upgrade`
-//! requests (WebSocket) become a byte tunnel after the upstream's `101`.
+//! One HTTP request through the waypoint: JWT authentication (a bad token is 401; its header
+//! changes are made before routing reads the request), L7 authorization of the original source
+//! and its token, the route decision, then the request sent on to the chosen endpoint and its
+//! response streamed back (bodies are never buffered whole). Every answer the waypoint makes
+//! itself (denied, no route, no endpoint, upstream failure) carries Envoy's status, body and
+//! response flag. `Upgrade` requests (WebSocket) become a byte tunnel after the upstream's `101`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -107,6 +108,8 @@ async fn forward(
         ProxyError::no_cluster(format!("{} is no longer in the mesh", downstream.authority))
     })?;
     let source = table.source_info(Some(downstream.peer.clone()), downstream.remote.ip());
+    let authn = table.authenticate(&target, request.headers(), request.uri().query())?;
+    authn.apply(request.headers_mut());
     let authority = request_authority(&request);
     let decision = {
         let view = RequestView {
@@ -116,6 +119,7 @@ async fn forward(
             headers: request.headers(),
             target: &target,
             source: &source,
+            jwt: authn.jwt.as_ref(),
         };
         let authz = table.authorize(&view);
         if let Some(denied) = authz.error() {

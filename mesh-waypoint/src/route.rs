@@ -11,6 +11,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use mesh_common::model::{RouteKind, RouteRule};
 
 use crate::error::ProxyError;
+use crate::jwt::Jwt;
 use crate::rules::{self, Action, Dest, HeaderMutation, Match, Matcher, RedirectRule, Rule};
 use crate::table::{RouteTable, ServiceKey, SourceInfo, Target};
 
@@ -29,6 +30,8 @@ pub struct RequestView<'a> {
     pub target: &'a Target,
     /// Who sent it.
     pub source: &'a SourceInfo,
+    /// The request's verified JWT, if any.
+    pub jwt: Option<&'a Jwt>,
 }
 
 impl RequestView<'_> {

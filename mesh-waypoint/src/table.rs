@@ -1,6 +1,6 @@
 //! The waypoint's view of one model, built once per snapshot: routes by host, services by VIP
 //! and host name, workloads by address and uid, destination policies by host, the authorization
-//! policies that apply here. Requests resolve their [`Target`] and [`SourceInfo`] through it.
+//! policies and JWT rules that apply here. Requests resolve their [`Target`] and [`SourceInfo`] through it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -12,6 +12,7 @@ use mesh_common::model::{PortProtocol, Service, Snapshot, Workload};
 
 use crate::authz::AuthzIndex;
 use crate::hosts::{self, HostIndex};
+use crate::jwt::JwtIndex;
 use crate::rules::{self, Rule, Warning};
 
 /// A service by namespace and name.
@@ -110,6 +111,7 @@ pub struct RouteTable {
     /// Destination policy (index into the snapshot) by host.
     pub(crate) destination_policies: HostIndex<usize>,
     pub(crate) authz: AuthzIndex,
+    pub(crate) jwt: JwtIndex,
     warnings: Vec<Warning>,
 }
 
@@ -127,6 +129,16 @@ impl RouteTable {
     /// `trust_domain`. Routes sharing a host keep their rules in model order, one after the
     /// other (as Istio merges HTTPRoutes); what cannot be applied is in [`Self::warnings`].
     pub fn new(snapshot: Arc<Snapshot>, trust_domain: &str, waypoint: (&str, &str)) -> RouteTable {
+        Self::with_key_sets(snapshot, trust_domain, waypoint, &|_| None)
+    }
+
+    /// [`Self::new`], with the JWT key sets fetched from `http://` URLs so far.
+    pub fn with_key_sets(
+        snapshot: Arc<Snapshot>,
+        trust_domain: &str,
+        waypoint: (&str, &str),
+        fetched: crate::jwt::Fetched<'_>,
+    ) -> RouteTable {
         let mut services_by_vip = HashMap::new();
         let mut services_by_host = HashMap::new();
         let mut services_by_key = HashMap::new();
@@ -176,6 +188,7 @@ impl RouteTable {
             }
         }
         let authz = AuthzIndex::new(&snapshot, waypoint, &mut |w| warnings.push(w));
+        let jwt = JwtIndex::new(&snapshot, waypoint, fetched, &mut |w| warnings.push(w));
         RouteTable {
             trust_domain: trust_domain.to_owned(),
             waypoint: (waypoint.0.to_owned(), waypoint.1.to_owned()),
@@ -187,6 +200,7 @@ impl RouteTable {
             routes,
             destination_policies,
             authz,
+            jwt,
             warnings,
             snapshot,
         }

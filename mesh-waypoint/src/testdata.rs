@@ -128,6 +128,8 @@ pub struct Req {
     /// `namespace/serviceaccount` of the peer certificate.
     pub identity: Option<&'static str>,
     pub source: &'static str,
+    /// The verified JWT the request carries.
+    pub jwt: Option<crate::jwt::Jwt>,
 }
 
 impl Req {
@@ -141,6 +143,7 @@ impl Req {
             headers: Vec::new(),
             identity: Some("other/sleep"),
             source: "10.2.0.5",
+            jwt: None,
         }
     }
 
@@ -156,6 +159,13 @@ impl Req {
 
     pub fn header(mut self, k: &'static str, v: &'static str) -> Req {
         self.headers.push((k, v));
+        self
+    }
+
+    /// A verified JWT with these claims (JSON object text).
+    pub fn jwt(mut self, claims: &str) -> Req {
+        let claims = serde_json::from_str(claims).expect("claims");
+        self.jwt = Some(crate::jwt::Jwt::new(claims));
         self
     }
 
@@ -201,6 +211,7 @@ impl Req {
             headers: &headers,
             target: &target,
             source: &source,
+            jwt: self.jwt.as_ref(),
         };
         f(&view)
     }

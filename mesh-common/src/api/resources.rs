@@ -8,7 +8,8 @@ use prost::bytes::Bytes;
 use super::config::{ConfigUpdate, Resource, ResourceKey, ResourceKind};
 use crate::model::compat::{self, UnknownValues};
 use crate::model::{
-    AuthorizationPolicy, DestinationPolicy, PeerAuthentication, Route, Service, Snapshot, Workload,
+    AuthorizationPolicy, DestinationPolicy, PeerAuthentication, RequestAuthentication, Route,
+    Service, Snapshot, Workload,
 };
 
 /// Why an update could not be applied.
@@ -101,6 +102,7 @@ pub(crate) fn kind_name(kind: ResourceKind) -> &'static str {
         ResourceKind::PeerAuthentication => "PeerAuthentication",
         ResourceKind::Route => "Route",
         ResourceKind::DestinationPolicy => "DestinationPolicy",
+        ResourceKind::RequestAuthentication => "RequestAuthentication",
     }
 }
 
@@ -130,6 +132,10 @@ impl ResourceSet {
         for d in &snapshot.destination_policies {
             let key = format!("{}/{}", d.namespace, d.name);
             encode(&mut items, ResourceKind::DestinationPolicy, key, d)?;
+        }
+        for r in &snapshot.request_authentications {
+            let key = format!("{}/{}", r.namespace, r.name);
+            encode(&mut items, ResourceKind::RequestAuthentication, key, r)?;
         }
         Ok(ResourceSet { items })
     }
@@ -241,6 +247,7 @@ pub(crate) enum Decoded {
     PeerAuthentication(PeerAuthentication),
     Route(Route),
     DestinationPolicy(DestinationPolicy),
+    RequestAuthentication(RequestAuthentication),
 }
 
 impl Decoded {
@@ -272,6 +279,9 @@ impl Decoded {
             ResourceKind::DestinationPolicy => {
                 wrap(decode(kind, key, json)?, Decoded::DestinationPolicy)
             }
+            ResourceKind::RequestAuthentication => {
+                wrap(decode(kind, key, json)?, Decoded::RequestAuthentication)
+            }
             ResourceKind::Unspecified => return Err(unknown()),
         })
     }
@@ -293,6 +303,9 @@ impl Decoded {
                 Decoded::PeerAuthentication(p) => snapshot.peer_authentications.push(p.clone()),
                 Decoded::Route(r) => snapshot.routes.push(r.clone()),
                 Decoded::DestinationPolicy(d) => snapshot.destination_policies.push(d.clone()),
+                Decoded::RequestAuthentication(r) => {
+                    snapshot.request_authentications.push(r.clone())
+                }
             }
         }
         snapshot
@@ -346,6 +359,36 @@ mod tests {
         assert_eq!(decoded.version, "2");
         assert_eq!(decoded.workloads, b.workloads);
         assert_eq!(decoded.services, b.services);
+    }
+
+    #[test]
+    fn request_authentications_round_trip_as_their_own_kind() {
+        let snapshot = Snapshot {
+            request_authentications: vec![RequestAuthentication {
+                name: "jwt".to_owned(),
+                namespace: "default".to_owned(),
+                target_refs: vec![],
+                jwt_rules: vec![crate::model::JwtRule {
+                    issuer: "https://issuer".to_owned(),
+                    jwks: Some(r#"{"keys":[]}"#.to_owned()),
+                    forward_original_token: true,
+                    ..Default::default()
+                }],
+            }],
+            ..Snapshot::default()
+        };
+        let set = ResourceSet::from_snapshot(&snapshot).expect("encode");
+        let kinds: Vec<ResourceKind> = set
+            .items
+            .keys()
+            .filter_map(|(k, _)| ResourceKind::try_from(*k).ok())
+            .collect();
+        assert_eq!(kinds, [ResourceKind::RequestAuthentication]);
+        let decoded = set.to_snapshot("1").expect("decode");
+        assert_eq!(
+            decoded.request_authentications,
+            snapshot.request_authentications
+        );
     }
 
     #[test]

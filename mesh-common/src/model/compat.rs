@@ -16,13 +16,17 @@
 //! | `RouteKind` | nothing (it only records where a route came from) |
 //!
 //! Unknown resource *kinds* are not tolerated: a kind this build does not know could carry
-//! policy, so the update is rejected (Nack) rather than applied without it.
+//! policy, so the update is rejected (Nack) rather than applied without it. So a kind is added
+//! only for clients of the release that knows it: `RequestAuthentication` goes to waypoints only
+//! (agents never receive it); a waypoint one release older rejects an update carrying one and
+//! keeps its last good model, rather than letting tokens through unchecked.
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use super::{
     AuthorizationAction, AuthorizationPolicy, DestinationPolicy, LoadBalancer, PeerAuthMode,
-    PeerAuthentication, Route, Service, Snapshot, StringMatch, TrafficPolicy, Workload,
+    PeerAuthentication, RequestAuthentication, Route, Service, Snapshot, StringMatch,
+    TrafficPolicy, Workload,
 };
 
 /// Deserializes a value from `de`, tolerating fields the model does not know; returns the value
@@ -125,6 +129,10 @@ impl UnknownValues for Workload {
 }
 
 impl UnknownValues for Service {
+    fn unknown_values_into(&self, _: &str, _: &mut Vec<UnknownValue>) {}
+}
+
+impl UnknownValues for RequestAuthentication {
     fn unknown_values_into(&self, _: &str, _: &mut Vec<UnknownValue>) {}
 }
 
@@ -232,6 +240,12 @@ impl UnknownValues for Snapshot {
             prefix,
             "destinationPolicies",
             &self.destination_policies,
+            out,
+        );
+        each(
+            prefix,
+            "requestAuthentications",
+            &self.request_authentications,
             out,
         );
     }

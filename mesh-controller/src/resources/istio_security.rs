@@ -1,4 +1,5 @@
-//! `security.istio.io/v1`: AuthorizationPolicy and PeerAuthentication, with Istio's field names.
+//! `security.istio.io/v1`: AuthorizationPolicy, PeerAuthentication and RequestAuthentication,
+//! with Istio's field names.
 
 use std::collections::BTreeMap;
 
@@ -217,4 +218,82 @@ pub enum MtlsMode {
     Permissive,
     /// mTLS only.
     Strict,
+}
+
+/// RequestAuthentication: which JWTs a workload or waypoint accepts (istio/api
+/// `security/v1/request_authentication.proto`).
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "security.istio.io",
+    version = "v1",
+    kind = "RequestAuthentication",
+    plural = "requestauthentications",
+    shortname = "ra",
+    namespaced
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RequestAuthenticationSpec {
+    /// Workloads (sidecars, gateways); the mesh applies RequestAuthentication at waypoints only.
+    pub selector: Option<WorkloadSelector>,
+    /// Single attachment target (waypoint Gateway or Service).
+    pub target_ref: Option<PolicyTargetReference>,
+    /// Attachment targets.
+    #[serde(default)]
+    pub target_refs: Vec<PolicyTargetReference>,
+    /// Accepted issuers.
+    #[serde(default)]
+    pub jwt_rules: Vec<JwtRule>,
+}
+
+spec_type! {
+    /// One accepted issuer (`JWTRule`).
+    pub struct JwtRule {
+        /// The token's `iss`.
+        pub issuer: String,
+        /// Accepted `aud` values.
+        #[serde(default)]
+        pub audiences: Vec<String>,
+        /// URL of the JSON Web Key Set.
+        pub jwks_uri: Option<String>,
+        /// The JSON Web Key Set inline.
+        pub jwks: Option<String>,
+        /// Headers carrying the token.
+        #[serde(default)]
+        pub from_headers: Vec<JwtHeader>,
+        /// Query parameters carrying the token.
+        #[serde(default)]
+        pub from_params: Vec<String>,
+        /// Cookies carrying the token.
+        #[serde(default)]
+        pub from_cookies: Vec<String>,
+        /// Header for the verified payload (base64url).
+        pub output_payload_to_header: Option<String>,
+        /// Forward the token upstream.
+        pub forward_original_token: Option<bool>,
+        /// Claims copied to headers.
+        #[serde(default)]
+        pub output_claim_to_headers: Vec<ClaimToHeader>,
+        /// Timeout for fetching the key set (e.g. `5s`).
+        pub timeout: Option<String>,
+    }
+}
+
+spec_type! {
+    /// A header carrying the token.
+    pub struct JwtHeader {
+        /// Header name.
+        pub name: String,
+        /// Prefix before the token, e.g. `Bearer `.
+        pub prefix: Option<String>,
+    }
+}
+
+spec_type! {
+    /// A claim copied to a header.
+    pub struct ClaimToHeader {
+        /// Header name.
+        pub header: String,
+        /// Claim name.
+        pub claim: String,
+    }
 }

@@ -7,7 +7,8 @@
 //! A waypoint (`waypoint/<namespace>/<name>`) gets every workload and service (it resolves any
 //! destination and endpoint), the routes and destination policies exported to its namespace
 //! (`exportTo`), and the AuthorizationPolicies attached with `targetRefs` to it: its Gateway,
-//! the class `istio-waypoint`, or a Service (or ServiceEntry) assigned to it. Nothing else
+//! the class `istio-waypoint`, or a Service (or ServiceEntry) assigned to it, and the
+//! RequestAuthentications attached the same way (agents never get those). Nothing else
 //! (no selector policy, no PeerAuthentication: the agents enforce those).
 
 use std::collections::BTreeSet;
@@ -43,6 +44,12 @@ fn waypoint_view(
         .filter(|p| p.target_refs.iter().any(targets_this))
         .map(|p| format!("{}/{}", p.namespace, p.name))
         .collect();
+    let authn: BTreeSet<String> = snapshot
+        .request_authentications
+        .iter()
+        .filter(|p| p.target_refs.iter().any(targets_this))
+        .map(|p| format!("{}/{}", p.namespace, p.name))
+        .collect();
     let routes: BTreeSet<String> = snapshot
         .routes
         .iter()
@@ -60,6 +67,7 @@ fn waypoint_view(
         ResourceKind::AuthorizationPolicy => authz.contains(key),
         ResourceKind::Route => routes.contains(key),
         ResourceKind::DestinationPolicy => destination_policies.contains(key),
+        ResourceKind::RequestAuthentication => authn.contains(key),
         ResourceKind::PeerAuthentication | ResourceKind::Unspecified => false,
     })
 }
@@ -114,6 +122,9 @@ pub fn view(
         ResourceKind::Workload | ResourceKind::Service => true,
         ResourceKind::AuthorizationPolicy => authz.contains(key),
         ResourceKind::PeerAuthentication => peer.contains(key),
-        ResourceKind::Route | ResourceKind::DestinationPolicy | ResourceKind::Unspecified => false,
+        ResourceKind::Route
+        | ResourceKind::DestinationPolicy
+        | ResourceKind::RequestAuthentication
+        | ResourceKind::Unspecified => false,
     })
 }

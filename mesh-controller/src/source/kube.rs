@@ -57,6 +57,7 @@ pub fn api_resource(kind: Kind) -> ApiResource {
         Kind::IstioGateway => ApiResource::erase::<net::Gateway>(&()),
         Kind::AuthorizationPolicy => ApiResource::erase::<sec::AuthorizationPolicy>(&()),
         Kind::PeerAuthentication => ApiResource::erase::<sec::PeerAuthentication>(&()),
+        Kind::RequestAuthentication => ApiResource::erase::<sec::RequestAuthentication>(&()),
         Kind::Gateway => ApiResource::erase::<gw::Gateway>(&()),
         Kind::HttpRoute => ApiResource::erase::<gw::HTTPRoute>(&()),
     }

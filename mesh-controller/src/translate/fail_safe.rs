@@ -59,6 +59,25 @@ pub(super) fn report(cx: &mut Context<'_>, snapshot: &Snapshot) {
             cx.error(&key, &format!("spec.targetRefs[{i}]"), cause.to_string());
         }
     }
+    for policy in &snapshot.request_authentications {
+        let key = ObjectKey {
+            kind: Kind::RequestAuthentication,
+            namespace: policy.namespace.clone(),
+            name: policy.name.clone(),
+        };
+        for (i, target) in policy.target_refs.iter().enumerate() {
+            if !enforced_by_waypoint(snapshot, &cx.waypoints, target) {
+                cx.warn(
+                    &key,
+                    &format!("spec.targetRefs[{i}]"),
+                    format!(
+                        "not applied: no running waypoint serves {} {}",
+                        target.kind, target.name
+                    ),
+                );
+            }
+        }
+    }
     let label = format!("metadata.labels[{USE_WAYPOINT_LABEL}]");
     for service in &snapshot.services {
         let Some(wp) = &service.waypoint else {

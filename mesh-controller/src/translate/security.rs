@@ -7,8 +7,9 @@ use mesh_common::model as m;
 use super::{values, Context};
 use crate::object::{Kind, Object, ObjectKey};
 use crate::resources::istio_security as sec;
+use crate::resources::PolicyTargetReference;
 
-type Field<T> = Result<T, (String, String)>;
+pub(super) type Field<T> = Result<T, (String, String)>;
 
 /// Annotation that makes an AuthorizationPolicy a dry run (evaluated and reported, never
 /// enforced), as in Istio.
@@ -77,6 +78,45 @@ fn service_account_principals(path: &str, items: &[String]) -> Field<Vec<String>
     })
 }
 
+/// `targetRef` and `targetRefs` as model targets: in the policy's own namespace, of a kind a
+/// waypoint serves.
+pub(super) fn target_refs(
+    key: &ObjectKey,
+    target_ref: Option<&PolicyTargetReference>,
+    target_refs: &[PolicyTargetReference],
+) -> Field<Vec<m::PolicyTargetRef>> {
+    let mut out = Vec::new();
+    let targets = target_ref.map(|t| ("spec.targetRef".to_owned(), t));
+    let indexed = target_refs
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (format!("spec.targetRefs[{i}]"), t));
+    for (path, t) in targets.into_iter().chain(indexed) {
+        if let Some(ns) = t.namespace.as_ref().filter(|ns| **ns != key.namespace) {
+            return Err((
+                format!("{path}.namespace"),
+                format!("must be the policy's own namespace, not {ns:?}"),
+            ));
+        }
+        if !matches!(
+            t.kind.as_str(),
+            "Gateway" | "Service" | "ServiceEntry" | "GatewayClass"
+        ) {
+            return Err((
+                format!("{path}.kind"),
+                format!("unsupported target kind {:?}", t.kind),
+            ));
+        }
+        out.push(m::PolicyTargetRef {
+            group: t.group.clone().unwrap_or_default(),
+            kind: t.kind.clone(),
+            name: t.name.clone(),
+            namespace: key.namespace.clone(),
+        });
+    }
+    Ok(out)
+}
+
 fn authorization_policy(
     cx: &Context<'_>,
     key: &ObjectKey,
@@ -93,39 +133,7 @@ fn authorization_policy(
             ))
         }
     };
-    let mut target_refs = Vec::new();
-    let targets = spec
-        .target_ref
-        .iter()
-        .map(|t| ("spec.targetRef".to_owned(), t));
-    let indexed = spec
-        .target_refs
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (format!("spec.targetRefs[{i}]"), t));
-    for (path, t) in targets.chain(indexed) {
-        if let Some(ns) = t.namespace.as_ref().filter(|ns| **ns != key.namespace) {
-            return Err((
-                format!("{path}.namespace"),
-                format!("must be the policy's own namespace, not {ns:?}"),
-            ));
-        }
-        if !matches!(
-            t.kind.as_str(),
-            "Gateway" | "Service" | "ServiceEntry" | "GatewayClass"
-        ) {
-            return Err((
-                format!("{path}.kind"),
-                format!("unsupported target kind {:?}", t.kind),
-            ));
-        }
-        target_refs.push(m::PolicyTargetRef {
-            group: t.group.clone().unwrap_or_default(),
-            kind: t.kind.clone(),
-            name: t.name.clone(),
-            namespace: key.namespace.clone(),
-        });
-    }
+    let target_refs = target_refs(key, spec.target_ref.as_ref(), &spec.target_refs)?;
     if spec.selector.is_some() && !target_refs.is_empty() {
         return Err((
             "spec.selector".to_owned(),

@@ -43,9 +43,13 @@ fn one(action: &str, rule: &str) -> String {
     format!("- {{name: p, namespace: bookinfo, targetRefs: [{GATEWAY}], action: {action}, rules: [{rule}]}}\n")
 }
 
+/// Claims of a verified token (see `jwt::tests` for verification itself).
+const ALICE: &str = r#"{"iss":"iss","sub":"alice","aud":["reviews","ratings"],"azp":"web-app","groups":["dev","admin"],"org":{"team":"books"},"level":3}"#;
+
 #[test]
 fn every_rule_field() {
     let get = |path| Req::get(REVIEWS, path);
+    let jwt = |claims| get("/").jwt(claims);
     // (case, action, rule, request, expected)
     #[rustfmt::skip]
     let cases: Vec<(&str, &str, &str, Req, &str)> = vec![
@@ -62,8 +66,8 @@ fn every_rule_field() {
         ("ipBlocks", "ALLOW", "{from: [{ipBlocks: [{address: 10.2.0.0, prefixLen: 16}]}]}", get("/"), "allow bookinfo/p"),
         ("ipBlocks, other", "ALLOW", "{from: [{ipBlocks: [{address: 10.3.0.0, prefixLen: 16}]}]}", get("/"), "deny"),
         ("notIpBlocks", "DENY", "{from: [{notIpBlocks: [{address: 10.1.0.0, prefixLen: 16}]}]}", get("/"), "deny bookinfo/p"),
-        ("requestPrincipals need a JWT (none yet)", "ALLOW", "{from: [{requestPrincipals: ['*']}]}", get("/"), "deny"),
-        ("requestPrincipals never match for DENY either", "DENY", "{from: [{requestPrincipals: ['*']}]}", get("/"), "allow"),
+        ("requestPrincipals need a JWT", "ALLOW", "{from: [{requestPrincipals: ['*']}]}", get("/"), "deny"),
+        ("requestPrincipals: no JWT matches none, for DENY too", "DENY", "{from: [{requestPrincipals: ['*']}]}", get("/"), "allow"),
         ("notRequestPrincipals '*' denies requests without a JWT", "DENY", "{from: [{notRequestPrincipals: ['*']}]}", get("/"), "deny bookinfo/p"),
         ("any source of a rule", "ALLOW", "{from: [{namespaces: [x]}, {namespaces: [other]}]}", get("/"), "allow bookinfo/p"),
         ("every field of a source", "ALLOW", "{from: [{namespaces: [other], principals: [cluster.local/ns/other/sa/curl]}]}", get("/"), "deny"),
@@ -107,9 +111,31 @@ fn every_rule_field() {
         ("destination.ip is the VIP", "ALLOW", "{when: [{key: destination.ip, values: [10.96.0.20]}]}", get("/"), "allow bookinfo/p"),
         ("destination.port", "ALLOW", "{when: [{key: destination.port, values: ['9080']}]}", get("/"), "allow bookinfo/p"),
         ("every condition", "ALLOW", "{when: [{key: destination.port, values: ['9080']}, {key: source.namespace, values: [x]}]}", get("/"), "deny"),
-        ("JWT claims never match (no JWT yet)", "ALLOW", "{when: [{key: 'request.auth.claims[iss]', values: ['*']}]}", get("/"), "deny"),
-        ("JWT claims never match for DENY", "DENY", "{when: [{key: 'request.auth.claims[groups]', values: [admin]}]}", get("/"), "allow"),
+        ("JWT claims: no JWT has none", "ALLOW", "{when: [{key: 'request.auth.claims[iss]', values: ['*']}]}", get("/"), "deny"),
+        ("JWT claims: no JWT has none, for DENY too", "DENY", "{when: [{key: 'request.auth.claims[groups]', values: [admin]}]}", get("/"), "allow"),
         ("JWT claim notValues: absent is not a listed value", "DENY", "{when: [{key: 'request.auth.claims[iss]', notValues: [issuer]}]}", get("/"), "deny bookinfo/p"),
+        ("requestPrincipals exact", "ALLOW", "{from: [{requestPrincipals: [iss/alice]}]}", jwt(ALICE), "allow bookinfo/p"),
+        ("requestPrincipals, other", "ALLOW", "{from: [{requestPrincipals: [iss/bob]}]}", jwt(ALICE), "deny"),
+        ("requestPrincipals prefix", "ALLOW", "{from: [{requestPrincipals: ['iss/*']}]}", jwt(ALICE), "allow bookinfo/p"),
+        ("requestPrincipals DENY", "DENY", "{from: [{requestPrincipals: ['*/alice']}]}", jwt(ALICE), "deny bookinfo/p"),
+        ("notRequestPrincipals '*' lets a JWT through", "DENY", "{from: [{notRequestPrincipals: ['*']}]}", jwt(ALICE), "allow"),
+        ("notRequestPrincipals, matching", "ALLOW", "{from: [{notRequestPrincipals: [iss/alice]}]}", jwt(ALICE), "deny"),
+        ("requestPrincipals and principals together", "ALLOW", "{from: [{requestPrincipals: ['*'], principals: [cluster.local/ns/other/sa/curl]}]}", jwt(ALICE), "deny"),
+        ("request.auth.principal", "ALLOW", "{when: [{key: request.auth.principal, values: [iss/alice]}]}", jwt(ALICE), "allow bookinfo/p"),
+        ("request.auth.audiences, one of a list", "ALLOW", "{when: [{key: request.auth.audiences, values: [ratings]}]}", jwt(ALICE), "allow bookinfo/p"),
+        ("request.auth.audiences, a string", "ALLOW", "{when: [{key: request.auth.audiences, values: [web]}]}", jwt(r#"{"iss":"i","aud":"web"}"#), "allow bookinfo/p"),
+        ("request.auth.presenter", "ALLOW", "{when: [{key: request.auth.presenter, values: [web-app]}]}", jwt(ALICE), "allow bookinfo/p"),
+        ("request.auth.presenter, other", "ALLOW", "{when: [{key: request.auth.presenter, values: [cli]}]}", jwt(ALICE), "deny"),
+        ("string claim", "ALLOW", "{when: [{key: 'request.auth.claims[iss]', values: [iss]}]}", jwt(ALICE), "allow bookinfo/p"),
+        ("list claim: any item", "ALLOW", "{when: [{key: 'request.auth.claims[groups]', values: [admin]}]}", jwt(ALICE), "allow bookinfo/p"),
+        ("list claim: none of the items", "ALLOW", "{when: [{key: 'request.auth.claims[groups]', values: [ops]}]}", jwt(ALICE), "deny"),
+        ("list claim notValues: an item matches", "DENY", "{when: [{key: 'request.auth.claims[groups]', notValues: [dev]}]}", jwt(ALICE), "allow"),
+        ("list claim notValues: no item matches", "DENY", "{when: [{key: 'request.auth.claims[groups]', notValues: [ops]}]}", jwt(ALICE), "deny bookinfo/p"),
+        ("nested claim", "ALLOW", "{when: [{key: 'request.auth.claims[org][team]', values: [books]}]}", jwt(ALICE), "allow bookinfo/p"),
+        ("nested claim, absent level", "ALLOW", "{when: [{key: 'request.auth.claims[org][site]', values: ['*']}]}", jwt(ALICE), "deny"),
+        ("number claim as text", "ALLOW", "{when: [{key: 'request.auth.claims[level]', values: ['3']}]}", jwt(ALICE), "allow bookinfo/p"),
+        ("malformed claim key: DENY fails closed", "DENY", "{when: [{key: 'request.auth.claims[groups', values: [x]}]}", jwt(ALICE), "deny bookinfo/p"),
+        ("unknown request.auth key: ALLOW never matches", "ALLOW", "{when: [{key: request.auth.type, values: ['*']}]}", jwt(ALICE), "deny"),
         ("unknown key: ALLOW never matches", "ALLOW", "{when: [{key: connection.sni, values: ['*']}]}", get("/"), "deny"),
         ("unknown key: DENY matches", "DENY", "{when: [{key: experimental.envoy.filters.x, values: [y]}]}", get("/"), "deny bookinfo/p"),
         ("unknown key: DENY's other fields still apply", "DENY", "{to: [{paths: [/admin]}], when: [{key: connection.sni, values: [x]}]}", get("/"), "allow"),
