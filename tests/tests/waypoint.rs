@@ -8,7 +8,8 @@
 //! DENY on `/admin` answers 403 `RBAC: access denied` while `/` passes, also when the client
 //! dials the pod address instead of the service (the agent sends that through the waypoint too,
 //! and the destination's agent admits only the waypoint). With the waypoint stopped, requests
-//! fail within 1 s and none reaches the destination around it.
+//! fail within 1 s and none reaches the destination around it. JWT (RequestAuthentication): a
+//! DENY on `/admin` decided by a token's claims, and a bad token answered 401.
 //!
 //! Needs root: each test fails loudly without it. Traffic stays inside the cluster's namespaces.
 
@@ -698,5 +699,151 @@ fn a_config_change_does_not_cut_a_streaming_request() -> anyhow::Result<()> {
         &[],
     )?;
     assert_eq!(counted["servers"], json!({"reviews-v3": 20}), "{counted}");
+    Ok(())
+}
+
+/// A JWT issuer of the test: an EC P-256 key, its key set, signed tokens.
+struct Issuer {
+    key: jsonwebtoken::EncodingKey,
+}
+
+const ISSUER: &str = "https://issuer.mesh.test";
+
+impl Issuer {
+    fn new() -> anyhow::Result<Issuer> {
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        Ok(Issuer {
+            key: jsonwebtoken::EncodingKey::from_ec_der(&pair.serialize_der()),
+        })
+    }
+
+    fn jwks(&self) -> anyhow::Result<String> {
+        let mut jwk =
+            jsonwebtoken::jwk::Jwk::from_encoding_key(&self.key, jsonwebtoken::Algorithm::ES256)?;
+        jwk.common.key_id = Some("k1".to_owned());
+        Ok(serde_json::to_string(&jsonwebtoken::jwk::JwkSet {
+            keys: vec![jwk],
+        })?)
+    }
+
+    fn token(&self, sub: &str, groups: &[&str], exp_from_now: i64) -> anyhow::Result<String> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs() as i64;
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some("k1".to_owned());
+        Ok(jsonwebtoken::encode(
+            &header,
+            &json!({"iss": ISSUER, "sub": sub, "aud": "reviews", "exp": now + exp_from_now, "groups": groups}),
+            &self.key,
+        )?)
+    }
+}
+
+#[test]
+fn jwt_claims_decide_at_the_waypoint_and_a_bad_token_is_401() -> anyhow::Result<()> {
+    let mesh = start_mesh("mesh-wp-jwt")?;
+    let issuer = Issuer::new()?;
+    let jwks = mesh
+        .config_dir
+        .parent()
+        .context("workdir")?
+        .join("jwks.json");
+    std::fs::write(&jwks, issuer.jwks()?)?;
+    mesh.set_routes(&format!(
+        "apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {{name: jwt, namespace: apps}}
+spec:
+  targetRefs: [{{kind: Gateway, group: gateway.networking.k8s.io, name: waypoint}}]
+  jwtRules:
+  - {{issuer: \"{ISSUER}\", audiences: [reviews], jwksUri: \"file://{}\"}}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: admins-only, namespace: apps}}
+spec:
+  targetRefs: [{{kind: Gateway, group: gateway.networking.k8s.io, name: waypoint}}]
+  action: DENY
+  rules:
+  - to: [{{operation: {{paths: [/admin*]}}}}]
+    when: [{{key: 'request.auth.claims[groups]', notValues: [admin]}}]
+",
+        jwks.display()
+    ))?;
+    let base = format!("http://{REVIEWS}:{REVIEWS_PORT}");
+    let alice = issuer.token("alice", &["dev"], 3600)?;
+    let bob = issuer.token("bob", &["dev", "admin"], 3600)?;
+    let expired = issuer.token("bob", &["admin"], -3600)?;
+    let forged = {
+        let other = Issuer::new()?;
+        other.token("bob", &["admin"], 3600)?
+    };
+    let bearer = |t: &str| format!("Authorization: Bearer {t}");
+    // (case, path, token, status, body)
+    let cases: Vec<(&str, &str, Option<String>, u16, &str)> = vec![
+        ("a developer on /", "/", Some(alice.clone()), 200, ""),
+        (
+            "a developer on /admin",
+            "/admin/users",
+            Some(alice),
+            403,
+            "RBAC: access denied",
+        ),
+        (
+            "an admin on /admin",
+            "/admin/users",
+            Some(bob.clone()),
+            200,
+            "",
+        ),
+        (
+            "no token on /admin",
+            "/admin/users",
+            None,
+            403,
+            "RBAC: access denied",
+        ),
+        ("no token on /", "/", None, 200, ""),
+        (
+            "an expired token",
+            "/",
+            Some(expired),
+            401,
+            "Jwt verification fails",
+        ),
+        (
+            "a forged token",
+            "/admin/users",
+            Some(forged),
+            401,
+            "Jwt verification fails",
+        ),
+        (
+            "not a token",
+            "/",
+            Some("not.a.jwt".to_owned()),
+            401,
+            "Jwt verification fails",
+        ),
+    ];
+    for (case, path, token, status, body) in cases {
+        let header = token.as_deref().map(bearer);
+        let extra: Vec<&str> = match &header {
+            Some(h) => vec!["-H", h.as_str()],
+            None => Vec::new(),
+        };
+        let (code, got) = curl(&mesh.client, &format!("{base}{path}"), &extra)?;
+        assert_eq!(code, status, "{case}: {got}\n{}", mesh.diagnostics());
+        if status == 200 {
+            let answer: Value = serde_json::from_str(&got).context("echo body")?;
+            assert!(
+                answer["headers"].get("authorization").is_none(),
+                "{case}: the token is not forwarded: {answer}"
+            );
+        } else {
+            assert_eq!(got, body, "{case}");
+        }
+    }
     Ok(())
 }
