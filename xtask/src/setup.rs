@@ -61,7 +61,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ),
     (
         "nginx",
-        "the reverse proxy the waypoint is compared with (cargo xtask bench; run by the bench in a pod, never as a service)",
+        "the reverse proxy the waypoint is compared with (cargo xtask bench, which runs its own in a pod; Debian starts the packaged service only where systemd runs)",
     ),
     (
         "haproxy",
