@@ -137,6 +137,11 @@ impl Waypoint {
             .unwrap_or(0))
     }
 
+    /// Its process id while it runs (`nsenter` execs the waypoint, so this is the waypoint).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Its log so far.
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

@@ -15,8 +15,12 @@
 //! first) and executes `target/release/xtask bench-run`, whose `binary()` lookups then find the
 //! release `mesh-agent`, `mesh-controller` and `mesh-testapp` beside it.
 
+mod clients;
+mod l7;
+mod l7_mesh;
 mod mesh;
 mod mode;
+mod proxies;
 mod report;
 mod tools;
 
@@ -72,8 +76,17 @@ pub fn default_json() -> PathBuf {
     crate::sh::root().join("benches/results/latest.json")
 }
 
+/// What to run.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Fewer and shorter runs.
+    pub quick: bool,
+    /// Only the waypoint rows (issue 11), not the L4 rows.
+    pub waypoint_only: bool,
+}
+
 /// Runs the bench from the release build (which the caller has just built).
-pub fn run(quick: bool, json_path: Option<&Path>) -> anyhow::Result<()> {
+pub fn run(options: Options, json_path: Option<&Path>) -> anyhow::Result<()> {
     let exe = crate::sh::root().join("target/release/xtask");
     if !exe.exists() {
         bail!(
@@ -84,8 +97,11 @@ pub fn run(quick: bool, json_path: Option<&Path>) -> anyhow::Result<()> {
     let json_path = json_path.map_or_else(default_json, Path::to_path_buf);
     let mut cmd = std::process::Command::new(&exe);
     cmd.arg("bench-run").arg("--json").arg(&json_path);
-    if quick {
+    if options.quick {
         cmd.arg("--quick");
+    }
+    if options.waypoint_only {
+        cmd.arg("--waypoint-only");
     }
     eprintln!("+ {cmd:?}");
     let status = cmd
@@ -97,16 +113,67 @@ pub fn run(quick: bool, json_path: Option<&Path>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the bench in this process (the release xtask).
-pub fn run_here(quick: bool, json_path: &Path) -> anyhow::Result<()> {
+/// Runs the bench in this process (the release xtask): the L4 rows (unless waypoint-only), then
+/// the waypoint rows on a cluster of their own.
+pub fn run_here(options: Options, json_path: &Path) -> anyhow::Result<()> {
     let started = Instant::now();
-    let plan = Plan::new(quick);
-    let mode = if quick { "quick" } else { "full" };
+    let plan = Plan::new(options.quick);
+    let mode = if options.quick { "quick" } else { "full" };
     let machine = machine();
     crate::sh::step(&format!(
-        "bench ({mode}): {} runs per case, {} s each; machine {machine}",
-        plan.reps, plan.seconds
+        "bench ({mode}{}): {} runs per case, {} s each; machine {machine}",
+        if options.waypoint_only {
+            ", waypoint rows only"
+        } else {
+            ""
+        },
+        plan.reps,
+        plan.seconds
     ));
+    let (mut doc, mut failed) = if options.waypoint_only {
+        (json!({"mode": mode, "machine": machine}), 0)
+    } else {
+        l4(plan, &machine, mode)?
+    };
+    let l7_started = Instant::now();
+    let waypoint = l7::run(plan)?;
+    crate::sh::step(&format!(
+        "waypoint rows ({mode}, medians of the runs in each baseline mode; {} runs, {:.0} s)",
+        plan.reps,
+        l7_started.elapsed().as_secs_f64()
+    ));
+    println!("{}", baseline_text(&waypoint.baseline));
+    println!("{}", waypoint.text());
+    let failures = waypoint.failures();
+    if !failures.is_empty() {
+        crate::sh::step("waypoint rows: failed cases (a client reported errors: no figure of these is shown or judged)");
+        for f in &failures {
+            println!("- {f}");
+        }
+        failed += failures.len();
+    }
+    doc["waypoint"] = waypoint.json(&machine, mode, l7_started.elapsed().as_secs_f64());
+    doc["duration_seconds"] = json!(started.elapsed().as_secs_f64().round());
+    if let Some(dir) = json_path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(json_path, serde_json::to_string_pretty(&doc)? + "\n")
+        .with_context(|| format!("writing {}", json_path.display()))?;
+    println!("JSON written to {}", json_path.display());
+    if failed > 0 {
+        bail!("{failed} case(s) failed: their clients reported errors (listed above)");
+    }
+    Ok(())
+}
+
+/// The L4 rows: their cluster, measurements and tables; their JSON document and the number of
+/// failed cases.
+fn l4(
+    plan: Plan,
+    machine: &serde_json::Value,
+    mode: &str,
+) -> anyhow::Result<(serde_json::Value, usize)> {
+    let started = Instant::now();
     crate::sh::step(
         "local cluster: 2 nodes, meshed and direct client/server pods, controller, agents",
     );
@@ -150,18 +217,9 @@ pub fn run_here(quick: bool, json_path: &Path) -> anyhow::Result<()> {
             println!("- {f}");
         }
     }
-    let doc = report::json(&cases, &runs, baseline, &machine, mode, seconds);
-    if let Some(dir) = json_path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    std::fs::write(json_path, serde_json::to_string_pretty(&doc)? + "\n")
-        .with_context(|| format!("writing {}", json_path.display()))?;
-    println!("JSON written to {}", json_path.display());
+    let doc = report::json(&cases, &runs, baseline, machine, mode, seconds);
     let failed = cases.iter().filter(|c| !c.failures.is_empty()).count();
-    if failed > 0 {
-        bail!("{failed} case(s) failed: their clients reported errors (listed above)");
-    }
-    Ok(())
+    Ok((doc, failed))
 }
 
 /// The probes and the runs' modes, as printed.
@@ -251,10 +309,15 @@ struct Probes {
 }
 
 impl Probes {
-    /// One probe: the direct 2-node ping-pong p50 now (`None` if the client failed).
-    fn take(&mut self, bench: &mesh::BenchMesh, at: String) -> Option<f64> {
-        let p50 = match tools::pingpong(&bench.direct.client, &bench.direct.remote, self.pings, 64)
-        {
+    /// One probe: the direct 2-node ping-pong p50 from `client` to `server`'s echo port now
+    /// (`None` if the client failed).
+    fn take(
+        &mut self,
+        client: &mesh_tests::Pod,
+        server: &mesh_tests::Pod,
+        at: String,
+    ) -> Option<f64> {
+        let p50 = match tools::pingpong(client, server, self.pings, 64) {
             Ok(l) => {
                 eprintln!(
                     "  baseline probe {at}: direct p50 {:.1} µs ({} mode)",
@@ -460,7 +523,11 @@ fn measure(bench: &mesh::BenchMesh, plan: Plan) -> anyhow::Result<Measured> {
         pings: (plan.pings / 4).max(1_000),
         taken: Vec::new(),
     };
-    let mut before = probes.take(bench, "before run 1".to_owned());
+    let mut before = probes.take(
+        &bench.direct.client,
+        &bench.direct.remote,
+        "before run 1".to_owned(),
+    );
     let mut indicators: Vec<Vec<Option<f64>>> = Vec::new();
     for rep in 0..plan.reps {
         crate::sh::step(&format!("run {} of {}", rep + 1, plan.reps));
@@ -474,7 +541,11 @@ fn measure(bench: &mesh::BenchMesh, plan: Plan) -> anyhow::Result<Measured> {
         };
         for (half, via) in order.into_iter().enumerate() {
             if half == 1 {
-                around.push(probes.take(bench, format!("run {}, between halves", rep + 1)));
+                around.push(probes.take(
+                    &bench.direct.client,
+                    &bench.direct.remote,
+                    format!("run {}, between halves", rep + 1),
+                ));
             }
             let side = match via {
                 Via::Direct => &bench.direct,
@@ -598,25 +669,16 @@ fn measure(bench: &mesh::BenchMesh, plan: Plan) -> anyhow::Result<Measured> {
                 }
             }
         }
-        before = probes.take(bench, format!("after run {}", rep + 1));
+        before = probes.take(
+            &bench.direct.client,
+            &bench.direct.remote,
+            format!("after run {}", rep + 1),
+        );
         around.push(before);
         indicators.push(around);
     }
     let runs: Vec<RunMode> = indicators.iter().map(|i| mode::run_mode(i)).collect();
-    let baseline = serde_json::json!({
-        "indicator": "direct 2-node 64 B ping-pong p50 (µs)",
-        "fast_below_us": mode::FAST_BELOW_US,
-        "probes": probes.taken.iter().map(|(at, p50)| serde_json::json!({
-            "at": at,
-            "p50_us": p50,
-            "mode": p50.map(|p| mode::classify(p).key()),
-        })).collect::<Vec<_>>(),
-        "runs": indicators.iter().zip(&runs).enumerate().map(|(i, (ind, m))| serde_json::json!({
-            "run": i + 1,
-            "indicators_us": ind,
-            "mode": m.to_string(),
-        })).collect::<Vec<_>>(),
-    });
+    let baseline = baseline_json(&probes, &indicators, &runs);
 
     let cases = vec![
         thr1, thr4, p50, p99, http1, http16, crr, cpu_gb, cpu_req, legs_p50, legs_http1,
@@ -631,6 +693,28 @@ fn measure(bench: &mesh::BenchMesh, plan: Plan) -> anyhow::Result<Measured> {
         cases,
         runs,
         baseline,
+    })
+}
+
+/// The probes and each run's indicators and mode, as JSON.
+fn baseline_json(
+    probes: &Probes,
+    indicators: &[Vec<Option<f64>>],
+    runs: &[RunMode],
+) -> serde_json::Value {
+    serde_json::json!({
+        "indicator": "direct 2-node 64 B ping-pong p50 (µs)",
+        "fast_below_us": mode::FAST_BELOW_US,
+        "probes": probes.taken.iter().map(|(at, p50)| serde_json::json!({
+            "at": at,
+            "p50_us": p50,
+            "mode": p50.map(|p| mode::classify(p).key()),
+        })).collect::<Vec<_>>(),
+        "runs": indicators.iter().zip(runs).enumerate().map(|(i, (ind, m))| serde_json::json!({
+            "run": i + 1,
+            "indicators_us": ind,
+            "mode": m.to_string(),
+        })).collect::<Vec<_>>(),
     })
 }
 

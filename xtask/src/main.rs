@@ -41,11 +41,15 @@ enum Task {
     },
     /// Run the mesh on a local two-node cluster and show what it does.
     Demo,
-    /// L4 benchmarks: the mesh against direct traffic on a local two-node cluster (release build).
+    /// Benchmarks on a local two-node cluster (release build): the L4 mesh against direct
+    /// traffic, then the waypoint against direct, the L4 mesh, nginx and HAProxy.
     Bench {
-        /// Fewer and shorter runs (under 3 minutes; the full run takes under 15).
+        /// Fewer and shorter runs (about 5 minutes; the full run takes about 25).
         #[arg(long)]
         quick: bool,
+        /// Only the waypoint rows (about 10 minutes; 4 with --quick).
+        #[arg(long)]
+        waypoint_only: bool,
         /// Where to write the JSON results (default benches/results/latest.json).
         #[arg(long)]
         json: Option<PathBuf>,
@@ -55,6 +59,8 @@ enum Task {
     BenchRun {
         #[arg(long)]
         quick: bool,
+        #[arg(long)]
+        waypoint_only: bool,
         #[arg(long)]
         json: Option<PathBuf>,
     },
@@ -87,13 +93,29 @@ fn main() -> anyhow::Result<()> {
             build(false)?;
             demo::run()
         }
-        Task::Bench { quick, json } => {
+        Task::Bench {
+            quick,
+            waypoint_only,
+            json,
+        } => {
             setup::run()?;
             build(true)?;
-            bench::run(quick, json.as_deref())
+            let options = bench::Options {
+                quick,
+                waypoint_only,
+            };
+            bench::run(options, json.as_deref())
         }
-        Task::BenchRun { quick, json } => {
-            bench::run_here(quick, &json.unwrap_or_else(bench::default_json))
+        Task::BenchRun {
+            quick,
+            waypoint_only,
+            json,
+        } => {
+            let options = bench::Options {
+                quick,
+                waypoint_only,
+            };
+            bench::run_here(options, &json.unwrap_or_else(bench::default_json))
         }
     }
 }

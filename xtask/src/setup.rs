@@ -2,7 +2,8 @@
 //!
 //! The eBPF programs need Debian's rustc-web 1.96 with its matching library source and
 //! bpf-linker 0.13 built against LLVM 22 (see mesh-ebpf/README.md for why); the tests need
-//! iproute2, nsenter, bpftool and tcpdump; the benchmarks need iperf3 and wrk; the test runner is
+//! iproute2, nsenter, bpftool and tcpdump; the benchmarks need iperf3, wrk, h2load
+//! (nghttp2-client), nginx and haproxy; the test runner is
 //! cargo-nextest.
 
 use std::path::PathBuf;
@@ -53,6 +54,18 @@ const PACKAGES: &[(&str, &str)] = &[
     (
         "wrk",
         "HTTP/1.1 keep-alive requests per second (cargo xtask bench)",
+    ),
+    (
+        "nghttp2-client",
+        "h2load: HTTP/2 requests per second through the waypoint and the other proxies (cargo xtask bench)",
+    ),
+    (
+        "nginx",
+        "the reverse proxy the waypoint is compared with (cargo xtask bench, which runs its own in a pod; Debian starts the packaged service only where systemd runs)",
+    ),
+    (
+        "haproxy",
+        "the other reverse proxy the waypoint is compared with (cargo xtask bench; run by the bench in a pod)",
     ),
 ];
 

@@ -82,6 +82,10 @@ pub struct Case {
     /// Why the case failed (a client reported errors), one entry per failed client run; a case
     /// with any is failed: no figure of it is shown or judged.
     pub failures: Vec<String>,
+    /// What the baseline samples are, as the target names it ("direct" unless
+    /// [`Case::against`] says otherwise: the waypoint rows compare it with nginx, HAProxy and
+    /// the L4 mesh).
+    pub baseline: &'static str,
 }
 
 /// The verdict on a target in one mode.
@@ -152,7 +156,13 @@ impl Case {
             mesh: Vec::new(),
             target,
             failures: Vec::new(),
+            baseline: "direct",
         }
+    }
+
+    /// The same case with its baseline (the `direct` samples) named `baseline` in the target.
+    pub fn against(self, baseline: &'static str) -> Case {
+        Case { baseline, ..self }
     }
 
     /// Records one client run of `via` in `run`: its figure, or why it failed.
@@ -226,10 +236,13 @@ impl Case {
     fn target_text(&self) -> String {
         match self.target {
             Target::None => "—".into(),
-            Target::RatioAtLeast(r) => format!("≥ {r}× direct"),
-            Target::AddedAtMost(a) => format!("added ≤ {a} {}", self.unit),
+            Target::RatioAtLeast(r) => format!("≥ {r}× {}", self.baseline),
+            Target::AddedAtMost(a) if self.baseline == "direct" => {
+                format!("added ≤ {a} {}", self.unit)
+            }
+            Target::AddedAtMost(a) => format!("added over {} ≤ {a} {}", self.baseline, self.unit),
             Target::AtMost(a) => format!("≤ {a} {}", self.unit),
-            Target::RatioAtMost(r) => format!("≤ {r}× direct"),
+            Target::RatioAtMost(r) => format!("≤ {r}× {}", self.baseline),
         }
     }
 
@@ -277,8 +290,13 @@ fn fmt(x: f64) -> String {
 /// The figures table: one row per case and observed mode (one row for mode-free cases, one
 /// `FAILED` row for failed ones).
 pub fn table(cases: &[Case], runs: &[RunMode]) -> String {
-    let mut out = String::from(
-        "| case | unit | baseline mode (runs) | direct | mesh | ratio | target | met? |\n|---|---|---|---|---|---|---|---|\n",
+    table_headed(cases, runs, "direct", "mesh")
+}
+
+/// [`table`] with other names for the baseline and measured columns.
+pub fn table_headed(cases: &[Case], runs: &[RunMode], baseline: &str, measured: &str) -> String {
+    let mut out = format!(
+        "| case | unit | baseline mode (runs) | {baseline} | {measured} | ratio | target | met? |\n|---|---|---|---|---|---|---|---|\n",
     );
     for case in cases {
         if !case.failures.is_empty() {
@@ -411,6 +429,7 @@ pub fn json(
                 "label": c.label,
                 "unit": c.unit,
                 "target": c.target_text(),
+                "baseline": c.baseline,
                 "mode_free": c.mode_free(),
                 "failed": !c.failures.is_empty(),
                 "failures": c.failures,
