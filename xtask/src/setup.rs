@@ -105,6 +105,13 @@ pub fn run() -> anyhow::Result<()> {
         args.extend(missing.iter().map(|(p, _)| *p));
         sh::run_with_env("apt-get", &args, &[("DEBIAN_FRONTEND", "noninteractive")])
             .context("installing Debian packages")?;
+        // Debian starts the services it installs (on a host with systemd); the bench runs its
+        // own nginx and HAProxy in pods, so the system ones are stopped (best effort).
+        for service in ["nginx", "haproxy"] {
+            if missing.iter().any(|(p, _)| *p == service) {
+                let _ = sh::output("systemctl", &["disable", "--now", service]);
+            }
+        }
     }
 
     let linker = bpf_linker_path();
