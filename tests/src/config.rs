@@ -37,3 +37,13 @@ pub fn service_yaml(
         "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n  clusterIP: {cluster_ip}\n  selector: {{app: {app}}}\n  ports: [{{name: tcp, port: {port}, targetPort: {target_port}}}]\n"
     )
 }
+
+/// Replaces `dir/name` with `content` atomically (written beside the directory, then renamed in):
+/// the controller polling `dir` never reads a half-written file, which it would publish as a
+/// model without what the file held.
+pub fn replace_file(dir: &std::path::Path, name: &str, content: &str) -> std::io::Result<()> {
+    let parent = dir.parent().unwrap_or(dir);
+    let staged = parent.join(format!(".{name}.staged"));
+    std::fs::write(&staged, content)?;
+    std::fs::rename(&staged, dir.join(name))
+}

@@ -210,7 +210,7 @@ impl Mesh {
     /// Replaces `routes.yaml` and waits (at most 10 s) until the waypoint applied a new model.
     fn set_routes(&self, yaml: &str) -> anyhow::Result<()> {
         let before = applied_count(&self.waypoint);
-        std::fs::write(self.config_dir.join("routes.yaml"), yaml)?;
+        mesh_tests::config::replace_file(&self.config_dir, "routes.yaml", yaml)?;
         let deadline = Instant::now() + Duration::from_secs(10);
         while applied_count(&self.waypoint) <= before {
             if Instant::now() > deadline {

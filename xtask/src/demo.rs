@@ -80,7 +80,7 @@ fn set_ratings_routes(
     yaml: &str,
 ) -> anyhow::Result<()> {
     let before = waypoint.logs().matches("config applied").count();
-    std::fs::write(config_dir.join("ratings-routes.yaml"), yaml)?;
+    mesh_tests::config::replace_file(config_dir, "ratings-routes.yaml", yaml)?;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while waypoint.logs().matches("config applied").count() <= before {
         if std::time::Instant::now() > deadline {
