@@ -394,25 +394,7 @@ impl RouteTable {
 
     fn authorize_as(&self, req: &RequestView<'_>, tcp: bool) -> AuthzDecision {
         let index = &self.authz;
-        // A workload address is authorized as every service it serves: dialing the pod
-        // instead of the service skips no policy attached to the service.
-        let services: Vec<ServiceKey> = match req.target {
-            Target::Service { service, .. } => vec![service.clone()],
-            Target::Workload { uid, .. } => self.services_of(uid).collect(),
-        };
-        let mut ids: Vec<usize> = index
-            .waypoint
-            .iter()
-            .chain(
-                services
-                    .iter()
-                    .filter_map(|k| index.by_service.get(k))
-                    .flatten(),
-            )
-            .copied()
-            .collect();
-        ids.sort_unstable();
-        ids.dedup();
+        let ids = self.attached(&index.waypoint, &index.by_service, req.target);
         let all = &self.snapshot.authorization_policies;
         let policies = ids.iter().map(|i| &all[*i]);
         let attrs = Attrs {

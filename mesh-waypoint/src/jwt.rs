@@ -488,23 +488,7 @@ impl RouteTable {
         if index.rules.is_empty() {
             return Ok(Authn::default());
         }
-        let services: Vec<ServiceKey> = match target {
-            Target::Service { service, .. } => vec![service.clone()],
-            Target::Workload { uid, .. } => self.services_of(uid).collect(),
-        };
-        let mut ids: Vec<usize> = index
-            .waypoint
-            .iter()
-            .chain(
-                services
-                    .iter()
-                    .filter_map(|k| index.by_service.get(k))
-                    .flatten(),
-            )
-            .copied()
-            .collect();
-        ids.sort_unstable();
-        ids.dedup();
+        let ids = self.attached(&index.waypoint, &index.by_service, target);
         let mut authn = Authn::default();
         if ids.is_empty() {
             return Ok(authn);

@@ -146,15 +146,7 @@ async fn forward(
         }
         Decision::Forward(forward) => forward,
     };
-    let candidates = table.endpoints(&forward.backend)?;
-    let chosen = crate::endpoints::pick_like(&candidates, downstream.authority.ip(), &mut || {
-        fastrand::u64(..)
-    })
-    .ok_or_else(|| ProxyError::no_healthy_upstream("no endpoint to pick"))?;
-    let endpoint = Endpoint {
-        addr: chosen.addr,
-        identity: chosen.identity.clone(),
-    };
+    let endpoint = choose_endpoint(table, &forward.backend, downstream)?;
     let downstream_upgrade = is_upgrade(&request).then(|| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
     crate::headers::forward_request(&mut parts.headers, downstream.remote.ip(), &mut || {
@@ -183,6 +175,24 @@ async fn forward(
         flag: "-",
         upstream: Some(endpoint.addr),
         route: forward.route.as_deref().map(str::to_owned),
+    })
+}
+
+/// The endpoint of `backend` a request or connection goes to: one of the dialed address family,
+/// at random.
+pub(crate) fn choose_endpoint(
+    table: &RouteTable,
+    backend: &crate::route::Backend,
+    downstream: &Downstream,
+) -> Result<Endpoint, ProxyError> {
+    let candidates = table.endpoints(backend)?;
+    let chosen = crate::endpoints::pick_like(&candidates, downstream.authority.ip(), &mut || {
+        fastrand::u64(..)
+    })
+    .ok_or_else(|| ProxyError::no_healthy_upstream("no endpoint to pick"))?;
+    Ok(Endpoint {
+        addr: chosen.addr,
+        identity: chosen.identity.clone(),
     })
 }
 

@@ -2,6 +2,8 @@
 //! a workload using it or behind such a service), the default backend of a target (no route),
 //! and the protocol of a backend's port.
 
+use std::collections::HashMap;
+
 use mesh_common::model::{PortProtocol, WaypointRef};
 
 use crate::route::Backend;
@@ -39,6 +41,29 @@ impl RouteTable {
                         .any(|s| self.is_me(s.waypoint.as_ref()))
             }
         }
+    }
+
+    /// The policies (indexes) that apply to `target`: those attached to this waypoint, then
+    /// those attached to the target's services — for a workload address, every service it is
+    /// an endpoint of, so dialing the pod skips none of them. Sorted, without repeats.
+    pub(crate) fn attached(
+        &self,
+        to_waypoint: &[usize],
+        by_service: &HashMap<ServiceKey, Vec<usize>>,
+        target: &Target,
+    ) -> Vec<usize> {
+        let services: Vec<ServiceKey> = match target {
+            Target::Service { service, .. } => vec![service.clone()],
+            Target::Workload { uid, .. } => self.services_of(uid).collect(),
+        };
+        let mut ids: Vec<usize> = to_waypoint
+            .iter()
+            .chain(services.iter().filter_map(|k| by_service.get(k)).flatten())
+            .copied()
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
     }
 
     /// Where a request to `target` goes when no route applies: the service itself, or the

@@ -5,8 +5,7 @@
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::proxy::{Downstream, Shared};
-use crate::upstream::Endpoint;
+use crate::proxy::{choose_endpoint, Downstream, Shared};
 
 /// Relays `io` to an endpoint of the destination, or closes it when it is refused.
 pub async fn pass<S>(shared: &Shared, downstream: &Downstream, mut io: S)
@@ -24,23 +23,12 @@ where
         return;
     }
     let backend = table.default_backend(&target);
-    let candidates = match table.endpoints(&backend) {
-        Ok(c) => c,
+    let endpoint = match choose_endpoint(&table, &backend, downstream) {
+        Ok(endpoint) => endpoint,
         Err(e) => {
             tracing::warn!(dst = %downstream.authority, error = %e, "TCP connection without an endpoint; closed");
             return;
         }
-    };
-    let Some(chosen) =
-        crate::endpoints::pick_like(&candidates, downstream.authority.ip(), &mut || {
-            fastrand::u64(..)
-        })
-    else {
-        return;
-    };
-    let endpoint = Endpoint {
-        addr: chosen.addr,
-        identity: chosen.identity.clone(),
     };
     let mut upstream = match shared.upstreams.open_stream(&endpoint).await {
         Ok(upstream) => upstream,

@@ -23,6 +23,7 @@ use anyhow::{bail, Context};
 use mesh_tests::agent::{ambient, binary};
 use mesh_tests::config::{namespace_yaml, pod_yaml};
 use mesh_tests::controller::Controller;
+use mesh_tests::mesh::ControlledMesh;
 use mesh_tests::waypoint::{waypoint_yaml, Waypoint};
 use mesh_tests::{Agent, Cluster, Pod};
 use serde_json::{json, Value};
@@ -171,21 +172,14 @@ fn start_mesh(prefix: &str) -> anyhow::Result<Mesh> {
     .join("---\n");
     std::fs::write(config_dir.join("base.yaml"), base)?;
     std::fs::write(config_dir.join("routes.yaml"), JASON_TO_V2)?;
-    let controller = Controller::start_with_waypoints(
+    let ControlledMesh { agents, controller } = ControlledMesh::start_with_waypoints(
         &cluster,
         dir.path(),
         &config_dir,
         DAY,
+        8,
         &[("apps", "waypoint")],
     )?;
-    let mut agents = Vec::new();
-    for node in cluster.nodes() {
-        let args = controller.agent_args(dir.path(), &node.name);
-        agents.push(Agent::start_with(node, dir.path(), None, &args)?);
-    }
-    for agent in &agents {
-        agent.wait_for_log(&["config applied", "workloads=8"], Duration::from_secs(10))?;
-    }
     agents[0].add_pod(&client, ambient(), json!({"app": "client"}))?;
     agents[0].add_pod(&v1, ambient(), json!({"app": "reviews", "version": "v1"}))?;
     agents[1].add_pod(&v2, ambient(), json!({"app": "reviews", "version": "v2"}))?;
