@@ -54,6 +54,7 @@ impl PodContext {
     /// The pod as enrolment announced it, as a workload.
     pub fn announced(&self) -> Workload {
         Workload {
+            locality: Default::default(),
             uid: self.info.uid.clone(),
             name: self.info.name.clone(),
             namespace: self.info.namespace.clone(),

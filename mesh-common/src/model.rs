@@ -26,10 +26,11 @@ pub use policy::{
     IpBlock, Operation, PeerAuthMode, PeerAuthentication, PolicyTargetRef, Source,
 };
 pub use route::{
-    exported_to, ConnectionPool, DestinationPolicy, DirectResponse, Fault, FaultAbort, FaultDelay,
-    HeaderOps, HttpMatch, LoadBalancer, Mirror, OutlierDetection, Redirect, RegexRewrite,
-    RetryPolicy, Rewrite, Route, RouteDestination, RouteKind, RouteRule, StringMatch, Subset,
-    TrafficPolicy,
+    exported_to, ConnectionPool, ConsistentHash, DestinationPolicy, DirectResponse, Fault,
+    FaultAbort, FaultDelay, HashCookie, HeaderOps, HttpMatch, L4Match, L4Rule, LoadBalancer,
+    LocalityDistribute, LocalityFailover, LocalityLb, Mirror, OutlierDetection, PortTrafficPolicy,
+    Redirect, RegexRewrite, RetryPolicy, Rewrite, Route, RouteDestination, RouteKind, RouteRule,
+    StringMatch, Subset, TcpKeepalive, TrafficPolicy,
 };
 
 /// Everything one agent or waypoint needs, at one version.
@@ -124,6 +125,32 @@ pub struct Workload {
     /// Waypoint that traffic to this workload goes through (`istio.io/use-waypoint`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waypoint: Option<WaypointRef>,
+    /// Where the workload runs (its node's topology labels).
+    #[serde(default, skip_serializing_if = "Locality::is_empty")]
+    pub locality: Locality,
+}
+
+/// A locality: region, zone and subzone (from the node's `topology.kubernetes.io/region`,
+/// `topology.kubernetes.io/zone` and `topology.istio.io/subzone` labels); empty parts unknown.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Locality {
+    /// Region.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub region: String,
+    /// Zone.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub zone: String,
+    /// Subzone.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub subzone: String,
+}
+
+impl Locality {
+    /// Whether no part is known.
+    pub fn is_empty(&self) -> bool {
+        self.region.is_empty() && self.zone.is_empty() && self.subzone.is_empty()
+    }
 }
 
 fn default_service_account() -> String {
@@ -161,6 +188,24 @@ pub struct Service {
     /// Waypoint that traffic to this service goes through (`istio.io/use-waypoint`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waypoint: Option<WaypointRef>,
+    /// Which endpoints L4 traffic prefers (`spec.trafficDistribution`); `None`: any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic_distribution: Option<TrafficDistribution>,
+}
+
+/// A Service's `spec.trafficDistribution`: prefer endpoints near the client, fall back to the
+/// rest when none near is there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum TrafficDistribution {
+    /// `PreferClose` (Kubernetes 1.31+): the client's zone first, as `PreferSameZone`.
+    PreferClose,
+    /// `PreferSameZone`: the client's zone first.
+    PreferSameZone,
+    /// `PreferSameNode`: the client's node first, then its zone (as ztunnel).
+    PreferSameNode,
+    /// A value this build does not know (from a newer controller): no preference.
+    #[serde(other)]
+    Unknown,
 }
 
 /// A waypoint a workload or service is assigned to.

@@ -577,5 +577,5 @@ fn http_route_filters() {
         &["spec.rules[0].filters[0].urlRewrite.path.type", "ReplacePrefixMatch needs every match of the rule to be a PathPrefix match"],
     );
     let r = rule_of("  - filters: [{type: RequestMirror, requestMirror: {backendRef: {name: ratings, port: 9080}, fraction: {numerator: 1, denominator: 4}}}]\n    backendRefs: [{name: reviews}]\n");
-    assert_eq!(r.mirror.map(|m| m.percentage), Some(25.0));
+    assert_eq!(r.mirrors.first().map(|m| m.percentage), Some(25.0));
 }

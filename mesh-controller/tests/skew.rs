@@ -218,7 +218,7 @@ async fn applied(client: &ConfigClient, version: &str) {
 fn newer(kind: ResourceKind, object: &mut Map<String, Value>) {
     if matches!(kind, ResourceKind::Workload | ResourceKind::Service) {
         object.insert(
-            "trafficDistribution".to_owned(),
+            "sessionAffinityConfig".to_owned(),
             serde_json::json!({"preferClose": true}),
         );
     }
@@ -252,8 +252,8 @@ async fn an_older_agent_applies_a_newer_controllers_updates_and_reports_the_fiel
     assert!(snapshot.workload("default/web-a").is_some());
     // In (kind, key) order: workloads, then services.
     let expected = [
-        "Workload default/web-a: unknown field trafficDistribution",
-        "Service default/web: unknown field trafficDistribution",
+        "Workload default/web-a: unknown field sessionAffinityConfig",
+        "Service default/web: unknown field sessionAffinityConfig",
     ];
     assert_eq!(agent.status().warnings, expected);
     assert_eq!(agent.status().last_error, None, "nothing was rejected");
@@ -266,7 +266,7 @@ async fn an_older_agent_applies_a_newer_controllers_updates_and_reports_the_fiel
     let shown = serde_json::to_value(&report).expect("report JSON");
     assert_eq!(
         shown["clients"][0]["warnings"][1],
-        "Service default/web: unknown field trafficDistribution"
+        "Service default/web: unknown field sessionAffinityConfig"
     );
 
     // Later updates (a delta) keep being applied; the warnings follow what the client holds.
@@ -279,7 +279,7 @@ async fn an_older_agent_applies_a_newer_controllers_updates_and_reports_the_fiel
     assert_eq!(info.warnings.len(), 3, "{:?}", info.warnings);
     assert!(info
         .warnings
-        .contains(&"Workload default/web-bb: unknown field trafficDistribution".to_owned()));
+        .contains(&"Workload default/web-bb: unknown field sessionAffinityConfig".to_owned()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

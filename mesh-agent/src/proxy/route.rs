@@ -240,6 +240,7 @@ mod tests {
     ) -> Workload {
         let (namespace, name) = uid.split_once('/').expect("namespace/name");
         Workload {
+            locality: Default::default(),
             uid: uid.into(),
             name: name.into(),
             namespace: namespace.into(),

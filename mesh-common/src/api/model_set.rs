@@ -115,6 +115,7 @@ mod tests {
 
     fn workload(name: &str) -> Workload {
         Workload {
+            locality: Default::default(),
             uid: format!("default/{name}"),
             name: name.to_owned(),
             namespace: "default".to_owned(),

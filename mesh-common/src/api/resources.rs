@@ -318,6 +318,7 @@ mod tests {
 
     fn workload(name: &str, node: &str) -> Workload {
         Workload {
+            locality: Default::default(),
             uid: format!("default/{name}"),
             name: name.to_owned(),
             namespace: "default".to_owned(),
@@ -339,6 +340,7 @@ mod tests {
         b.workloads.remove(0);
         b.workloads[0].node = "n2".to_owned();
         b.services.push(Service {
+            traffic_distribution: None,
             name: "svc".to_owned(),
             namespace: "default".to_owned(),
             vips: vec![],

@@ -14,6 +14,7 @@
 //! | `StringMatch` | the match never matches (waypoints: the rule is not taken) |
 //! | `LoadBalancer` | round robin |
 //! | `RouteKind` | nothing (it only records where a route came from) |
+//! | `TrafficDistribution` | no preference (any endpoint) |
 //!
 //! Unknown resource *kinds* are not tolerated: a kind this build does not know could carry
 //! policy, so the update is rejected (Nack) rather than applied without it. So a kind is added
@@ -94,6 +95,7 @@ pub const UNKNOWN_MODE: &str = "taken as STRICT";
 const UNKNOWN_MATCH: &str = "the match never matches";
 const UNKNOWN_BALANCER: &str = "round robin";
 const UNKNOWN_ROUTE_KIND: &str = "ignored";
+const UNKNOWN_TRAFFIC_DISTRIBUTION: &str = "no preference";
 
 /// Model values that can hold enum values this build does not know.
 pub trait UnknownValues {
@@ -129,7 +131,16 @@ impl UnknownValues for Workload {
 }
 
 impl UnknownValues for Service {
-    fn unknown_values_into(&self, _: &str, _: &mut Vec<UnknownValue>) {}
+    fn unknown_values_into(&self, prefix: &str, out: &mut Vec<UnknownValue>) {
+        if self.traffic_distribution == Some(super::TrafficDistribution::Unknown) {
+            push(
+                out,
+                join(prefix, "trafficDistribution"),
+                None,
+                UNKNOWN_TRAFFIC_DISTRIBUTION,
+            );
+        }
+    }
 }
 
 impl UnknownValues for RequestAuthentication {
@@ -191,7 +202,15 @@ impl UnknownValues for Route {
 }
 
 fn traffic_policy(prefix: &str, policy: &TrafficPolicy, out: &mut Vec<UnknownValue>) {
-    if let Some(LoadBalancer::Unknown(tag)) = &policy.load_balancer {
+    balancer(prefix, policy.load_balancer.as_ref(), out);
+    for (i, port) in policy.port_policies.iter().enumerate() {
+        let at = join(&join(prefix, "portPolicies"), i);
+        balancer(&at, port.load_balancer.as_ref(), out);
+    }
+}
+
+fn balancer(prefix: &str, balancer: Option<&LoadBalancer>, out: &mut Vec<UnknownValue>) {
+    if let Some(LoadBalancer::Unknown(tag)) = balancer {
         push(
             out,
             join(prefix, "loadBalancer"),
@@ -382,8 +401,8 @@ mod tests {
             ),
             (
                 "unknown load balancer, string and map forms, and a field of a known one",
-                r#"{"destinationPolicies":[{"name":"d","namespace":"s","host":"h","trafficPolicy":{"loadBalancer":"ringHash"},"subsets":[{"name":"v1","trafficPolicy":{"loadBalancer":{"maglev":{"tableSize":7}}}},{"name":"v2","trafficPolicy":{"loadBalancer":{"consistentHash":{"header":"x","minimumRingSize":3}}}}]}]}"#,
-                &["destinationPolicies.0.subsets.1.trafficPolicy.loadBalancer.consistentHash.minimumRingSize"],
+                r#"{"destinationPolicies":[{"name":"d","namespace":"s","host":"h","trafficPolicy":{"loadBalancer":"ringHash"},"subsets":[{"name":"v1","trafficPolicy":{"loadBalancer":{"maglev":{"tableSize":7}}}},{"name":"v2","trafficPolicy":{"loadBalancer":{"consistentHash":{"header":"x","hashFunction":"xx"}}}}]}]}"#,
+                &["destinationPolicies.0.subsets.1.trafficPolicy.loadBalancer.consistentHash.hashFunction"],
                 &[
                     "destinationPolicies.0.trafficPolicy.loadBalancer: unknown value \"ringHash\" (round robin)",
                     "destinationPolicies.0.subsets.0.trafficPolicy.loadBalancer: unknown value \"maglev\" (round robin)",
@@ -422,9 +441,10 @@ mod tests {
         assert_eq!(s.peer_authentications[0].mode, PeerAuthMode::Permissive);
         assert_eq!(
             s.destination_policies[0].traffic_policy.load_balancer,
-            Some(LoadBalancer::ConsistentHash {
-                header: Some("x".to_owned())
-            })
+            Some(LoadBalancer::ConsistentHash(super::super::ConsistentHash {
+                header: Some("x".to_owned()),
+                ..Default::default()
+            }))
         );
         assert_eq!(s.routes[0].kind, super::super::RouteKind::HttpRoute);
         assert_eq!(

@@ -401,6 +401,7 @@ mod tests {
 
     fn workload() -> Workload {
         Workload {
+            locality: Default::default(),
             uid: "prod/a".to_owned(),
             name: "a".to_owned(),
             namespace: "prod".to_owned(),

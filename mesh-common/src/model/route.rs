@@ -15,6 +15,10 @@ pub enum RouteKind {
     VirtualService,
     /// gateway.networking.k8s.io HTTPRoute.
     HttpRoute,
+    /// gateway.networking.k8s.io TCPRoute.
+    TcpRoute,
+    /// gateway.networking.k8s.io TLSRoute.
+    TlsRoute,
     /// A source kind this build does not know (from a newer controller); informational only.
     #[serde(other)]
     Unknown,
@@ -36,6 +40,14 @@ pub struct Route {
     /// Rules, first match wins.
     #[serde(default)]
     pub rules: Vec<RouteRule>,
+    /// Opaque TCP rules (VirtualService `tcp`, TCPRoute), first match wins; for connections the
+    /// waypoint passes through unparsed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tcp: Vec<L4Rule>,
+    /// TLS rules (VirtualService `tls`, TLSRoute), matched on the ClientHello's SNI, first match
+    /// wins; the TLS is passed through, never terminated.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tls: Vec<L4Rule>,
     /// Namespaces whose waypoints apply the route (Istio `exportTo`: a name, or `*` for all);
     /// empty: all. The controller sends a waypoint only the routes its namespace sees.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -76,9 +88,9 @@ pub struct RouteRule {
     /// Fault injection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fault: Option<Fault>,
-    /// Traffic mirroring.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mirror: Option<Mirror>,
+    /// Traffic mirroring: each request is copied to every mirror (in its percentage).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<Mirror>,
     /// Request header changes.
     #[serde(default, skip_serializing_if = "HeaderOps::is_empty")]
     pub request_headers: HeaderOps,
@@ -278,6 +290,18 @@ pub struct RetryPolicy {
     /// Conditions, e.g. `5xx`, `connect-failure`, `gateway-error`, or status codes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retry_on: Vec<String>,
+    /// Retry on endpoints in other localities too (Istio `retryRemoteLocalities`; default
+    /// false: retries stay in the locality of the first try while it has endpoints).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retry_remote_localities: bool,
+    /// Whether a retry avoids the endpoints already tried (Istio `retryIgnorePreviousHosts`;
+    /// `None`: true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_ignore_previous_hosts: Option<bool>,
+    /// Base interval of the jittered exponential backoff between tries, in milliseconds
+    /// (`None`: 25 ms, Envoy's default; the maximum is 10 times the base).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_base_ms: Option<u64>,
 }
 
 /// Fault injection.
@@ -306,8 +330,13 @@ pub struct FaultDelay {
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FaultAbort {
-    /// HTTP status returned.
+    /// HTTP status returned (0 when `grpc_status` is set instead).
+    #[serde(default)]
     pub http_status: u16,
+    /// gRPC status returned instead, by its canonical name (`UNAVAILABLE`, ...) as Istio's
+    /// `grpcStatus` has it: the response is HTTP 200 with `grpc-status` set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc_status: Option<String>,
     /// Share of requests aborted, 0 to 100.
     pub percentage: f64,
 }
@@ -320,6 +349,39 @@ pub struct Mirror {
     pub destination: RouteDestination,
     /// Share of requests mirrored, 0 to 100.
     pub percentage: f64,
+}
+
+/// An opaque TCP or TLS rule: matches, then weighted destinations.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct L4Rule {
+    /// Rule name, if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Matches, any of which may match; empty matches every connection.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<L4Match>,
+    /// Weighted destinations (header operations unused).
+    #[serde(default)]
+    pub destinations: Vec<RouteDestination>,
+}
+
+/// A connection match; every present field must match.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct L4Match {
+    /// Destination port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// SNI host names of the ClientHello (TLS rules only; may start with `*.`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sni_hosts: Vec<String>,
+    /// Labels the source workload must carry.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub source_labels: BTreeMap<String, String>,
+    /// Namespace of the source workload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_namespace: Option<String>,
 }
 
 /// Header changes.
@@ -392,37 +454,139 @@ pub struct TrafficPolicy {
     /// Outlier detection (ejection of failing endpoints).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outlier_detection: Option<OutlierDetection>,
+    /// Slow start: a new endpoint's share of traffic grows linearly over this many
+    /// milliseconds (Istio `warmupDurationSecs`; round robin and least request only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup_ms: Option<u64>,
+    /// Locality-aware balancing (Istio `localityLbSetting`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locality_lb: Option<LocalityLb>,
+    /// Overrides for single ports of the host (Istio `portLevelSettings`); each replaces the
+    /// fields it sets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub port_policies: Vec<PortTrafficPolicy>,
 }
 
-/// Load balancer algorithm (`"roundRobin"`, …, or `{"consistentHash": {"header": …}}`).
+/// A traffic policy for one port of a host.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortTrafficPolicy {
+    /// Service port.
+    pub port: u16,
+    /// Load balancer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer: Option<LoadBalancer>,
+    /// Connection pool limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_pool: Option<ConnectionPool>,
+    /// Outlier detection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier_detection: Option<OutlierDetection>,
+}
+
+/// Locality-aware load balancing. Localities are `region/zone/subzone` (a prefix such as
+/// `region` or `region/zone`, or with a trailing `/*`, covers every locality under it).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalityLb {
+    /// Whether locality balancing is on (`None`: on when outlier detection is set, as Istio).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Weighted spread of traffic from a source locality over destination localities.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub distribute: Vec<LocalityDistribute>,
+    /// Where traffic goes when the source region has no healthy endpoint.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failover: Vec<LocalityFailover>,
+    /// Label names ordering failover priority: endpoints matching the source on more of the
+    /// leading labels are preferred (Istio `failoverPriority`; `topology.kubernetes.io/region`,
+    /// `topology.kubernetes.io/zone` and `topology.istio.io/subzone` mean the locality parts).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failover_priority: Vec<String>,
+}
+
+/// A `distribute` entry.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalityDistribute {
+    /// Source locality (prefix or `*` wildcard).
+    pub from: String,
+    /// Destination locality (prefix or wildcard) → weight (they sum to 100).
+    pub to: BTreeMap<String, u32>,
+}
+
+/// A `failover` entry: from a source region to another region.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalityFailover {
+    /// Source region.
+    pub from: String,
+    /// Failover region.
+    pub to: String,
+}
+
+/// Load balancer algorithm (`"roundRobin"`, …, or `{"consistentHash": {…}}`).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum LoadBalancer {
     /// Round robin.
     RoundRobin,
-    /// Fewest active requests.
+    /// Fewest active requests (power of two random choices).
     LeastRequest,
     /// Random.
     Random,
     /// Pass-through to the original destination.
     Passthrough,
-    /// Consistent hash on a header (or the source address when `None`).
-    ConsistentHash {
-        /// Header name.
-        header: Option<String>,
-    },
+    /// Consistent hash on a request property.
+    ConsistentHash(ConsistentHash),
     /// An algorithm this build does not know (from a newer controller), with its tag: round
     /// robin is used.
     Unknown(String),
 }
 
+/// What a consistent-hash balancer hashes, and how. Exactly one key is set; none set hashes the
+/// source address.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsistentHash {
+    /// Hash this request header (lower-case name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// Hash this cookie, issued with the response when the request has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<HashCookie>,
+    /// Hash the source address (Istio `useSourceIp`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub source_ip: bool,
+    /// Hash this query parameter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_parameter: Option<String>,
+    /// Maglev with this table size instead of a ring (Istio `maglev.tableSize`; `Some(0)`:
+    /// the default 65,537).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maglev_table_size: Option<u64>,
+    /// Minimum ring size of the ring hash (Istio `ringHash.minimumRingSize`; default 1,024).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minimum_ring_size: Option<u64>,
+}
+
+/// A cookie to hash on.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HashCookie {
+    /// Cookie name.
+    pub name: String,
+    /// Cookie path, when issued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Lifetime of an issued cookie in milliseconds (`None`: a session cookie, never issued by
+    /// the waypoint, as Envoy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
+}
+
 impl<'de> serde::Deserialize<'de> for LoadBalancer {
     fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
-        #[derive(serde::Deserialize)]
-        struct ConsistentHash {
-            #[serde(default)]
-            header: Option<String>,
-        }
         fn unit(tag: &str) -> LoadBalancer {
             match tag {
                 "roundRobin" => LoadBalancer::RoundRobin,
@@ -437,7 +601,7 @@ impl<'de> serde::Deserialize<'de> for LoadBalancer {
             type Value = LoadBalancer;
 
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a load balancer name or {consistentHash: {header}}")
+                f.write_str("a load balancer name or {consistentHash: {...}}")
             }
 
             fn visit_str<E: serde::de::Error>(self, tag: &str) -> Result<LoadBalancer, E> {
@@ -452,10 +616,7 @@ impl<'de> serde::Deserialize<'de> for LoadBalancer {
                     return Err(serde::de::Error::invalid_length(0, &self));
                 };
                 let value = if tag == "consistentHash" {
-                    let hash: ConsistentHash = map.next_value()?;
-                    LoadBalancer::ConsistentHash {
-                        header: hash.header,
-                    }
+                    LoadBalancer::ConsistentHash(map.next_value()?)
                 } else {
                     // A unit variant in map form (`{"random": null}`), as some encoders write,
                     // or an algorithm this build does not know (its value skipped unreported:
@@ -492,6 +653,33 @@ pub struct ConnectionPool {
     /// Maximum requests per connection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_requests_per_connection: Option<u32>,
+    /// Maximum retries outstanding at once to the host (all its endpoints).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_retries: Option<u32>,
+    /// Close an upstream connection idle this many milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_ms: Option<u64>,
+    /// Maximum concurrent streams on one HTTP/2 upstream connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_streams: Option<u32>,
+    /// TCP keepalive on upstream connections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_keepalive: Option<TcpKeepalive>,
+}
+
+/// TCP keepalive settings (unset fields: the kernel's).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TcpKeepalive {
+    /// Unanswered probes before the connection is dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probes: Option<u32>,
+    /// Idle time before the first probe, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_ms: Option<u64>,
+    /// Time between probes, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_ms: Option<u64>,
 }
 
 /// Outlier detection.
@@ -513,4 +701,15 @@ pub struct OutlierDetection {
     /// Maximum share of endpoints ejected, 0 to 100.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_ejection_percent: Option<u32>,
+    /// Consecutive locally originated failures (connect failure, reset, timeout) before
+    /// ejection; counted apart from 5xx only when `split_external_local_origin_errors`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_local_origin_failures: Option<u32>,
+    /// Count local-origin failures apart from the upstream's 5xx responses.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub split_external_local_origin_errors: bool,
+    /// Outlier detection stops ejecting while fewer than this share of endpoints, 0 to 100, are
+    /// healthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_health_percent: Option<u32>,
 }

@@ -132,7 +132,9 @@ pub(super) fn merge_rule(root: &RouteRule, mut leaf: RouteRule) -> Option<RouteR
     leaf.timeout_ms = leaf.timeout_ms.or(root.timeout_ms);
     leaf.retries = leaf.retries.or_else(|| root.retries.clone());
     leaf.fault = leaf.fault.or_else(|| root.fault.clone());
-    leaf.mirror = leaf.mirror.or_else(|| root.mirror.clone());
+    if leaf.mirrors.is_empty() {
+        leaf.mirrors.clone_from(&root.mirrors);
+    }
     if leaf.request_headers.is_empty() && leaf.response_headers.is_empty() {
         leaf.request_headers = root.request_headers.clone();
         leaf.response_headers = root.response_headers.clone();

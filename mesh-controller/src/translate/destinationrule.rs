@@ -137,9 +137,10 @@ fn traffic_policy(
                 }
             }
             if let Some(hash) = &lb.consistent_hash {
-                Some(m::LoadBalancer::ConsistentHash {
+                Some(m::LoadBalancer::ConsistentHash(m::ConsistentHash {
                     header: hash.http_header_name.clone(),
-                })
+                    ..Default::default()
+                }))
             } else {
                 match lb.simple.as_deref() {
                     None | Some("UNSPECIFIED") => None,
@@ -184,6 +185,10 @@ fn traffic_policy(
                 }
             }
             Some(m::ConnectionPool {
+                idle_timeout_ms: None,
+                max_concurrent_streams: None,
+                max_retries: None,
+                tcp_keepalive: None,
                 max_connections: opt_u32(&format!("{p}.tcp.maxConnections"), tcp.max_connections)?,
                 connect_timeout_ms: opt_duration(
                     &format!("{p}.tcp.connectTimeout"),
@@ -233,6 +238,9 @@ fn traffic_policy(
                 }
             }
             Some(m::OutlierDetection {
+                consecutive_local_origin_failures: None,
+                min_health_percent: None,
+                split_external_local_origin_errors: false,
                 consecutive_5xx_errors: od.consecutive_5xx_errors.or(legacy),
                 consecutive_gateway_errors: od.consecutive_gateway_errors,
                 interval_ms: opt_duration(&format!("{p}.interval"), od.interval.as_ref())?,
@@ -245,6 +253,9 @@ fn traffic_policy(
         }
     };
     Ok(m::TrafficPolicy {
+        locality_lb: None,
+        port_policies: Vec::new(),
+        warmup_ms: None,
         load_balancer,
         connection_pool,
         outlier_detection,

@@ -229,6 +229,8 @@ fn route(
         rules.push(r);
     }
     Ok(Some(m::Route {
+        tcp: Vec::new(),
+        tls: Vec::new(),
         name: key.name.clone(),
         namespace: key.namespace.clone(),
         kind: RouteKind::HttpRoute,
@@ -579,11 +581,12 @@ fn route_rule(
                     .request_mirror
                     .as_ref()
                     .ok_or_else(|| missing("requestMirror"))?;
-                if out.mirror.is_some() {
+                if !out.mirrors.is_empty() {
                     notes.unsupported(&p, "only the first RequestMirror filter is applied");
                     continue;
                 }
-                out.mirror = Some(mirror(cx, key, &format!("{p}.requestMirror"), r)?);
+                out.mirrors
+                    .push(mirror(cx, key, &format!("{p}.requestMirror"), r)?);
             }
             "CORS" => notes.unsupported(
                 &p,
@@ -625,6 +628,9 @@ fn route_rule(
                 notes.unsupported(&format!("{path}.retry.backoff"), "ignored");
             }
             out.retries = Some(m::RetryPolicy {
+                backoff_base_ms: None,
+                retry_ignore_previous_hosts: None,
+                retry_remote_localities: false,
                 attempts: r.attempts.unwrap_or(1),
                 per_try_timeout_ms: backend_timeout,
                 retry_on: r.codes.iter().map(u32::to_string).collect(),

@@ -228,6 +228,7 @@ fn kube_service(
             .collect(),
     };
     Some(Service {
+        traffic_distribution: None,
         name: key.name.clone(),
         namespace: key.namespace.clone(),
         vips,
@@ -312,6 +313,7 @@ fn service_entry(
         .map(|host| {
             cx.hosts.add(host);
             Service {
+                traffic_distribution: None,
                 name: host.clone(),
                 namespace: key.namespace.clone(),
                 vips: vips.clone(),

@@ -145,6 +145,8 @@ fn route(
         }
     }
     Ok(m::Route {
+        tcp: Vec::new(),
+        tls: Vec::new(),
         name: key.name.clone(),
         namespace: key.namespace.clone(),
         kind: RouteKind::VirtualService,

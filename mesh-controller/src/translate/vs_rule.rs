@@ -288,6 +288,9 @@ fn retries(path: &str, r: &net::HttpRetry, notes: &mut Notes) -> Field<m::RetryP
         }
     }
     Ok(m::RetryPolicy {
+        backoff_base_ms: None,
+        retry_ignore_previous_hosts: None,
+        retry_remote_localities: false,
         attempts: opt_u32(&format!("{path}.attempts"), r.attempts)?.unwrap_or(0),
         per_try_timeout_ms: opt_duration(
             &format!("{path}.perTryTimeout"),
@@ -450,7 +453,7 @@ pub(super) fn rule(
             .as_ref()
             .map(|f| fault(&format!("{path}.fault"), f, notes))
             .transpose()?,
-        mirror: mirror(cx, key, path, http, notes)?,
+        mirrors: mirror(cx, key, path, http, notes)?.into_iter().collect(),
         request_headers: header_ops(headers.request.as_ref()),
         response_headers: header_ops(headers.response.as_ref()),
         direct_response: http
@@ -512,6 +515,7 @@ fn fault(path: &str, f: &net::HttpFaultInjection, notes: &mut Notes) -> Field<m:
                 })?;
             let share = a.percentage.as_ref().map_or(100.0, |p| p.value);
             Some(m::FaultAbort {
+                grpc_status: None,
                 http_status,
                 percentage: at(
                     &format!("{path}.abort.percentage.value"),

@@ -56,6 +56,7 @@ pub(super) fn translate(cx: &mut Context<'_>) -> Vec<Workload> {
             waypoint_for(cx, &key, Some(&labels), Assigned::Workload)
         };
         workloads.push(Workload {
+            locality: Default::default(),
             uid: format!("{}/{}", key.namespace, key.name),
             name: key.name.clone(),
             namespace: key.namespace.clone(),
