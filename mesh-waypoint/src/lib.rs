@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod authz;
+pub mod balance;
 pub mod config;
 pub mod detect;
 pub mod endpoints;

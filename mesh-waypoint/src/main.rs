@@ -116,6 +116,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         state: state.clone(),
         upstreams: Upstreams::new(pool, instance.identity.clone()),
         metrics,
+        balancers: Default::default(),
     });
     tokio::spawn(mesh_waypoint::jwks_fetch::run(
         state.clone(),

@@ -18,12 +18,13 @@ use hyper::body::Incoming;
 use mesh_common::identity::Identity;
 use mesh_common::model::PortProtocol;
 
+use crate::balance::{Balancers, PickContext, Picked, TryOutcome};
 use crate::error::ProxyError;
 use crate::metrics::{Metrics, RequestLabels};
 use crate::route::{Decision, RequestView};
 use crate::state::State;
 use crate::table::RouteTable;
-use crate::upstream::{Endpoint, Protocol, UpstreamBody, Upstreams};
+use crate::upstream::{Protocol, UpstreamBody, Upstreams};
 
 /// Body of a response sent downstream.
 pub type ProxyBody = UpstreamBody;
@@ -37,6 +38,8 @@ pub struct Shared {
     pub upstreams: Arc<Upstreams>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Endpoint choice and its per-backend state.
+    pub balancers: Balancers,
 }
 
 /// The downstream connection a request came on (one HBONE CONNECT stream).
@@ -146,7 +149,15 @@ async fn forward(
         }
         Decision::Forward(forward) => forward,
     };
-    let endpoint = choose_endpoint(table, &forward.backend, downstream)?;
+    let picked = choose_endpoint(
+        shared,
+        table,
+        &forward.backend,
+        downstream,
+        Some(request.headers()),
+        request.uri().query(),
+    )?;
+    let endpoint = picked.endpoint.clone();
     let downstream_upgrade = is_upgrade(&request).then(|| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
     crate::headers::forward_request(&mut parts.headers, downstream.remote.ip(), &mut || {
@@ -156,11 +167,19 @@ async fn forward(
     let protocol = upstream_protocol(table.backend_protocol(&forward.backend), parts.version);
     upstream_form(&mut parts, protocol, &authority)?;
     let request = Request::from_parts(parts, body.boxed());
-    let mut response = shared
-        .upstreams
-        .send(&endpoint, protocol, request)
-        .await
-        .map_err(|e| ProxyError::upstream_connect_failure(e.to_string()))?;
+    let mut response = match shared.upstreams.send(&endpoint, protocol, request).await {
+        Ok(response) => response,
+        Err(e) => {
+            picked.report(TryOutcome::LocalOrigin);
+            return Err(ProxyError::upstream_connect_failure(e.to_string()));
+        }
+    };
+    picked.report(try_outcome(response.status()));
+    if let Some(cookie) = &picked.set_cookie {
+        response
+            .headers_mut()
+            .append(http::header::SET_COOKIE, cookie.clone());
+    }
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(downstream_upgrade) = downstream_upgrade {
             let upstream_upgrade = hyper::upgrade::on(&mut response);
@@ -178,22 +197,35 @@ async fn forward(
     })
 }
 
-/// The endpoint of `backend` a request or connection goes to: one of the dialed address family,
-/// at random.
+/// The endpoint of `backend` a request or connection goes to (its first try).
 pub(crate) fn choose_endpoint(
+    shared: &Shared,
     table: &RouteTable,
     backend: &crate::route::Backend,
     downstream: &Downstream,
-) -> Result<Endpoint, ProxyError> {
-    let candidates = table.endpoints(backend)?;
-    let chosen = crate::endpoints::pick_like(&candidates, downstream.authority.ip(), &mut || {
-        fastrand::u64(..)
-    })
-    .ok_or_else(|| ProxyError::no_healthy_upstream("no endpoint to pick"))?;
-    Ok(Endpoint {
-        addr: chosen.addr,
-        identity: chosen.identity.clone(),
-    })
+    headers: Option<&http::HeaderMap>,
+    query: Option<&str>,
+) -> Result<Picked, ProxyError> {
+    let locality = mesh_common::model::Locality::default();
+    let cx = PickContext {
+        headers,
+        query,
+        source: downstream.remote.ip(),
+        source_locality: &locality,
+        dialed: downstream.authority.ip(),
+        tried: &[],
+        remote_localities: false,
+    };
+    shared.balancers.pick(table, backend, &cx)
+}
+
+/// What a response status says of the endpoint that gave it.
+pub(crate) fn try_outcome(status: StatusCode) -> TryOutcome {
+    if status.is_server_error() {
+        TryOutcome::Status(status.as_u16())
+    } else {
+        TryOutcome::Success
+    }
 }
 
 /// The authority the client asked for: `:authority` (HTTP/2, absolute form) or `Host`.

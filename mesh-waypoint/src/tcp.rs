@@ -23,20 +23,26 @@ where
         return;
     }
     let backend = table.default_backend(&target);
-    let endpoint = match choose_endpoint(&table, &backend, downstream) {
-        Ok(endpoint) => endpoint,
+    let picked = match choose_endpoint(shared, &table, &backend, downstream, None, None) {
+        Ok(picked) => picked,
         Err(e) => {
             tracing::warn!(dst = %downstream.authority, error = %e, "TCP connection without an endpoint; closed");
             return;
         }
     };
+    let endpoint = picked.endpoint.clone();
     let mut upstream = match shared.upstreams.open_stream(&endpoint).await {
         Ok(upstream) => upstream,
         Err(e) => {
+            picked.report(crate::balance::TryOutcome::LocalOrigin);
             tracing::warn!(dst = %downstream.authority, upstream = %endpoint.addr, error = %e, "TCP upstream connect failed; closed");
             return;
         }
     };
     let copied = tokio::io::copy_bidirectional(&mut io, &mut upstream).await;
+    picked.report(match copied {
+        Ok(_) => crate::balance::TryOutcome::Success,
+        Err(_) => crate::balance::TryOutcome::LocalOrigin,
+    });
     tracing::info!(src.identity = %downstream.peer, dst = %downstream.authority, upstream = %endpoint.addr, result = ?copied, "TCP connection");
 }
