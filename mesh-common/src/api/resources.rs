@@ -246,7 +246,7 @@ pub(crate) enum Decoded {
     AuthorizationPolicy(AuthorizationPolicy),
     PeerAuthentication(PeerAuthentication),
     Route(Route),
-    DestinationPolicy(DestinationPolicy),
+    DestinationPolicy(Box<DestinationPolicy>),
     RequestAuthentication(RequestAuthentication),
 }
 
@@ -276,9 +276,9 @@ impl Decoded {
                 wrap(decode(kind, key, json)?, Decoded::PeerAuthentication)
             }
             ResourceKind::Route => wrap(decode(kind, key, json)?, Decoded::Route),
-            ResourceKind::DestinationPolicy => {
-                wrap(decode(kind, key, json)?, Decoded::DestinationPolicy)
-            }
+            ResourceKind::DestinationPolicy => wrap(decode(kind, key, json)?, |d| {
+                Decoded::DestinationPolicy(Box::new(d))
+            }),
             ResourceKind::RequestAuthentication => {
                 wrap(decode(kind, key, json)?, Decoded::RequestAuthentication)
             }
@@ -302,7 +302,7 @@ impl Decoded {
                 Decoded::AuthorizationPolicy(p) => snapshot.authorization_policies.push(p.clone()),
                 Decoded::PeerAuthentication(p) => snapshot.peer_authentications.push(p.clone()),
                 Decoded::Route(r) => snapshot.routes.push(r.clone()),
-                Decoded::DestinationPolicy(d) => snapshot.destination_policies.push(d.clone()),
+                Decoded::DestinationPolicy(d) => snapshot.destination_policies.push((**d).clone()),
                 Decoded::RequestAuthentication(r) => {
                     snapshot.request_authentications.push(r.clone())
                 }
