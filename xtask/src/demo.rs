@@ -153,7 +153,7 @@ fn resilience(
     set_ratings_routes(config_dir, waypoint, RATINGS_FLAKY)?;
     println!("  ratings-v3 fails every second request (mesh-httpapp serve --fail-percent 50)");
     let (without, line) = success_share(&load(client, &url, N, 1)?, N);
-    println!("  VirtualService ratings -> v3, retries off:                 {line}");
+    println!("  VirtualService ratings -> v3, retries {{attempts: 0}}:              {line}");
     set_ratings_routes(config_dir, waypoint, RATINGS_FLAKY_RETRIED)?;
     let (with, line) = success_share(&load(client, &url, N, 1)?, N);
     println!("  VirtualService ratings -> v3, retries {{attempts: 3, retryOn: 5xx}}: {line}");
@@ -180,11 +180,11 @@ fn resilience(
     let cut = load(client, &slow, 1, 1)?;
     let cut_ms = cut["max_ms"].as_f64().unwrap_or(f64::NAN);
     println!(
-        "  GET /delay/{SLOW_MS} (answered after {SLOW_MS} ms), no route timeout: statuses {} after {} ms",
+        "  GET /delay/{SLOW_MS} (v1 answers after {SLOW_MS} ms), no route timeout: statuses {} after {} ms",
         before["statuses"], before["max_ms"]
     );
     println!(
-        "  the same with VirtualService timeout: 200ms:          statuses {} after {} ms",
+        "  the same with VirtualService timeout: 200ms:               statuses {} after {} ms",
         cut["statuses"], cut["max_ms"]
     );
     let before_ms = before["max_ms"].as_f64().unwrap_or(f64::NAN);
