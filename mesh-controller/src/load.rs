@@ -180,6 +180,7 @@ fn typed(kind: Kind, value: Value) -> Result<Object, FieldError> {
     Ok(match kind {
         Kind::Namespace => Object::Namespace(strict(value)?),
         Kind::Pod => Object::Pod(strict(value)?),
+        Kind::Node => Object::Node(strict(value)?),
         Kind::Service => Object::Service(strict(value)?),
         Kind::EndpointSlice => Object::EndpointSlice(strict(value)?),
         Kind::ServiceAccount => Object::ServiceAccount(strict(value)?),

@@ -16,6 +16,8 @@ pub enum Kind {
     Namespace,
     /// v1 Pod.
     Pod,
+    /// v1 Node (cluster-scoped; only its topology labels are used).
+    Node,
     /// v1 Service.
     Service,
     /// discovery.k8s.io/v1 EndpointSlice.
@@ -43,9 +45,10 @@ pub enum Kind {
 }
 
 /// Every kind, in a fixed order.
-pub const ALL_KINDS: [Kind; 14] = [
+pub const ALL_KINDS: [Kind; 15] = [
     Kind::Namespace,
     Kind::Pod,
+    Kind::Node,
     Kind::Service,
     Kind::EndpointSlice,
     Kind::ServiceAccount,
@@ -65,7 +68,9 @@ impl Kind {
     pub fn group_versions(self) -> (&'static str, &'static [&'static str]) {
         const ISTIO: &[&str] = &["v1", "v1beta1", "v1alpha3"];
         match self {
-            Kind::Namespace | Kind::Pod | Kind::Service | Kind::ServiceAccount => ("", &["v1"]),
+            Kind::Namespace | Kind::Pod | Kind::Node | Kind::Service | Kind::ServiceAccount => {
+                ("", &["v1"])
+            }
             Kind::EndpointSlice => ("discovery.k8s.io", &["v1"]),
             Kind::VirtualService
             | Kind::DestinationRule
@@ -83,6 +88,7 @@ impl Kind {
         match self {
             Kind::Namespace => "Namespace",
             Kind::Pod => "Pod",
+            Kind::Node => "Node",
             Kind::Service => "Service",
             Kind::EndpointSlice => "EndpointSlice",
             Kind::ServiceAccount => "ServiceAccount",
@@ -99,7 +105,7 @@ impl Kind {
 
     /// Whether objects of this kind live in a namespace.
     pub fn namespaced(self) -> bool {
-        self != Kind::Namespace
+        !matches!(self, Kind::Namespace | Kind::Node)
     }
 
     /// The kind for an `apiVersion` and `kind`, if the controller knows it.
@@ -154,6 +160,8 @@ pub enum Object {
     Namespace(core::Namespace),
     /// Pod.
     Pod(core::Pod),
+    /// Node.
+    Node(core::Node),
     /// Service.
     Service(core::Service),
     /// EndpointSlice.
@@ -186,6 +194,7 @@ impl Object {
         match self {
             Object::Namespace(o) => &o.metadata,
             Object::Pod(o) => &o.metadata,
+            Object::Node(o) => &o.metadata,
             Object::Service(o) => &o.metadata,
             Object::EndpointSlice(o) => &o.metadata,
             Object::ServiceAccount(o) => &o.metadata,
@@ -206,6 +215,7 @@ impl Object {
         match self {
             Object::Namespace(_) => Kind::Namespace,
             Object::Pod(_) => Kind::Pod,
+            Object::Node(_) => Kind::Node,
             Object::Service(_) => Kind::Service,
             Object::EndpointSlice(_) => Kind::EndpointSlice,
             Object::ServiceAccount(_) => Kind::ServiceAccount,
@@ -224,9 +234,15 @@ impl Object {
     /// The object's key.
     pub fn key(&self) -> ObjectKey {
         let meta = self.meta();
+        let kind = self.kind();
         ObjectKey {
-            kind: self.kind(),
-            namespace: meta.namespace.clone().unwrap_or_default(),
+            kind,
+            // A namespace on a cluster-scoped object means nothing (the API server drops it).
+            namespace: if kind.namespaced() {
+                meta.namespace.clone().unwrap_or_default()
+            } else {
+                String::new()
+            },
             name: meta.name.clone().unwrap_or_default(),
         }
     }

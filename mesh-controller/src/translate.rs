@@ -9,6 +9,7 @@ mod fail_safe;
 mod field;
 mod hosts;
 mod httproute;
+mod locality;
 mod protocol;
 mod security;
 mod services;
@@ -27,6 +28,9 @@ use crate::object::{Kind, Object, ObjectKey};
 use crate::store::Store;
 
 pub use hosts::HostIndex;
+pub use locality::{
+    from_node_labels, from_pod_label, traffic_distribution, workload_locality, POD_LOCALITY_LABEL,
+};
 pub use protocol::port_protocol;
 pub use values::duration_ms;
 pub use waypoints::{

@@ -48,6 +48,7 @@ pub fn api_resource(kind: Kind) -> ApiResource {
     match kind {
         Kind::Namespace => ApiResource::erase::<core::Namespace>(&()),
         Kind::Pod => ApiResource::erase::<core::Pod>(&()),
+        Kind::Node => ApiResource::erase::<core::Node>(&()),
         Kind::Service => ApiResource::erase::<core::Service>(&()),
         Kind::EndpointSlice => ApiResource::erase::<discovery::EndpointSlice>(&()),
         Kind::ServiceAccount => ApiResource::erase::<core::ServiceAccount>(&()),
