@@ -42,10 +42,14 @@ pub enum Kind {
     Gateway,
     /// gateway.networking.k8s.io HTTPRoute.
     HttpRoute,
+    /// gateway.networking.k8s.io TCPRoute (experimental).
+    TcpRoute,
+    /// gateway.networking.k8s.io TLSRoute (experimental).
+    TlsRoute,
 }
 
 /// Every kind, in a fixed order.
-pub const ALL_KINDS: [Kind; 15] = [
+pub const ALL_KINDS: [Kind; 17] = [
     Kind::Namespace,
     Kind::Pod,
     Kind::Node,
@@ -61,6 +65,8 @@ pub const ALL_KINDS: [Kind; 15] = [
     Kind::RequestAuthentication,
     Kind::Gateway,
     Kind::HttpRoute,
+    Kind::TcpRoute,
+    Kind::TlsRoute,
 ];
 
 impl Kind {
@@ -80,6 +86,8 @@ impl Kind {
                 ("security.istio.io", &["v1", "v1beta1"])
             }
             Kind::Gateway | Kind::HttpRoute => ("gateway.networking.k8s.io", &["v1", "v1beta1"]),
+            Kind::TcpRoute => ("gateway.networking.k8s.io", &["v1alpha2"]),
+            Kind::TlsRoute => ("gateway.networking.k8s.io", &["v1alpha2", "v1alpha3"]),
         }
     }
 
@@ -100,6 +108,8 @@ impl Kind {
             Kind::PeerAuthentication => "PeerAuthentication",
             Kind::RequestAuthentication => "RequestAuthentication",
             Kind::HttpRoute => "HTTPRoute",
+            Kind::TcpRoute => "TCPRoute",
+            Kind::TlsRoute => "TLSRoute",
         }
     }
 
@@ -186,6 +196,10 @@ pub enum Object {
     Gateway(gateway_api::Gateway),
     /// HTTPRoute.
     HttpRoute(gateway_api::HTTPRoute),
+    /// TCPRoute.
+    TcpRoute(gateway_api::TCPRoute),
+    /// TLSRoute.
+    TlsRoute(gateway_api::TLSRoute),
 }
 
 impl Object {
@@ -207,6 +221,8 @@ impl Object {
             Object::RequestAuthentication(o) => &o.metadata,
             Object::Gateway(o) => &o.metadata,
             Object::HttpRoute(o) => &o.metadata,
+            Object::TcpRoute(o) => &o.metadata,
+            Object::TlsRoute(o) => &o.metadata,
         }
     }
 
@@ -228,6 +244,8 @@ impl Object {
             Object::RequestAuthentication(_) => Kind::RequestAuthentication,
             Object::Gateway(_) => Kind::Gateway,
             Object::HttpRoute(_) => Kind::HttpRoute,
+            Object::TcpRoute(_) => Kind::TcpRoute,
+            Object::TlsRoute(_) => Kind::TlsRoute,
         }
     }
 

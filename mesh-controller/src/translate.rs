@@ -9,6 +9,7 @@ mod fail_safe;
 mod field;
 mod hosts;
 mod httproute;
+mod l4route;
 mod locality;
 mod protocol;
 mod security;
@@ -212,6 +213,7 @@ pub fn translate(store: &Store, options: &TranslateOptions) -> Translation {
     let destination_policies = destinationrule::destination_policies(&mut cx);
     let mut routes = virtualservice::routes(&mut cx);
     routes.extend(httproute::routes(&mut cx, &services));
+    routes.extend(l4route::gateway_routes(&mut cx, &services));
     let snapshot = Snapshot {
         version: String::new(),
         workloads,

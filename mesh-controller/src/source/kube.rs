@@ -61,6 +61,8 @@ pub fn api_resource(kind: Kind) -> ApiResource {
         Kind::RequestAuthentication => ApiResource::erase::<sec::RequestAuthentication>(&()),
         Kind::Gateway => ApiResource::erase::<gw::Gateway>(&()),
         Kind::HttpRoute => ApiResource::erase::<gw::HTTPRoute>(&()),
+        Kind::TcpRoute => ApiResource::erase::<gw::TCPRoute>(&()),
+        Kind::TlsRoute => ApiResource::erase::<gw::TLSRoute>(&()),
     }
 }
 
