@@ -222,8 +222,7 @@ async fn forward(
     }
     let destination = shared.destinations.get(&forward.backend);
     let limits = Limits::from_pool(table.connection_pool(&forward.backend));
-    let now_s = unix_seconds();
-    destination.budget.deposit(now_s);
+    let _active = destination.budget.enter();
     // Kept for retries: the request head (the body is kept by `replay`).
     let head = (policy.retries > 0).then(|| {
         (
@@ -379,10 +378,8 @@ async fn forward(
                 break (picked, give_up(trail, false, failure)?, request_slot);
             }
         }
-        let Some(permit) = destination
-            .budget
-            .withdraw(unix_seconds(), limits.max_retries)
-        else {
+        _retry = None;
+        let Some(permit) = destination.budget.withdraw(limits.max_retries) else {
             overflowed(shared, &forward.backend, "retries");
             break (picked, give_up(trail, true, failure)?, request_slot);
         };
@@ -485,12 +482,6 @@ impl<B: Body + Unpin, H: Unpin> Body for Held<B, H> {
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
     }
-}
-
-fn unix_seconds() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 fn overflowed(shared: &Shared, backend: &Backend, kind: &'static str) {
