@@ -24,6 +24,17 @@ pub const JWT_VERIFICATION_FAILS: &str = "Jwt verification fails";
 pub const UPSTREAM_CONNECT_FAILURE: &str =
     "upstream connect error or disconnect/reset before headers. reset reason: connection failure";
 
+/// Body Envoy answers when a route or per-try timeout expires.
+pub const UPSTREAM_REQUEST_TIMEOUT: &str = "upstream request timeout";
+/// Body Envoy answers when a circuit-breaker limit is reached.
+pub const UPSTREAM_OVERFLOW: &str =
+    "upstream connect error or disconnect/reset before headers. reset reason: overflow";
+/// Body Envoy answers when the upstream connection ends before the response headers.
+pub const UPSTREAM_CONNECTION_TERMINATION: &str =
+    "upstream connect error or disconnect/reset before headers. reset reason: connection termination";
+/// Body Envoy answers an injected abort with.
+pub const FAULT_FILTER_ABORT: &str = "fault filter abort";
+
 /// A request the waypoint answers itself, with why.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{status} {flag} {details}: {message}")]
@@ -41,6 +52,9 @@ pub struct ProxyError {
     /// Whether the request may be tried again (on another endpoint): nothing reached the
     /// upstream application.
     pub retryable: bool,
+    /// The `grpc-status` a gRPC client is answered with (HTTP 200, trailers-only); `None`:
+    /// Envoy's mapping of the HTTP status ([`ProxyError::grpc_status`]).
+    pub grpc: Option<u32>,
 }
 
 impl ProxyError {
@@ -59,7 +73,79 @@ impl ProxyError {
             message: message.into(),
             blame,
             retryable,
+            grpc: None,
         }
+    }
+
+    /// The route timeout (or the client's gRPC deadline) expired before the response headers
+    /// (504 `UT`; gRPC clients get `DEADLINE_EXCEEDED`).
+    pub fn timeout(message: impl Into<String>) -> ProxyError {
+        let mut e = Self::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "UT",
+            "upstream_response_timeout",
+            Blame::Upstream,
+            false,
+            message,
+        );
+        e.grpc = Some(4);
+        e
+    }
+
+    /// A circuit-breaker limit of the destination was reached (503 `UO`).
+    pub fn overflow(message: impl Into<String>) -> ProxyError {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UO",
+            "upstream_reset_before_response_started{overflow}",
+            Blame::Waypoint,
+            false,
+            message,
+        )
+    }
+
+    /// The upstream connection was reset or closed before the response headers (503 `UC`);
+    /// safe to retry only if the request body can be sent again, which the caller knows.
+    pub fn upstream_reset(message: impl Into<String>) -> ProxyError {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UC",
+            "upstream_reset_before_response_started{connection_termination}",
+            Blame::Upstream,
+            true,
+            message,
+        )
+    }
+
+    /// An injected abort (flag `FI`): `status`, or HTTP 200 with `grpc` as `grpc-status`.
+    pub fn fault_abort(status: StatusCode, grpc: Option<u32>) -> ProxyError {
+        let mut e = Self::new(
+            if grpc.is_some() {
+                StatusCode::OK
+            } else {
+                status
+            },
+            "FI",
+            "fault_filter_abort",
+            Blame::Waypoint,
+            false,
+            "fault injected",
+        );
+        e.grpc = grpc;
+        e
+    }
+
+    /// The `grpc-status` a gRPC client gets for this error: the explicit one, else Envoy's
+    /// mapping of HTTP statuses to gRPC codes (`httpToGrpcStatus`).
+    pub fn grpc_status(&self) -> u32 {
+        self.grpc.unwrap_or(match self.status.as_u16() {
+            400 => 13,
+            401 => 16,
+            403 => 7,
+            404 => 12,
+            429 | 502 | 503 | 504 => 14,
+            _ => 2,
+        })
     }
 
     /// No route rule matched the request (404 `NR`).
@@ -165,12 +251,39 @@ impl ProxyError {
         let body = match self.flag {
             "UH" => NO_HEALTHY_UPSTREAM,
             "UF" => UPSTREAM_CONNECT_FAILURE,
+            "UT" => UPSTREAM_REQUEST_TIMEOUT,
+            "UO" => UPSTREAM_OVERFLOW,
+            "UC" => UPSTREAM_CONNECTION_TERMINATION,
+            "FI" => FAULT_FILTER_ABORT,
             _ if self.details == "rbac_access_denied" => RBAC_DENIED,
             _ if self.status == StatusCode::UNAUTHORIZED => JWT_VERIFICATION_FAILS,
             _ => "",
         };
         (self.status, body)
     }
+}
+
+/// The response flags of a request: its failure's flag (`-` for none), with `DI` when a delay
+/// was injected and `URX` when retries ran out or the budget refused one, in Envoy's order.
+pub fn flags(base: &'static str, delayed: bool, exhausted: bool) -> &'static str {
+    macro_rules! combos {
+        ($($f:literal),*) => {
+            match (base, delayed, exhausted) {
+                (_, false, false) => base,
+                ("-", true, false) => "DI",
+                ("-", false, true) => "URX",
+                ("-", true, true) => "DI,URX",
+                ("FI", true, _) => "DI,FI",
+                $(
+                    ($f, true, false) => concat!($f, ",DI"),
+                    ($f, false, true) => concat!($f, ",URX"),
+                    ($f, true, true) => concat!($f, ",DI,URX"),
+                )*
+                _ => base,
+            }
+        };
+    }
+    combos!("UH", "UT", "UF", "UC", "UO", "NR", "NC")
 }
 
 #[cfg(test)]
@@ -188,6 +301,11 @@ mod tests {
             ("connect failure", ProxyError::upstream_connect_failure("x"), 503, "UF", UPSTREAM_CONNECT_FAILURE, Blame::Upstream, true),
             ("authz deny", ProxyError::rbac_denied("x"), 403, "-", "RBAC: access denied", Blame::Downstream, false),
             ("bad JWT", ProxyError::jwt_verification_failed("x"), 401, "-", "Jwt verification fails", Blame::Downstream, false),
+            ("timeout", ProxyError::timeout("x"), 504, "UT", UPSTREAM_REQUEST_TIMEOUT, Blame::Upstream, false),
+            ("overflow", ProxyError::overflow("x"), 503, "UO", UPSTREAM_OVERFLOW, Blame::Waypoint, false),
+            ("reset", ProxyError::upstream_reset("x"), 503, "UC", UPSTREAM_CONNECTION_TERMINATION, Blame::Upstream, true),
+            ("abort", ProxyError::fault_abort(StatusCode::IM_A_TEAPOT, None), 418, "FI", FAULT_FILTER_ABORT, Blame::Waypoint, false),
+            ("grpc abort", ProxyError::fault_abort(StatusCode::OK, Some(14)), 200, "FI", FAULT_FILTER_ABORT, Blame::Waypoint, false),
         ];
         for (case, err, status, flag, body, blame, retryable) in cases {
             assert_eq!(
@@ -198,6 +316,44 @@ mod tests {
             assert_eq!(err.flag, flag, "{case}");
             assert_eq!(err.blame, blame, "{case}");
             assert_eq!(err.retryable, retryable, "{case}");
+        }
+    }
+
+    #[test]
+    fn grpc_statuses() {
+        #[rustfmt::skip]
+        let cases = [
+            (ProxyError::timeout("x"), 4),
+            (ProxyError::overflow("x"), 14),
+            (ProxyError::no_route("x"), 12),
+            (ProxyError::rbac_denied("x"), 7),
+            (ProxyError::fault_abort(StatusCode::OK, Some(8)), 8),
+            (ProxyError::internal("x", "y"), 2),
+        ];
+        for (err, want) in cases {
+            assert_eq!(err.grpc_status(), want, "{err}");
+        }
+    }
+
+    /// Response flags combined as Envoy lists them.
+    #[test]
+    fn flags_combine() {
+        #[rustfmt::skip]
+        let cases = [
+            ("-", false, false, "-"),
+            ("-", true, false, "DI"),
+            ("-", false, true, "URX"),
+            ("UF", false, true, "UF,URX"),
+            ("UT", true, true, "UT,DI,URX"),
+            ("FI", true, false, "DI,FI"),
+            ("UO", false, false, "UO"),
+        ];
+        for (base, delayed, exhausted, want) in cases {
+            assert_eq!(
+                flags(base, delayed, exhausted),
+                want,
+                "{base} {delayed} {exhausted}"
+            );
         }
     }
 

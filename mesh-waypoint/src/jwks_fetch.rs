@@ -153,9 +153,16 @@ pub async fn fetch(
                 .boxed(),
         )
         .map_err(|e| e.to_string())?;
+    // Outside any destination's circuit breaker: a fetch of its own, with default limits.
+    let limits = crate::pool_limits::Limits::default();
+    let destination = std::sync::Arc::default();
+    let budget = crate::upstream::Budget {
+        limits: &limits,
+        destination: &destination,
+    };
     let exchange = async {
         let response = upstreams
-            .send(&endpoint, Protocol::Http1, request)
+            .send(&endpoint, Protocol::Http1, request, budget)
             .await
             .map_err(|e| e.to_string())?;
         if response.status() != StatusCode::OK {

@@ -112,12 +112,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let mut registry = prometheus_client::registry::Registry::default();
     metrics.register(&mut registry);
     let pool = HbonePool::new(certs.clone(), bundle.clone(), HboneClientConfig::default());
-    let shared = Arc::new(Shared {
-        state: state.clone(),
-        upstreams: Upstreams::new(pool, instance.identity.clone()),
+    let shared = Arc::new(Shared::new(
+        state.clone(),
+        Upstreams::new(pool, instance.identity.clone()),
         metrics,
-        balancers: Default::default(),
-    });
+    ));
     tokio::spawn(mesh_waypoint::jwks_fetch::run(
         state.clone(),
         shared.upstreams.clone(),

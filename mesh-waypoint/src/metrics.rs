@@ -28,6 +28,29 @@ pub struct RefusalLabels {
     pub reason: &'static str,
 }
 
+/// Labels of a retry.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RetryLabels {
+    /// The `retryOn` condition that fired (`5xx`, `connect-failure`, ...).
+    pub reason: &'static str,
+}
+
+/// Labels of a circuit-breaker overflow.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OverflowLabels {
+    /// Destination host.
+    pub host: String,
+    /// `connections`, `pending`, `requests`, `retries` or `mirrors`.
+    pub kind: &'static str,
+}
+
+/// Labels of a mirrored request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MirrorLabels {
+    /// `sent`, `failed`, `dropped` (too many in flight) or `body_not_kept`.
+    pub outcome: &'static str,
+}
+
 /// Every metric of the waypoint.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -37,6 +60,12 @@ pub struct Metrics {
     pub connections: Family<ConnectionLabels, Counter>,
     /// CONNECT streams refused before any byte was carried.
     pub refused: Family<RefusalLabels, Counter>,
+    /// Retries, by the condition that fired.
+    pub retries: Family<RetryLabels, Counter>,
+    /// Requests refused by a circuit breaker (or a refused retry), by destination and limit.
+    pub overflow: Family<OverflowLabels, Counter>,
+    /// Mirrored requests, by outcome.
+    pub mirrors: Family<MirrorLabels, Counter>,
 }
 
 impl Metrics {
@@ -56,6 +85,21 @@ impl Metrics {
             "mesh_waypoint_connections_refused",
             "CONNECT streams refused by the waypoint",
             self.refused.clone(),
+        );
+        registry.register(
+            "mesh_waypoint_retries",
+            "Retries of upstream requests, by retryOn condition",
+            self.retries.clone(),
+        );
+        registry.register(
+            "mesh_waypoint_upstream_overflow",
+            "Requests refused by a destination's circuit breaker, by host and limit",
+            self.overflow.clone(),
+        );
+        registry.register(
+            "mesh_waypoint_mirrors",
+            "Mirrored (shadow) requests, by outcome",
+            self.mirrors.clone(),
         );
     }
 }

@@ -7,24 +7,32 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{HeaderValue, HOST, LOCATION};
-use http::{Request, Response, StatusCode, Uri, Version};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use http::{HeaderMap, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use mesh_common::identity::Identity;
-use mesh_common::model::PortProtocol;
+use mesh_common::model::{PortProtocol, RouteRule};
 
 use crate::balance::{Balancers, PickContext, Picked, TryOutcome};
 use crate::error::ProxyError;
-use crate::metrics::{Metrics, RequestLabels};
-use crate::route::{Decision, RequestView};
+use crate::metrics::{Metrics, MirrorLabels, OverflowLabels, RequestLabels, RetryLabels};
+use crate::pool_limits::{Destinations, Limits};
+use crate::resilience::fault::{self, Abort};
+use crate::resilience::mirror::{self, Mirrors};
+use crate::resilience::replay::Replay;
+use crate::resilience::retry::{self, Policy, TryResult};
+use crate::resilience::timeout;
+use crate::route::{Backend, Decision, RequestView};
 use crate::state::State;
 use crate::table::RouteTable;
-use crate::upstream::{Protocol, UpstreamBody, Upstreams};
+use crate::upstream::{Budget, Protocol, UpstreamBody, UpstreamError, Upstreams};
 
 /// Body of a response sent downstream.
 pub type ProxyBody = UpstreamBody;
@@ -40,6 +48,24 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Endpoint choice and its per-backend state.
     pub balancers: Balancers,
+    /// Each destination's circuit-breaker counters and retry budget.
+    pub destinations: Destinations,
+    /// Shadow copies in flight.
+    pub mirrors: Arc<Mirrors>,
+}
+
+impl Shared {
+    /// What the request path shares, with empty counters.
+    pub fn new(state: Arc<State>, upstreams: Arc<Upstreams>, metrics: Arc<Metrics>) -> Shared {
+        Shared {
+            state,
+            upstreams,
+            metrics,
+            balancers: Balancers::default(),
+            destinations: Destinations::default(),
+            mirrors: Arc::default(),
+        }
+    }
 }
 
 /// The downstream connection a request came on (one HBONE CONNECT stream).
@@ -53,12 +79,14 @@ pub struct Downstream {
     pub authority: SocketAddr,
 }
 
-/// What the access log records of one request.
-struct Outcome {
-    response: Response<ProxyBody>,
-    flag: &'static str,
+/// What the access log records of one request, filled in as it goes (also when it fails).
+#[derive(Debug, Default)]
+struct Trail {
     upstream: Option<SocketAddr>,
-    route: Option<String>,
+    route: Option<Arc<str>>,
+    attempts: u32,
+    delayed: bool,
+    exhausted: bool,
 }
 
 /// Answers one downstream request.
@@ -70,21 +98,21 @@ pub async fn handle(
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
+    let grpc = timeout::is_grpc(request.headers());
     let table = shared.state.table();
-    let outcome = match forward(&shared, &table, &downstream, request).await {
-        Ok(outcome) => outcome,
+    let mut trail = Trail::default();
+    let (response, base_flag) = match forward(&shared, &table, &downstream, request, &mut trail)
+        .await
+    {
+        Ok(response) => (response, "-"),
         Err(e) => {
             tracing::debug!(src = %downstream.peer, dst = %downstream.authority, error = %e, "request answered by the waypoint");
-            Outcome {
-                response: local_error(&e),
-                flag: e.flag,
-                upstream: None,
-                route: None,
-            }
+            (local_error(&e, grpc), e.flag)
         }
     };
-    let status = outcome.response.status();
-    record(&shared.metrics, status, outcome.flag);
+    let flag = crate::error::flags(base_flag, trail.delayed, trail.exhausted);
+    let status = response.status();
+    record(&shared.metrics, status, flag);
     tracing::info!(
         src.identity = %downstream.peer,
         src.address = %downstream.remote.ip(),
@@ -92,21 +120,23 @@ pub async fn handle(
         %method,
         path,
         status = status.as_u16(),
-        flags = outcome.flag,
-        route = outcome.route.as_deref().unwrap_or("-"),
-        upstream = %outcome.upstream.map_or_else(|| "-".to_owned(), |u| u.to_string()),
+        flags = flag,
+        route = trail.route.as_deref().unwrap_or("-"),
+        upstream = %trail.upstream.map_or_else(|| "-".to_owned(), |u| u.to_string()),
+        attempts = trail.attempts,
         duration_us = started.elapsed().as_micros() as u64,
         "request"
     );
-    Ok(outcome.response)
+    Ok(response)
 }
 
 async fn forward(
-    shared: &Shared,
-    table: &RouteTable,
+    shared: &Arc<Shared>,
+    table: &Arc<RouteTable>,
     downstream: &Downstream,
     mut request: Request<Incoming>,
-) -> Result<Outcome, ProxyError> {
+    trail: &mut Trail,
+) -> Result<Response<ProxyBody>, ProxyError> {
     let target = table.target(downstream.authority).ok_or_else(|| {
         ProxyError::no_cluster(format!("{} is no longer in the mesh", downstream.authority))
     })?;
@@ -131,33 +161,35 @@ async fn forward(
         table.decide(&view)?
     };
     let forward = match decision {
-        Decision::Direct { status, body } => {
-            return Ok(Outcome {
-                response: local(status, body, None),
-                flag: "-",
-                upstream: None,
-                route: None,
-            })
-        }
+        Decision::Direct { status, body } => return Ok(local(status, body, None)),
         Decision::Redirect { status, location } => {
-            return Ok(Outcome {
-                response: local(status, String::new(), Some(location)),
-                flag: "-",
-                upstream: None,
-                route: None,
-            })
+            return Ok(local(status, String::new(), Some(location)))
         }
         Decision::Forward(forward) => forward,
     };
-    let picked = choose_endpoint(
-        shared,
-        table,
-        &forward.backend,
-        downstream,
-        Some(request.headers()),
-        request.uri().query(),
-    )?;
-    let endpoint = picked.endpoint.clone();
+    trail.route = forward.route.clone();
+    let rule = forward.rule.as_deref();
+    if let Some(f) = rule.and_then(|r| r.fault.as_ref()) {
+        let injection = fault::decide(f, &mut || fastrand::f64());
+        if let Some(delay) = injection.delay {
+            trail.delayed = true;
+            tokio::time::sleep(delay).await;
+        }
+        match injection.abort {
+            Some(Abort::Http(status)) => {
+                let status = StatusCode::from_u16(status)
+                    .map_err(|_| ProxyError::internal("fault_filter_abort", "abort status"))?;
+                return Err(ProxyError::fault_abort(status, None));
+            }
+            Some(Abort::Grpc(code)) => {
+                return Err(ProxyError::fault_abort(StatusCode::OK, Some(code)))
+            }
+            None => {}
+        }
+    }
+    let deadline = timeout::request_timeout(rule.and_then(|r| r.timeout_ms), request.headers())
+        .map(|d| tokio::time::Instant::now() + d);
+    let policy = Policy::from_model(rule.and_then(|r| r.retries.as_ref()));
     let downstream_upgrade = is_upgrade(&request).then(|| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
     crate::headers::forward_request(&mut parts.headers, downstream.remote.ip(), &mut || {
@@ -165,16 +197,239 @@ async fn forward(
     });
     forward.apply_request(&mut parts);
     let protocol = upstream_protocol(table.backend_protocol(&forward.backend), parts.version);
+    let mirror_parts = rule.filter(|r| !r.mirrors.is_empty()).map(|_| {
+        (
+            parts.method.clone(),
+            parts.uri.clone(),
+            parts.headers.clone(),
+        )
+    });
     upstream_form(&mut parts, protocol, &authority)?;
-    let request = Request::from_parts(parts, body.boxed());
-    let mut response = match shared.upstreams.send(&endpoint, protocol, request).await {
-        Ok(response) => response,
-        Err(e) => {
-            picked.report(TryOutcome::LocalOrigin);
-            return Err(ProxyError::upstream_connect_failure(e.to_string()));
+    let replay = (!body.is_end_stream()).then(|| Replay::new(body));
+    if let (Some(r), Some(copy)) = (rule, &mirror_parts) {
+        if replay.is_none() {
+            send_mirrors(
+                shared,
+                table,
+                downstream,
+                r,
+                &forward.backend,
+                copy,
+                &authority,
+                None,
+            );
+        }
+    }
+    let destination = shared.destinations.get(&forward.backend);
+    let limits = Limits::from_pool(table.connection_pool(&forward.backend));
+    let _active = destination.budget.enter();
+    // Kept for retries: the request head (the body is kept by `replay`).
+    let head = (policy.retries > 0).then(|| {
+        (
+            parts.method.clone(),
+            parts.uri.clone(),
+            parts.version,
+            parts.headers.clone(),
+        )
+    });
+    let mut first = Some(parts);
+    let mut tried: Vec<SocketAddr> = Vec::new();
+    let mut _retry = None;
+    let budget = Budget {
+        limits: &limits,
+        destination: &destination,
+    };
+    let (picked, response, request_slot) = loop {
+        trail.attempts += 1;
+        let n = trail.attempts;
+        let picked = if n == 1 {
+            choose_endpoint(
+                shared,
+                table,
+                &forward.backend,
+                downstream,
+                first.as_ref().map(|p| &p.headers),
+                first.as_ref().and_then(|p| p.uri.query()),
+            )?
+        } else {
+            let locality = mesh_common::model::Locality::default();
+            let cx = PickContext {
+                headers: head.as_ref().map(|h| &h.3),
+                query: head.as_ref().and_then(|h| h.1.query()),
+                source: downstream.remote.ip(),
+                source_locality: &locality,
+                dialed: downstream.authority.ip(),
+                tried: &tried,
+                remote_localities: policy.remote_localities,
+            };
+            shared.balancers.pick(table, &forward.backend, &cx)?
+        };
+        let endpoint = picked.endpoint.clone();
+        trail.upstream = Some(endpoint.addr);
+        let Some(request_slot) = destination.request(limits.max_requests) else {
+            overflowed(shared, &forward.backend, "requests");
+            return Err(ProxyError::overflow(format!(
+                "{}: requests",
+                forward.backend.host
+            )));
+        };
+        let parts = match first.take() {
+            Some(parts) => parts,
+            None => {
+                let Some((method, uri, version, headers)) = &head else {
+                    return Err(ProxyError::internal("retry", "no request head kept"));
+                };
+                let (mut parts, ()) = Request::new(()).into_parts();
+                parts.method = method.clone();
+                parts.uri = uri.clone();
+                parts.version = *version;
+                parts.headers = headers.clone();
+                parts
+            }
+        };
+        let body = match &replay {
+            None => Empty::new()
+                .map_err(|never: Infallible| match never {})
+                .boxed(),
+            Some(r) => match r.body() {
+                Ok(b) => b.boxed(),
+                Err(why) => return Err(ProxyError::internal("retry", why)),
+            },
+        };
+        let left = deadline.map(|d| d.saturating_duration_since(tokio::time::Instant::now()));
+        if left == Some(Duration::ZERO) {
+            return Err(ProxyError::timeout("route timeout before a try"));
+        }
+        let limit = timeout::try_timeout(policy.per_try_timeout, left);
+        let send = shared.upstreams.send(
+            &endpoint,
+            protocol,
+            Request::from_parts(parts, body),
+            budget,
+        );
+        let sent = match limit {
+            Some(t) => tokio::time::timeout(t, send).await.ok(),
+            None => Some(send.await),
+        };
+        let (result, failure) = match sent {
+            Some(Ok(response)) => {
+                picked.report(try_outcome(response.status()));
+                let result = TryResult::response(response.status(), response.headers());
+                (result, Ok(response))
+            }
+            Some(Err(e)) => {
+                picked.report(TryOutcome::LocalOrigin);
+                match e {
+                    UpstreamError::Overflow { kind, .. } => {
+                        overflowed(shared, &forward.backend, kind);
+                        return Err(ProxyError::overflow(e.to_string()));
+                    }
+                    UpstreamError::Connect { .. } | UpstreamError::ConnectTimeout(_) => (
+                        TryResult::ConnectFailure,
+                        Err(ProxyError::upstream_connect_failure(e.to_string())),
+                    ),
+                    UpstreamError::Reset { .. } if e.is_refused() => (
+                        TryResult::RefusedStream,
+                        Err(ProxyError::upstream_reset(e.to_string())),
+                    ),
+                    UpstreamError::Reset { .. } => (
+                        TryResult::Reset,
+                        Err(ProxyError::upstream_reset(e.to_string())),
+                    ),
+                }
+            }
+            None => {
+                picked.report(TryOutcome::LocalOrigin);
+                let whole = left.is_some_and(|l| limit.is_some_and(|t| t >= l));
+                if whole {
+                    return Err(ProxyError::timeout("route timeout"));
+                }
+                (
+                    TryResult::PerTryTimeout,
+                    Err(ProxyError::timeout("per-try timeout")),
+                )
+            }
+        };
+        let reason = retry::retry_reason(policy.on, &policy.statuses, result);
+        let give_up = |trail: &mut Trail,
+                       exhausted: bool,
+                       failure: Result<Response<Incoming>, ProxyError>| {
+            trail.exhausted = exhausted;
+            failure
+        };
+        let Some(reason) = reason else {
+            break (picked, give_up(trail, false, failure)?, request_slot);
+        };
+        if n > policy.retries {
+            break (
+                picked,
+                give_up(trail, policy.retries > 0, failure)?,
+                request_slot,
+            );
+        }
+        if let Some(r) = &replay {
+            if let Err(why) = r.body().map(drop) {
+                tracing::info!(
+                    route = trail.route.as_deref().unwrap_or("-"),
+                    reason,
+                    why,
+                    "request not retried"
+                );
+                break (picked, give_up(trail, false, failure)?, request_slot);
+            }
+        }
+        _retry = None;
+        let Some(permit) = destination.budget.withdraw(limits.max_retries) else {
+            overflowed(shared, &forward.backend, "retries");
+            break (picked, give_up(trail, true, failure)?, request_slot);
+        };
+        _retry = Some(permit);
+        shared
+            .metrics
+            .retries
+            .get_or_create(&RetryLabels { reason })
+            .inc();
+        drop(failure);
+        if policy.avoid_tried {
+            tried.push(endpoint.addr);
+        }
+        drop(picked);
+        drop(request_slot);
+        let pause = retry::backoff(policy.backoff_base, n, fastrand::u64(..));
+        match deadline {
+            Some(d) if tokio::time::Instant::now() + pause >= d => {
+                tokio::time::sleep_until(d).await;
+                return Err(ProxyError::timeout("route timeout in the retry backoff"));
+            }
+            _ => tokio::time::sleep(pause).await,
         }
     };
-    picked.report(try_outcome(response.status()));
+    let mut response = response;
+    if let (Some(r), Some(copy), Some(replay)) = (rule, &mirror_parts, &replay) {
+        match replay.complete() {
+            Some(body) => {
+                send_mirrors(
+                    shared,
+                    table,
+                    downstream,
+                    r,
+                    &forward.backend,
+                    copy,
+                    &authority,
+                    Some(body),
+                );
+            }
+            None => {
+                shared
+                    .metrics
+                    .mirrors
+                    .get_or_create(&MirrorLabels {
+                        outcome: "body_not_kept",
+                    })
+                    .inc();
+            }
+        }
+    }
     if let Some(cookie) = &picked.set_cookie {
         response
             .headers_mut()
@@ -183,18 +438,190 @@ async fn forward(
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(downstream_upgrade) = downstream_upgrade {
             let upstream_upgrade = hyper::upgrade::on(&mut response);
-            tokio::spawn(tunnel(downstream_upgrade, upstream_upgrade, endpoint.addr));
+            tokio::spawn(tunnel(
+                downstream_upgrade,
+                upstream_upgrade,
+                picked.endpoint.addr,
+            ));
         }
     } else {
         crate::headers::strip_hop_by_hop(response.headers_mut(), false);
     }
     forward.apply_response(response.headers_mut());
-    Ok(Outcome {
-        response: response.map(|b| b.boxed()),
-        flag: "-",
-        upstream: Some(endpoint.addr),
-        route: forward.route.as_deref().map(str::to_owned),
-    })
+    Ok(response.map(|body| {
+        Held {
+            body,
+            _held: (picked, request_slot),
+        }
+        .boxed()
+    }))
+}
+
+/// A response body holding what its try uses (the endpoint pick, the destination's request
+/// slot) until the body ends or is dropped.
+struct Held<B, H> {
+    body: B,
+    _held: H,
+}
+
+impl<B: Body + Unpin, H: Unpin> Body for Held<B, H> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+fn overflowed(shared: &Shared, backend: &Backend, kind: &'static str) {
+    shared
+        .metrics
+        .overflow
+        .get_or_create(&OverflowLabels {
+            host: backend.host.clone(),
+            kind,
+        })
+        .inc();
+}
+
+/// Sends a shadow copy of the request to each of the rule's mirrors that its percentage picks,
+/// each in a detached task with its own timeout; the responses are discarded.
+#[allow(clippy::too_many_arguments)]
+fn send_mirrors(
+    shared: &Arc<Shared>,
+    table: &Arc<RouteTable>,
+    downstream: &Downstream,
+    rule: &RouteRule,
+    primary: &Backend,
+    (method, uri, headers): &(http::Method, Uri, HeaderMap),
+    authority: &str,
+    body: Option<(Bytes, Option<HeaderMap>)>,
+) {
+    let namespace = primary
+        .service
+        .as_ref()
+        .map_or("default", |s| s.namespace.as_str());
+    for m in &rule.mirrors {
+        if !fault::hit(m.percentage, fastrand::f64()) {
+            continue;
+        }
+        let Some(slot) = shared.mirrors.slot() else {
+            shared
+                .metrics
+                .mirrors
+                .get_or_create(&MirrorLabels { outcome: "dropped" })
+                .inc();
+            continue;
+        };
+        let host = crate::hosts::qualify(&m.destination.host, namespace, &Default::default());
+        let backend = Backend {
+            service: table
+                .service_by_host(&host)
+                .map(|s| crate::table::ServiceKey {
+                    namespace: s.namespace.clone(),
+                    name: s.name.clone(),
+                }),
+            host,
+            workload: None,
+            subset: m.destination.subset.clone(),
+            port: m.destination.port.unwrap_or(primary.port),
+        };
+        let picked = match choose_endpoint(
+            shared,
+            table,
+            &backend,
+            downstream,
+            Some(headers),
+            uri.query(),
+        ) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(mirror = backend.host, error = %e, "mirror not sent");
+                shared
+                    .metrics
+                    .mirrors
+                    .get_or_create(&MirrorLabels { outcome: "failed" })
+                    .inc();
+                continue;
+            }
+        };
+        let (mut parts, ()) = Request::new(()).into_parts();
+        parts.method = method.clone();
+        parts.uri = uri.clone();
+        parts.headers = headers.clone();
+        let shadow = mirror::shadow_authority(
+            parts
+                .headers
+                .get(HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or(authority),
+        );
+        if let Ok(v) = HeaderValue::from_str(&shadow) {
+            parts.headers.insert(HOST, v);
+        }
+        let protocol = upstream_protocol(table.backend_protocol(&backend), Version::HTTP_11);
+        if upstream_form(&mut parts, protocol, &shadow).is_err() {
+            continue;
+        }
+        let body: UpstreamBody = match &body {
+            None => Empty::new()
+                .map_err(|never: Infallible| match never {})
+                .boxed(),
+            Some((bytes, _)) => Full::new(bytes.clone())
+                .map_err(|never: Infallible| match never {})
+                .boxed(),
+        };
+        let wait = rule
+            .timeout_ms
+            .map_or(mirror::DEFAULT_TIMEOUT, Duration::from_millis);
+        let shared = shared.clone();
+        let limits = Limits::from_pool(table.connection_pool(&backend));
+        let destination = shared.destinations.get(&backend);
+        tokio::spawn(async move {
+            let _slot = slot;
+            let budget = Budget {
+                limits: &limits,
+                destination: &destination,
+            };
+            let send = shared.upstreams.send(
+                &picked.endpoint,
+                protocol,
+                Request::from_parts(parts, body),
+                budget,
+            );
+            let outcome = match tokio::time::timeout(wait, async {
+                let response = send.await?;
+                picked.report(try_outcome(response.status()));
+                // Read (and discard) the body so the connection can be reused.
+                let _ = tokio::time::timeout(wait, response.into_body().collect()).await;
+                Ok::<(), UpstreamError>(())
+            })
+            .await
+            {
+                Ok(Ok(())) => "sent",
+                Ok(Err(_)) | Err(_) => {
+                    picked.report(TryOutcome::LocalOrigin);
+                    "failed"
+                }
+            };
+            shared
+                .metrics
+                .mirrors
+                .get_or_create(&MirrorLabels { outcome })
+                .inc();
+        });
+    }
 }
 
 /// The endpoint of `backend` a request or connection goes to (its first try).
@@ -338,9 +765,26 @@ fn local(status: StatusCode, body: String, location: Option<String>) -> Response
     response
 }
 
-/// The answer to a request the waypoint could not send on.
-fn local_error(e: &ProxyError) -> Response<ProxyBody> {
+/// The answer to a request the waypoint could not send on: Envoy's status and body, or for a
+/// gRPC client (and an injected gRPC abort) HTTP 200 with `grpc-status` and `grpc-message`
+/// in the headers (trailers-only).
+fn local_error(e: &ProxyError, grpc: bool) -> Response<ProxyBody> {
     let (status, body) = e.response_parts();
+    if grpc || e.grpc.is_some() && e.flag == "FI" {
+        let mut response = Response::new(full(String::new()));
+        let headers = response.headers_mut();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert("grpc-status", HeaderValue::from(e.grpc_status()));
+        if let Ok(message) = HeaderValue::from_str(body) {
+            if !body.is_empty() {
+                headers.insert("grpc-message", message);
+            }
+        }
+        return response;
+    }
     let mut response = Response::new(full(body.to_owned()));
     *response.status_mut() = status;
     if !body.is_empty() {
