@@ -115,8 +115,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let shared = Arc::new(Shared {
         state: state.clone(),
         upstreams: Upstreams::new(pool, instance.identity.clone()),
+        balancers: mesh_waypoint::balance::Balancers::new(&metrics),
         metrics,
-        balancers: Default::default(),
     });
     tokio::spawn(mesh_waypoint::jwks_fetch::run(
         state.clone(),

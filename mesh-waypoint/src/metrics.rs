@@ -3,6 +3,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 /// Labels of a finished request.
@@ -28,6 +29,13 @@ pub struct RefusalLabels {
     pub reason: &'static str,
 }
 
+/// Labels of a destination host (outlier detection).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HostLabels {
+    /// The backend's host (service host name, or workload address).
+    pub host: String,
+}
+
 /// Every metric of the waypoint.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -37,6 +45,10 @@ pub struct Metrics {
     pub connections: Family<ConnectionLabels, Counter>,
     /// CONNECT streams refused before any byte was carried.
     pub refused: Family<RefusalLabels, Counter>,
+    /// Endpoints ejected by outlier detection, by host.
+    pub outlier_ejections: Family<HostLabels, Counter>,
+    /// Endpoints ejected now, by host (updated when a pick or report sees one return).
+    pub outlier_ejected: Family<HostLabels, Gauge>,
 }
 
 impl Metrics {
@@ -56,6 +68,16 @@ impl Metrics {
             "mesh_waypoint_connections_refused",
             "CONNECT streams refused by the waypoint",
             self.refused.clone(),
+        );
+        registry.register(
+            "mesh_waypoint_outlier_ejections",
+            "Endpoints ejected by outlier detection",
+            self.outlier_ejections.clone(),
+        );
+        registry.register(
+            "mesh_waypoint_outlier_ejected",
+            "Endpoints ejected by outlier detection now",
+            self.outlier_ejected.clone(),
         );
     }
 }
