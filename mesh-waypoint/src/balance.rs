@@ -195,6 +195,9 @@ impl Generation {
 #[derive(Debug)]
 pub struct Balancers {
     current: ArcSwap<Generation>,
+    /// The generation before: requests still on the previous model (in flight across an
+    /// update) use its state and do not rebuild back to it.
+    previous: ArcSwap<Generation>,
     rebuild: Mutex<()>,
     clock: Arc<dyn Clock>,
     metrics: OutlierMetrics,
@@ -250,6 +253,7 @@ impl Balancers {
     pub fn with_clock(clock: Arc<dyn Clock>, metrics: Option<&Metrics>) -> Balancers {
         Balancers {
             current: ArcSwap::from_pointee(Generation::default()),
+            previous: ArcSwap::from_pointee(Generation::default()),
             rebuild: Mutex::new(()),
             clock,
             metrics: metrics.map_or_else(OutlierMetrics::default, |m| OutlierMetrics {
@@ -301,9 +305,18 @@ impl Balancers {
                 }
             }
         }
+        let now = self.clock.now_ms();
+        {
+            let p = self.previous.load();
+            if same(&p) {
+                return match p.find(backend) {
+                    Some(b) => Ok(b.clone()),
+                    None => Ok(Arc::new(self.build(table, backend, None, now)?)),
+                };
+            }
+        }
         let _writer = self.rebuild.lock().unwrap_or_else(|e| e.into_inner());
         let g = self.current.load_full();
-        let now = self.clock.now_ms();
         let mut next = Generation {
             snapshot: Arc::downgrade(&table.snapshot),
             by_host: HashMap::new(),
@@ -325,6 +338,7 @@ impl Balancers {
                     Err(_) => old.forget_ejections(&old.members, now),
                 }
             }
+            self.previous.store(g.clone());
             if let Some(b) = next.find(backend) {
                 let b = b.clone();
                 self.current.store(Arc::new(next));

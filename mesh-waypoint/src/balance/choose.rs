@@ -113,6 +113,7 @@ fn weighted_random(
 }
 
 #[cfg(test)]
+#[allow(clippy::type_complexity)]
 mod tests {
     use super::*;
 

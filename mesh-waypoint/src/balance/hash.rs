@@ -40,15 +40,18 @@ pub enum HashTable {
 }
 
 impl HashTable {
-    /// A ring with at least `min_size` points (bounded by [`MAX_RING_SIZE`]) over `keys`
-    /// (each endpoint's stable name, e.g. its address) with their indices.
+    /// A ring with at least `min_size` points over `keys` (each endpoint's stable name, e.g. its
+    /// address) with their indices. Unlike Envoy, which gives each endpoint `min_size / n`
+    /// points, each endpoint has `min_size` points (fewer only when the ring would pass
+    /// [`MAX_RING_SIZE`]): an endpoint's points do not depend on how many others there are, so
+    /// removing one moves only its keys.
     pub fn ring(keys: &[(String, u32)], min_size: u64) -> HashTable {
         if keys.is_empty() {
             return HashTable::Ring(Vec::new());
         }
         let min_size = min_size.clamp(1, MAX_RING_SIZE);
         let n = keys.len() as u64;
-        let per = min_size.div_ceil(n).max(1);
+        let per = min_size.min(MAX_RING_SIZE / n).max(1);
         let mut ring = Vec::with_capacity(usize::try_from(per * n).unwrap_or(0));
         for (key, index) in keys {
             for i in 0..per {
@@ -145,7 +148,7 @@ fn is_prime(n: u64) -> bool {
     }
     let mut d = 2;
     while d * d <= n {
-        if n % d == 0 {
+        if n.is_multiple_of(d) {
             return false;
         }
         d += 1;
@@ -154,6 +157,7 @@ fn is_prime(n: u64) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::type_complexity)]
 mod tests {
     use super::*;
 

@@ -168,6 +168,7 @@ pub fn locality_weights(rule: &LocalityDistribute, localities: &[&Locality]) -> 
 }
 
 #[cfg(test)]
+#[allow(clippy::type_complexity)]
 mod tests {
     use super::*;
 

@@ -147,6 +147,7 @@ pub fn panic_mode(healthy: usize, total: usize, min_percent: u32) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::type_complexity)]
 mod tests {
     use super::*;
     use TryOutcome::{LocalOrigin, Status, Success};
