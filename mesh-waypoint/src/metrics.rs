@@ -3,6 +3,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 /// Labels of a finished request.
@@ -51,6 +52,13 @@ pub struct MirrorLabels {
     pub outcome: &'static str,
 }
 
+/// Labels of a destination host (outlier detection).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HostLabels {
+    /// The backend's host (service host name, or workload address).
+    pub host: String,
+}
+
 /// Every metric of the waypoint.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -66,6 +74,10 @@ pub struct Metrics {
     pub overflow: Family<OverflowLabels, Counter>,
     /// Mirrored requests, by outcome.
     pub mirrors: Family<MirrorLabels, Counter>,
+    /// Endpoints ejected by outlier detection, by host.
+    pub outlier_ejections: Family<HostLabels, Counter>,
+    /// Endpoints ejected now, by host (updated when a pick or report sees one return).
+    pub outlier_ejected: Family<HostLabels, Gauge>,
 }
 
 impl Metrics {
@@ -100,6 +112,16 @@ impl Metrics {
             "mesh_waypoint_mirrors",
             "Mirrored (shadow) requests, by outcome",
             self.mirrors.clone(),
+        );
+        registry.register(
+            "mesh_waypoint_outlier_ejections",
+            "Endpoints ejected by outlier detection",
+            self.outlier_ejections.clone(),
+        );
+        registry.register(
+            "mesh_waypoint_outlier_ejected",
+            "Endpoints ejected by outlier detection now",
+            self.outlier_ejected.clone(),
         );
     }
 }

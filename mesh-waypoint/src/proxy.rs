@@ -60,8 +60,8 @@ impl Shared {
         Shared {
             state,
             upstreams,
+            balancers: Balancers::new(&metrics),
             metrics,
-            balancers: Balancers::default(),
             destinations: Destinations::default(),
             mirrors: Arc::default(),
         }
@@ -633,12 +633,17 @@ pub(crate) fn choose_endpoint(
     headers: Option<&http::HeaderMap>,
     query: Option<&str>,
 ) -> Result<Picked, ProxyError> {
-    let locality = mesh_common::model::Locality::default();
+    // The source workload's locality (as `SourceInfo::locality`, without building it: it only
+    // steers balancing).
+    let unknown = mesh_common::model::Locality::default();
+    let locality = table
+        .workload_at(downstream.remote.ip())
+        .map_or(&unknown, |w| &w.locality);
     let cx = PickContext {
         headers,
         query,
         source: downstream.remote.ip(),
-        source_locality: &locality,
+        source_locality: locality,
         dialed: downstream.authority.ip(),
         tried: &[],
         remote_localities: false,

@@ -94,6 +94,8 @@ pub struct SourceInfo {
     pub namespace: Option<String>,
     /// Labels of the workload at `address`, when its identity is the peer's.
     pub labels: BTreeMap<String, String>,
+    /// Locality of the workload at `address`, when its identity is the peer's (empty unknown).
+    pub locality: mesh_common::model::Locality,
 }
 
 /// The waypoint's tables for one model.
@@ -322,6 +324,7 @@ impl RouteTable {
                 .map(|id| id.namespace.clone())
                 .or_else(|| trusted.map(|w| w.namespace.clone())),
             labels: trusted.map(|w| w.labels.clone()).unwrap_or_default(),
+            locality: trusted.map(|w| w.locality.clone()).unwrap_or_default(),
             identity,
             address,
         }
