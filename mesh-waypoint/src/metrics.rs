@@ -28,6 +28,13 @@ pub struct RefusalLabels {
     pub reason: &'static str,
 }
 
+/// Labels of an opaque TCP connection routed.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TcpLabels {
+    /// The TCP or TLS rule that matched (`tcp route <ns>/<name> rule <i>`), `-` when none.
+    pub route: String,
+}
+
 /// Every metric of the waypoint.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -37,6 +44,8 @@ pub struct Metrics {
     pub connections: Family<ConnectionLabels, Counter>,
     /// CONNECT streams refused before any byte was carried.
     pub refused: Family<RefusalLabels, Counter>,
+    /// Opaque TCP connections routed, by the rule that matched.
+    pub tcp: Family<TcpLabels, Counter>,
 }
 
 impl Metrics {
@@ -56,6 +65,11 @@ impl Metrics {
             "mesh_waypoint_connections_refused",
             "CONNECT streams refused by the waypoint",
             self.refused.clone(),
+        );
+        registry.register(
+            "mesh_waypoint_tcp_connections",
+            "Opaque TCP connections routed, by the TCP or TLS route rule that matched",
+            self.tcp.clone(),
         );
     }
 }
