@@ -180,6 +180,7 @@ fn typed(kind: Kind, value: Value) -> Result<Object, FieldError> {
     Ok(match kind {
         Kind::Namespace => Object::Namespace(strict(value)?),
         Kind::Pod => Object::Pod(strict(value)?),
+        Kind::Node => Object::Node(strict(value)?),
         Kind::Service => Object::Service(strict(value)?),
         Kind::EndpointSlice => Object::EndpointSlice(strict(value)?),
         Kind::ServiceAccount => Object::ServiceAccount(strict(value)?),
@@ -204,5 +205,7 @@ fn typed(kind: Kind, value: Value) -> Result<Object, FieldError> {
         })?),
         Kind::Gateway => Object::Gateway(custom(value, |n, s| gw::Gateway::new(&n, s))?),
         Kind::HttpRoute => Object::HttpRoute(custom(value, |n, s| gw::HTTPRoute::new(&n, s))?),
+        Kind::TcpRoute => Object::TcpRoute(custom(value, |n, s| gw::TCPRoute::new(&n, s))?),
+        Kind::TlsRoute => Object::TlsRoute(custom(value, |n, s| gw::TLSRoute::new(&n, s))?),
     })
 }

@@ -16,6 +16,8 @@ pub enum Kind {
     Namespace,
     /// v1 Pod.
     Pod,
+    /// v1 Node (cluster-scoped; only its topology labels are used).
+    Node,
     /// v1 Service.
     Service,
     /// discovery.k8s.io/v1 EndpointSlice.
@@ -40,12 +42,17 @@ pub enum Kind {
     Gateway,
     /// gateway.networking.k8s.io HTTPRoute.
     HttpRoute,
+    /// gateway.networking.k8s.io TCPRoute (experimental).
+    TcpRoute,
+    /// gateway.networking.k8s.io TLSRoute (experimental).
+    TlsRoute,
 }
 
 /// Every kind, in a fixed order.
-pub const ALL_KINDS: [Kind; 14] = [
+pub const ALL_KINDS: [Kind; 17] = [
     Kind::Namespace,
     Kind::Pod,
+    Kind::Node,
     Kind::Service,
     Kind::EndpointSlice,
     Kind::ServiceAccount,
@@ -58,6 +65,8 @@ pub const ALL_KINDS: [Kind; 14] = [
     Kind::RequestAuthentication,
     Kind::Gateway,
     Kind::HttpRoute,
+    Kind::TcpRoute,
+    Kind::TlsRoute,
 ];
 
 impl Kind {
@@ -65,7 +74,9 @@ impl Kind {
     pub fn group_versions(self) -> (&'static str, &'static [&'static str]) {
         const ISTIO: &[&str] = &["v1", "v1beta1", "v1alpha3"];
         match self {
-            Kind::Namespace | Kind::Pod | Kind::Service | Kind::ServiceAccount => ("", &["v1"]),
+            Kind::Namespace | Kind::Pod | Kind::Node | Kind::Service | Kind::ServiceAccount => {
+                ("", &["v1"])
+            }
             Kind::EndpointSlice => ("discovery.k8s.io", &["v1"]),
             Kind::VirtualService
             | Kind::DestinationRule
@@ -75,6 +86,8 @@ impl Kind {
                 ("security.istio.io", &["v1", "v1beta1"])
             }
             Kind::Gateway | Kind::HttpRoute => ("gateway.networking.k8s.io", &["v1", "v1beta1"]),
+            Kind::TcpRoute => ("gateway.networking.k8s.io", &["v1alpha2"]),
+            Kind::TlsRoute => ("gateway.networking.k8s.io", &["v1alpha2", "v1alpha3"]),
         }
     }
 
@@ -83,6 +96,7 @@ impl Kind {
         match self {
             Kind::Namespace => "Namespace",
             Kind::Pod => "Pod",
+            Kind::Node => "Node",
             Kind::Service => "Service",
             Kind::EndpointSlice => "EndpointSlice",
             Kind::ServiceAccount => "ServiceAccount",
@@ -94,12 +108,14 @@ impl Kind {
             Kind::PeerAuthentication => "PeerAuthentication",
             Kind::RequestAuthentication => "RequestAuthentication",
             Kind::HttpRoute => "HTTPRoute",
+            Kind::TcpRoute => "TCPRoute",
+            Kind::TlsRoute => "TLSRoute",
         }
     }
 
     /// Whether objects of this kind live in a namespace.
     pub fn namespaced(self) -> bool {
-        self != Kind::Namespace
+        !matches!(self, Kind::Namespace | Kind::Node)
     }
 
     /// The kind for an `apiVersion` and `kind`, if the controller knows it.
@@ -154,6 +170,8 @@ pub enum Object {
     Namespace(core::Namespace),
     /// Pod.
     Pod(core::Pod),
+    /// Node.
+    Node(core::Node),
     /// Service.
     Service(core::Service),
     /// EndpointSlice.
@@ -178,6 +196,10 @@ pub enum Object {
     Gateway(gateway_api::Gateway),
     /// HTTPRoute.
     HttpRoute(gateway_api::HTTPRoute),
+    /// TCPRoute.
+    TcpRoute(gateway_api::TCPRoute),
+    /// TLSRoute.
+    TlsRoute(gateway_api::TLSRoute),
 }
 
 impl Object {
@@ -186,6 +208,7 @@ impl Object {
         match self {
             Object::Namespace(o) => &o.metadata,
             Object::Pod(o) => &o.metadata,
+            Object::Node(o) => &o.metadata,
             Object::Service(o) => &o.metadata,
             Object::EndpointSlice(o) => &o.metadata,
             Object::ServiceAccount(o) => &o.metadata,
@@ -198,6 +221,8 @@ impl Object {
             Object::RequestAuthentication(o) => &o.metadata,
             Object::Gateway(o) => &o.metadata,
             Object::HttpRoute(o) => &o.metadata,
+            Object::TcpRoute(o) => &o.metadata,
+            Object::TlsRoute(o) => &o.metadata,
         }
     }
 
@@ -206,6 +231,7 @@ impl Object {
         match self {
             Object::Namespace(_) => Kind::Namespace,
             Object::Pod(_) => Kind::Pod,
+            Object::Node(_) => Kind::Node,
             Object::Service(_) => Kind::Service,
             Object::EndpointSlice(_) => Kind::EndpointSlice,
             Object::ServiceAccount(_) => Kind::ServiceAccount,
@@ -218,15 +244,23 @@ impl Object {
             Object::RequestAuthentication(_) => Kind::RequestAuthentication,
             Object::Gateway(_) => Kind::Gateway,
             Object::HttpRoute(_) => Kind::HttpRoute,
+            Object::TcpRoute(_) => Kind::TcpRoute,
+            Object::TlsRoute(_) => Kind::TlsRoute,
         }
     }
 
     /// The object's key.
     pub fn key(&self) -> ObjectKey {
         let meta = self.meta();
+        let kind = self.kind();
         ObjectKey {
-            kind: self.kind(),
-            namespace: meta.namespace.clone().unwrap_or_default(),
+            kind,
+            // A namespace on a cluster-scoped object means nothing (the API server drops it).
+            namespace: if kind.namespaced() {
+                meta.namespace.clone().unwrap_or_default()
+            } else {
+                String::new()
+            },
             name: meta.name.clone().unwrap_or_default(),
         }
     }

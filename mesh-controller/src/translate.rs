@@ -9,6 +9,8 @@ mod fail_safe;
 mod field;
 mod hosts;
 mod httproute;
+mod l4route;
+mod locality;
 mod protocol;
 mod security;
 mod services;
@@ -27,6 +29,9 @@ use crate::object::{Kind, Object, ObjectKey};
 use crate::store::Store;
 
 pub use hosts::HostIndex;
+pub use locality::{
+    from_node_labels, from_pod_label, traffic_distribution, workload_locality, POD_LOCALITY_LABEL,
+};
 pub use protocol::port_protocol;
 pub use values::duration_ms;
 pub use waypoints::{
@@ -208,6 +213,7 @@ pub fn translate(store: &Store, options: &TranslateOptions) -> Translation {
     let destination_policies = destinationrule::destination_policies(&mut cx);
     let mut routes = virtualservice::routes(&mut cx);
     routes.extend(httproute::routes(&mut cx, &services));
+    routes.extend(l4route::gateway_routes(&mut cx, &services));
     let snapshot = Snapshot {
         version: String::new(),
         workloads,

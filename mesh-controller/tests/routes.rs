@@ -2,8 +2,8 @@
 //! translated rule (or the error or warning, naming file, object and field) out.
 
 use mesh_common::model::{
-    DirectResponse, HeaderOps, HttpMatch, Redirect, RegexRewrite, Rewrite, Route, RouteKind,
-    Snapshot, StringMatch,
+    DirectResponse, HeaderOps, HttpMatch, L4Match, L4Rule, Redirect, RegexRewrite, Rewrite, Route,
+    RouteDestination, RouteKind, Snapshot, StringMatch,
 };
 use mesh_controller::controller::{Change, Controller};
 use mesh_controller::load::parse_yaml;
@@ -327,11 +327,6 @@ fn export_to_and_unsupported_fields() {
         &["VirtualService default/vs", "spec.http[0].corsPolicy: warning: not supported yet"],
     );
     one_message(
-        &vs("  hosts: [reviews]\n  tcp: [{route: [{destination: {host: reviews}}]}]\n"),
-        true,
-        &["spec.tcp[0]: warning: not supported yet; waypoints route HTTP only"],
-    );
-    one_message(
         &vs("  hosts: [reviews]\n  http: [{retries: {attempts: 2, retryIgnorePreviousHosts: true}, route: [{destination: {host: reviews}}]}]\n"),
         true,
         &["spec.http[0].retries.retryIgnorePreviousHosts: warning: not supported yet"],
@@ -578,4 +573,259 @@ fn http_route_filters() {
     );
     let r = rule_of("  - filters: [{type: RequestMirror, requestMirror: {backendRef: {name: ratings, port: 9080}, fraction: {numerator: 1, denominator: 4}}}]\n    backendRefs: [{name: reviews}]\n");
     assert_eq!(r.mirrors.first().map(|m| m.percentage), Some(25.0));
+}
+
+fn l4(s: &Snapshot, name: &str) -> (Vec<L4Rule>, Vec<L4Rule>) {
+    let r = route(s, name);
+    (r.tcp.clone(), r.tls.clone())
+}
+
+fn dest(host: &str, subset: Option<&str>, port: Option<u16>, weight: u32) -> RouteDestination {
+    RouteDestination {
+        host: format!("{host}.default.svc.cluster.local"),
+        subset: subset.map(str::to_owned),
+        port,
+        weight,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn virtual_service_tcp_and_tls_rules() {
+    // (case, tcp rules, tls rules)
+    let cases: Vec<(String, Vec<L4Rule>, Vec<L4Rule>)> = vec![
+        (
+            vs("  hosts: [reviews]\n  tcp: [{route: [{destination: {host: reviews}}]}]\n"),
+            vec![L4Rule {
+                name: None,
+                matches: vec![],
+                destinations: vec![dest("reviews", None, None, 100)],
+            }],
+            vec![],
+        ),
+        (
+            vs("  hosts: [reviews]\n  tcp:\n  - match: [{port: 9080, sourceLabels: {app: productpage}, sourceNamespace: front}]\n    route:\n    - {destination: {host: reviews, subset: v1, port: {number: 9080}}, weight: 80}\n    - {destination: {host: reviews, subset: v2}, weight: 20}\n"),
+            vec![L4Rule {
+                name: None,
+                matches: vec![L4Match {
+                    port: Some(9080),
+                    sni_hosts: vec![],
+                    source_labels: [("app".to_owned(), "productpage".to_owned())].into(),
+                    source_namespace: Some("front".to_owned()),
+                }],
+                destinations: vec![
+                    dest("reviews", Some("v1"), Some(9080), 80),
+                    dest("reviews", Some("v2"), None, 20),
+                ],
+            }],
+            vec![],
+        ),
+        (
+            vs("  hosts: [reviews.default.svc.cluster.local, \"*.example.com\"]\n  tls:\n  - match: [{port: 443, sniHosts: [reviews.default.svc.cluster.local, A.example.com]}]\n    route: [{destination: {host: reviews, port: {number: 9443}}}]\n"),
+            vec![],
+            vec![L4Rule {
+                name: None,
+                matches: vec![L4Match {
+                    port: Some(443),
+                    sni_hosts: vec![
+                        "reviews.default.svc.cluster.local".to_owned(),
+                        "a.example.com".to_owned(),
+                    ],
+                    ..Default::default()
+                }],
+                destinations: vec![dest("reviews", None, Some(9443), 100)],
+            }],
+        ),
+        // A short host name: the SNI host is matched as written.
+        (
+            vs("  hosts: [reviews]\n  tls: [{match: [{sniHosts: [reviews]}], route: [{destination: {host: reviews}}]}]\n"),
+            vec![],
+            vec![L4Rule {
+                name: None,
+                matches: vec![L4Match {
+                    sni_hosts: vec!["reviews".to_owned()],
+                    ..Default::default()
+                }],
+                destinations: vec![dest("reviews", None, None, 100)],
+            }],
+        ),
+    ];
+    for (case, tcp, tls) in cases {
+        let (s, errors) = load(&case);
+        assert!(errors.is_empty(), "{case}: {errors:#?}");
+        assert_eq!(l4(&s, "vs"), (tcp, tls), "{case}");
+    }
+}
+
+#[test]
+fn virtual_service_tcp_and_tls_problems() {
+    // (case, whether the route stays, message parts)
+    let cases: Vec<(String, bool, Vec<&str>)> = vec![
+        (
+            vs("  hosts: [reviews]\n  tls: [{route: [{destination: {host: reviews}}]}]\n"),
+            false,
+            vec!["spec.tls[0].match", "needs at least one match"],
+        ),
+        (
+            vs("  hosts: [reviews]\n  tls: [{match: [{port: 443}], route: [{destination: {host: reviews}}]}]\n"),
+            false,
+            vec!["spec.tls[0].match[0].sniHosts", "at least one SNI host"],
+        ),
+        (
+            vs("  hosts: [reviews]\n  tls: [{match: [{sniHosts: [other.example.com]}], route: [{destination: {host: reviews}}]}]\n"),
+            false,
+            vec!["spec.tls[0].match[0].sniHosts[0]", "not one of the VirtualService's hosts"],
+        ),
+        (
+            vs("  hosts: [reviews]\n  tcp: [{match: [{port: 70000}], route: [{destination: {host: reviews}}]}]\n"),
+            false,
+            vec!["spec.tcp[0].match[0].port"],
+        ),
+        (
+            vs("  hosts: [reviews]\n  tcp: [{route: [{destination: {host: reviews}, weight: 101}]}]\n"),
+            false,
+            vec!["spec.tcp[0].route[0].weight", "invalid weight 101"],
+        ),
+        (
+            vs("  hosts: [reviews]\n  tcp: [{}]\n"),
+            false,
+            vec!["spec.tcp[0].route", "at least one destination"],
+        ),
+        (
+            vs("  hosts: [reviews]\n  tcp: [{match: [{destinationSubnets: [10.0.0.0/8]}], route: [{destination: {host: reviews}}]}]\n"),
+            true,
+            vec!["spec.tcp[0].match[0].destinationSubnets: warning: not supported yet; this match is left out"],
+        ),
+        (
+            vs("  hosts: [reviews]\n  tcp: [{match: [{gateways: [ingress]}], route: [{destination: {host: reviews}}]}]\n"),
+            true,
+            vec!["spec.tcp[0].match[0].gateways: warning: bound to gateways"],
+        ),
+        (
+            vs("  hosts: [reviews]\n  tcp: [{route: [{destination: {host: nowhere}}]}]\n"),
+            true,
+            vec!["spec.tcp[0].route[0].destination.host: warning", "not found in the mesh"],
+        ),
+    ];
+    for (case, translated, parts) in cases {
+        one_message(&case, translated, &parts);
+    }
+    // Matches left out are not widened: that rule is gone, the next one stays.
+    let (s, _) = load(&vs("  hosts: [reviews]\n  tcp:\n  - {match: [{sourceSubnet: 10.0.0.0/8}], route: [{destination: {host: reviews, subset: v2}}]}\n  - {route: [{destination: {host: reviews, subset: v1}}]}\n"));
+    let (tcp, _) = l4(&s, "vs");
+    assert_eq!(tcp.len(), 1, "{tcp:#?}");
+    assert_eq!(tcp[0].destinations[0].subset.as_deref(), Some("v1"));
+}
+
+fn gateway_l4(kind: &str, version: &str, body: &str) -> String {
+    format!("apiVersion: gateway.networking.k8s.io/{version}\nkind: {kind}\nmetadata: {{name: vs}}\nspec:\n{body}")
+}
+
+#[test]
+fn tcp_and_tls_routes() {
+    // A TCPRoute on a Service port, weighted backends.
+    let (s, errors) = load(&gateway_l4(
+        "TCPRoute",
+        "v1alpha2",
+        "  parentRefs: [{group: \"\", kind: Service, name: reviews, port: 9080}]\n  rules: [{backendRefs: [{name: reviews, port: 9080, weight: 3}, {name: ratings, port: 9080}]}]\n",
+    ));
+    assert!(errors.is_empty(), "{errors:#?}");
+    let r = route(&s, "vs");
+    assert_eq!(r.kind, RouteKind::TcpRoute);
+    assert_eq!(
+        r.hosts,
+        vec!["reviews.default.svc.cluster.local".to_owned()]
+    );
+    assert!(r.rules.is_empty() && r.tls.is_empty());
+    assert_eq!(
+        r.tcp,
+        vec![L4Rule {
+            name: None,
+            matches: vec![L4Match {
+                port: Some(9080),
+                ..Default::default()
+            }],
+            destinations: vec![
+                dest("reviews", None, Some(9080), 3),
+                dest("ratings", None, Some(9080), 1),
+            ],
+        }]
+    );
+    // A TCPRoute on the waypoint: the services assigned to it.
+    let (s, errors) = load(&gateway_l4(
+        "TCPRoute",
+        "v1alpha2",
+        "  parentRefs: [{name: wp}]\n  rules: [{name: all, backendRefs: [{name: reviews, port: 9080}]}]\n",
+    ));
+    assert!(errors.is_empty(), "{errors:#?}");
+    let r = route(&s, "vs");
+    assert_eq!(
+        r.hosts,
+        vec!["reviews.default.svc.cluster.local".to_owned()]
+    );
+    assert_eq!(r.tcp[0].name.as_deref(), Some("all"));
+    assert!(r.tcp[0].matches.is_empty(), "{r:#?}");
+    // TLSRoutes (both versions): hostnames are the SNI match.
+    for version in ["v1alpha2", "v1alpha3"] {
+        let (s, errors) = load(&gateway_l4(
+            "TLSRoute",
+            version,
+            "  parentRefs: [{group: \"\", kind: Service, name: reviews}]\n  hostnames: [Reviews.Example.com, \"*.reviews.example.com\"]\n  rules: [{backendRefs: [{name: reviews, port: 9443}]}]\n",
+        ));
+        assert!(errors.is_empty(), "{version}: {errors:#?}");
+        let r = route(&s, "vs");
+        assert_eq!(r.kind, RouteKind::TlsRoute);
+        assert_eq!(
+            r.hosts,
+            vec!["reviews.default.svc.cluster.local".to_owned()]
+        );
+        assert!(r.tcp.is_empty());
+        assert_eq!(
+            r.tls[0].matches,
+            vec![L4Match {
+                sni_hosts: vec![
+                    "reviews.example.com".to_owned(),
+                    "*.reviews.example.com".to_owned()
+                ],
+                ..Default::default()
+            }],
+            "{version}"
+        );
+    }
+    // Problems.
+    let cases: Vec<(String, bool, Vec<&str>)> = vec![
+        (
+            gateway_l4("TCPRoute", "v1alpha2", "  parentRefs: [{group: \"\", kind: Service, name: reviews}]\n  rules: [{backendRefs: [{name: nowhere, port: 1}]}]\n"),
+            false,
+            vec!["TCPRoute default/vs", "spec.rules[0].backendRefs[0].name", "not found"],
+        ),
+        (
+            gateway_l4("TCPRoute", "v1alpha2", "  parentRefs: [{group: \"\", kind: Service, name: reviews}]\n  rules: [{}]\n"),
+            false,
+            vec!["spec.rules[0].backendRefs", "at least one backend"],
+        ),
+        (
+            gateway_l4("TCPRoute", "v1alpha2", "  rules: [{backendRefs: [{name: reviews, port: 9080}]}]\n"),
+            false,
+            vec!["spec.parentRefs", "at least one parent"],
+        ),
+        (
+            gateway_l4("TLSRoute", "v1alpha2", "  parentRefs: [{group: \"\", kind: Service, name: reviews}]\n  hostnames: [\"a:443\"]\n  rules: [{backendRefs: [{name: reviews, port: 9443}]}]\n"),
+            false,
+            vec!["TLSRoute default/vs", "spec.hostnames[0]", "invalid host name"],
+        ),
+        (
+            gateway_l4("TCPRoute", "v1alpha2", "  parentRefs: [{group: \"\", kind: Service, name: reviews}]\n  useDefaultGateways: All\n  rules: [{backendRefs: [{name: reviews, port: 9080}]}]\n"),
+            true,
+            vec!["spec.useDefaultGateways: warning"],
+        ),
+        (
+            gateway_l4("TCPRoute", "v1alpha2", "  parentRefs: [{group: \"\", kind: Service, name: reviews}]\n  rules: [{backendRefs: [{name: reviews, port: 9080, filters: []}]}]\n"),
+            false,
+            vec!["spec.rules[0].backendRefs[0].filters", "unknown field"],
+        ),
+    ];
+    for (case, translated, parts) in cases {
+        one_message(&case, translated, &parts);
+    }
 }

@@ -24,6 +24,19 @@ pub fn namespace_yaml(name: &str, ambient: bool) -> String {
     format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {name}, labels: {labels}}}\n")
 }
 
+/// A `Node` with labels, e.g. `topology.kubernetes.io/zone` (the controller gives each pod on
+/// it the node's locality). Label values are quoted, so any string is safe.
+pub fn node_yaml(name: &str, labels: &[(&str, &str)]) -> String {
+    let labels: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{k:?}: {v:?}"))
+        .collect();
+    format!(
+        "apiVersion: v1\nkind: Node\nmetadata: {{name: {name:?}, labels: {{{}}}}}\n",
+        labels.join(", ")
+    )
+}
+
 /// A `Service` with a fixed cluster IP selecting `app: <app>`.
 pub fn service_yaml(
     namespace: &str,

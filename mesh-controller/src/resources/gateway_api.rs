@@ -325,3 +325,77 @@ spec_type! {
         pub backoff: Option<String>,
     }
 }
+
+/// Gateway API TCPRoute (experimental channel, `v1alpha2`).
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "gateway.networking.k8s.io",
+    version = "v1alpha2",
+    kind = "TCPRoute",
+    plural = "tcproutes",
+    namespaced
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TCPRouteSpec {
+    /// Gateways or Services the route attaches to.
+    #[serde(default)]
+    pub parent_refs: Vec<ParentReference>,
+    /// Rules.
+    #[serde(default)]
+    pub rules: Vec<L4RouteRule>,
+    /// Attach to the default gateways (`All`, `None`).
+    pub use_default_gateways: Option<String>,
+}
+
+/// Gateway API TLSRoute (experimental channel, `v1alpha2`; `v1alpha3` has the same fields).
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "gateway.networking.k8s.io",
+    version = "v1alpha2",
+    kind = "TLSRoute",
+    plural = "tlsroutes",
+    namespaced
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TLSRouteSpec {
+    /// Gateways or Services the route attaches to.
+    #[serde(default)]
+    pub parent_refs: Vec<ParentReference>,
+    /// SNI host names (may start with `*.`).
+    #[serde(default)]
+    pub hostnames: Vec<String>,
+    /// Rules.
+    #[serde(default)]
+    pub rules: Vec<L4RouteRule>,
+    /// Attach to the default gateways (`All`, `None`).
+    pub use_default_gateways: Option<String>,
+}
+
+spec_type! {
+    /// A TCPRoute or TLSRoute rule.
+    pub struct L4RouteRule {
+        /// Rule name.
+        pub name: Option<String>,
+        /// Backends.
+        #[serde(default)]
+        pub backend_refs: Vec<BackendRef>,
+    }
+}
+
+spec_type! {
+    /// A weighted backend without filters.
+    pub struct BackendRef {
+        /// Group.
+        pub group: Option<String>,
+        /// Kind.
+        pub kind: Option<String>,
+        /// Name.
+        pub name: String,
+        /// Namespace.
+        pub namespace: Option<String>,
+        /// Port.
+        pub port: Option<u32>,
+        /// Weight (default 1).
+        pub weight: Option<u32>,
+    }
+}

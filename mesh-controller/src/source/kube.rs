@@ -48,6 +48,7 @@ pub fn api_resource(kind: Kind) -> ApiResource {
     match kind {
         Kind::Namespace => ApiResource::erase::<core::Namespace>(&()),
         Kind::Pod => ApiResource::erase::<core::Pod>(&()),
+        Kind::Node => ApiResource::erase::<core::Node>(&()),
         Kind::Service => ApiResource::erase::<core::Service>(&()),
         Kind::EndpointSlice => ApiResource::erase::<discovery::EndpointSlice>(&()),
         Kind::ServiceAccount => ApiResource::erase::<core::ServiceAccount>(&()),
@@ -60,6 +61,8 @@ pub fn api_resource(kind: Kind) -> ApiResource {
         Kind::RequestAuthentication => ApiResource::erase::<sec::RequestAuthentication>(&()),
         Kind::Gateway => ApiResource::erase::<gw::Gateway>(&()),
         Kind::HttpRoute => ApiResource::erase::<gw::HTTPRoute>(&()),
+        Kind::TcpRoute => ApiResource::erase::<gw::TCPRoute>(&()),
+        Kind::TlsRoute => ApiResource::erase::<gw::TLSRoute>(&()),
     }
 }
 

@@ -37,7 +37,11 @@ pub(super) fn routes(cx: &mut Context<'_>, services: &[m::Service]) -> Vec<m::Ro
     out
 }
 
-fn is_service_kind(group: Option<&str>, kind: Option<&str>, default_service: bool) -> bool {
+pub(super) fn is_service_kind(
+    group: Option<&str>,
+    kind: Option<&str>,
+    default_service: bool,
+) -> bool {
     let core_group = group.is_none_or(str::is_empty);
     match kind {
         Some("Service") => core_group,
@@ -46,12 +50,23 @@ fn is_service_kind(group: Option<&str>, kind: Option<&str>, default_service: boo
     }
 }
 
+/// What a route binds to: its parents and, for a waypoint Gateway parent, the host names that
+/// choose the services (none: every service assigned to the waypoint).
+pub(super) struct Binding<'a> {
+    /// `spec.parentRefs`.
+    pub parent_refs: &'a [gw::ParentReference],
+    /// `spec.hostnames` (empty for a TCPRoute).
+    pub hostnames: &'a [String],
+    /// Whether `hostnames` mean something for a Service parent too (TLSRoute: the SNI match).
+    pub hostnames_match_service: bool,
+}
+
 /// The hosts and the service port the parents bind the route to; `None` when no parent
 /// applies to waypoints.
-fn parents(
+pub(super) fn parents(
     cx: &Context<'_>,
     key: &ObjectKey,
-    spec: &gw::HTTPRouteSpec,
+    spec: &Binding<'_>,
     services: &[m::Service],
     notes: &mut Notes,
 ) -> Field<Option<(Vec<String>, Option<u16>)>> {
@@ -176,7 +191,7 @@ fn parents(
         .parent_refs
         .iter()
         .any(|p| is_service_kind(p.group.as_deref(), p.kind.as_deref(), false));
-    if service_parent && !spec.hostnames.is_empty() {
+    if service_parent && !spec.hostnames.is_empty() && !spec.hostnames_match_service {
         notes.warn(
             "spec.hostnames",
             "ignored for a Service parent: the route applies to the service's own host",
@@ -212,7 +227,12 @@ fn route(
             "ignored (ingress gateways are not built yet)",
         );
     }
-    let Some((hosts, port)) = parents(cx, key, spec, services, notes)? else {
+    let binding = Binding {
+        parent_refs: &spec.parent_refs,
+        hostnames: &spec.hostnames,
+        hostnames_match_service: false,
+    };
+    let Some((hosts, port)) = parents(cx, key, &binding, services, notes)? else {
         return Ok(None);
     };
     let mut rules = Vec::new();
@@ -251,7 +271,7 @@ fn name_match(path: &str, nm: &gw::HttpNameMatch) -> Field<m::StringMatch> {
     }
 }
 
-fn backend(
+pub(super) fn backend(
     cx: &Context<'_>,
     key: &ObjectKey,
     path: &str,

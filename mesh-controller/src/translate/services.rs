@@ -227,8 +227,16 @@ fn kube_service(
             })
             .collect(),
     };
+    let traffic_distribution =
+        match super::locality::traffic_distribution(spec.traffic_distribution.as_deref()) {
+            Ok(preference) => preference,
+            Err(e) => {
+                cx.warn(key, "spec.trafficDistribution", e);
+                None
+            }
+        };
     Some(Service {
-        traffic_distribution: None,
+        traffic_distribution,
         name: key.name.clone(),
         namespace: key.namespace.clone(),
         vips,

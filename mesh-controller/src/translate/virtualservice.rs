@@ -13,6 +13,7 @@ use mesh_common::model::{self as m, RouteKind};
 
 use super::delegate::merge_rule;
 use super::field::{at, Field, Notes};
+use super::l4route;
 use super::vs_rule::rule;
 use super::{export_to, values, Context};
 use crate::object::{Kind, Object, ObjectKey};
@@ -109,7 +110,7 @@ fn route(
     index: &Index,
     notes: &mut Notes,
 ) -> Field<m::Route> {
-    let hosts = spec
+    let hosts: Vec<String> = spec
         .hosts
         .iter()
         .map(|h| cx.hosts.qualify(h, &key.namespace))
@@ -122,31 +123,35 @@ fn route(
             None => rules.extend(rule(cx, key, &path, http, true, notes)?),
         }
     }
-    for (field, routes) in [
-        ("tcp", spec.tcp.iter().map(|t| &t.route).collect::<Vec<_>>()),
-        ("tls", spec.tls.iter().map(|t| &t.route).collect::<Vec<_>>()),
-    ] {
-        for (i, route) in routes.iter().enumerate() {
-            for (j, r) in route.iter().enumerate() {
-                destination(
-                    cx,
-                    key,
-                    &format!("spec.{field}[{i}].route[{j}].destination"),
-                    &r.destination,
-                    r.weight,
-                    1,
-                    notes,
-                )?;
-            }
-            notes.unsupported(
-                &format!("spec.{field}[{i}]"),
-                "waypoints route HTTP only; connections go to their original destination",
-            );
-        }
-    }
+    // An SNI host must be one of the hosts, as written or qualified (it is matched as written).
+    let sni_scope: Vec<String> = hosts
+        .iter()
+        .cloned()
+        .chain(spec.hosts.iter().map(|h| h.to_ascii_lowercase()))
+        .collect();
+    let tcp = l4route::vs_rules(
+        cx,
+        key,
+        "tcp",
+        spec.tcp
+            .iter()
+            .map(|t| (t.matches.as_slice(), t.route.as_slice())),
+        &sni_scope,
+        notes,
+    )?;
+    let tls = l4route::vs_rules(
+        cx,
+        key,
+        "tls",
+        spec.tls
+            .iter()
+            .map(|t| (t.matches.as_slice(), t.route.as_slice())),
+        &sni_scope,
+        notes,
+    )?;
     Ok(m::Route {
-        tcp: Vec::new(),
-        tls: Vec::new(),
+        tcp,
+        tls,
         name: key.name.clone(),
         namespace: key.namespace.clone(),
         kind: RouteKind::VirtualService,

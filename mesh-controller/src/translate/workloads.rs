@@ -1,10 +1,11 @@
 //! Workloads: pods with their identity, node, addresses, mesh membership (namespace label
-//! `istio.io/dataplane-mode=ambient`, overridable per pod) and waypoint.
+//! `istio.io/dataplane-mode=ambient`, overridable per pod), waypoint and locality.
 
 use std::net::IpAddr;
 
 use mesh_common::model::Workload;
 
+use super::locality::{node_localities, workload_locality};
 use super::services::{pod_addresses, waypoint_for, Assigned};
 use super::waypoints::GATEWAY_NAME_LABEL;
 use super::{Context, DATAPLANE_MODE_LABEL};
@@ -15,6 +16,7 @@ const AMBIENT: &str = "ambient";
 
 pub(super) fn translate(cx: &mut Context<'_>) -> Vec<Workload> {
     let mut workloads = Vec::new();
+    let nodes = node_localities(cx);
     for (key, object) in cx.objects(Kind::Pod) {
         let Object::Pod(pod) = &*object else { continue };
         let spec = pod.spec.as_ref();
@@ -55,8 +57,9 @@ pub(super) fn translate(cx: &mut Context<'_>) -> Vec<Workload> {
         } else {
             waypoint_for(cx, &key, Some(&labels), Assigned::Workload)
         };
+        let node = spec.and_then(|s| s.node_name.clone()).unwrap_or_default();
         workloads.push(Workload {
-            locality: Default::default(),
+            locality: workload_locality(&labels, nodes.get(&node)),
             uid: format!("{}/{}", key.namespace, key.name),
             name: key.name.clone(),
             namespace: key.namespace.clone(),
@@ -64,7 +67,7 @@ pub(super) fn translate(cx: &mut Context<'_>) -> Vec<Workload> {
                 .and_then(|s| s.service_account_name.clone())
                 .filter(|s| !s.is_empty())
                 .unwrap_or_else(|| "default".to_owned()),
-            node: spec.and_then(|s| s.node_name.clone()).unwrap_or_default(),
+            node,
             addresses,
             meshed,
             labels,
