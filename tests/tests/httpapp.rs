@@ -1,8 +1,8 @@
 //! `mesh-httpapp` against its own servers on loopback, every mode (HTTP/1.1, HTTP/2, WebSocket,
 //! gRPC unary, streaming and error, streaming responses, a cut stream, a 64 MiB upload in
-//! bounded memory, trailers, counting), so the app is known good before the waypoint's tests use
-//! it. No root needed: servers bind 127.0.0.1 on a free port the kernel picks, and the tests read
-//! it from the server's first line.
+//! bounded memory, trailers, counting, concurrent load, injected failures and delays, stats), so
+//! the app is known good before the waypoint's tests use it. No root needed: servers bind
+//! 127.0.0.1 on a free port the kernel picks, and the tests read it from the server's first line.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -27,8 +27,14 @@ struct Server {
 impl Server {
     /// Starts `mesh-httpapp <mode> 127.0.0.1:0 <name>` and waits for its `listening` line.
     fn start(mode: &str, name: &str) -> anyhow::Result<Server> {
+        Server::start_with(mode, name, &[])
+    }
+
+    /// [`Server::start`] with options after the name.
+    fn start_with(mode: &str, name: &str, options: &[&str]) -> anyhow::Result<Server> {
         let mut child = Command::new(APP)
             .args([mode, "127.0.0.1:0", name])
+            .args(options)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -259,6 +265,130 @@ fn count_keeps_one_connection_and_tallies() -> anyhow::Result<()> {
         v,
         json!({"servers": {"alpha": 20}, "statuses": {"503": 20}, "errors": 0, "connections": 1})
     );
+    Ok(())
+}
+
+/// The server's `/stats` body.
+fn stats(server: &Server) -> anyhow::Result<Value> {
+    Ok(app(&["get", &server.url("/stats")])?.one()?["body"].clone())
+}
+
+/// The server's `/stats` once `connections_now` is `want` (connections close as the server sees
+/// them end), within [`START_BOUND`].
+fn stats_when_open(server: &Server, want: u64) -> anyhow::Result<Value> {
+    let deadline = Instant::now() + START_BOUND;
+    loop {
+        let v = stats(server)?;
+        if v["connections_now"] == want {
+            return Ok(v);
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "connections_now never {want}: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn load_spreads_requests_over_workers_and_the_fail_share_holds() -> anyhow::Result<()> {
+    let server = Server::start_with("serve", "alpha", &["--fail-percent", "50"])?;
+    let v = app(&["load", &server.url("/"), "200", "--concurrency", "8"])?
+        .one()?
+        .clone();
+    assert_eq!(v["statuses"], json!({"200": 100, "503": 100}), "{v}");
+    assert_eq!(v["servers"], json!({"alpha": 200}), "{v}");
+    assert_eq!(
+        (&v["errors"], &v["connections"]),
+        (&json!(0), &json!(8)),
+        "{v}"
+    );
+    for key in ["p50_ms", "p99_ms", "max_ms"] {
+        assert!(v[key].as_f64().is_some_and(|ms| ms > 0.0), "{key} in {v}");
+    }
+    assert!(v["p50_ms"].as_f64() <= v["p99_ms"].as_f64(), "{v}");
+    assert!(v["p99_ms"].as_f64() <= v["max_ms"].as_f64(), "{v}");
+    assert!(v.get("first_error").is_none(), "{v}");
+
+    // The count goes on across clients: 50% of the next 10 too, over HTTP/2 this time.
+    let v = app(&[
+        "load",
+        &server.url("/x"),
+        "10",
+        "--concurrency",
+        "2",
+        "--h2",
+    ])?
+    .one()?
+    .clone();
+    assert_eq!(v["statuses"], json!({"200": 5, "503": 5}), "{v}");
+
+    // /stats is neither counted nor failed; its own connection is the one open.
+    let v = stats_when_open(&server, 1)?;
+    assert_eq!(v["server"], "alpha");
+    assert_eq!(v["requests"], 210, "{v}");
+    let total = v["connections_total"].as_u64().context("total")?;
+    assert!(total >= 11, "8 + 2 load connections and this one: {v}");
+    let max = v["connections_max"].as_u64().context("max")?;
+    assert!((2..=total).contains(&max), "{v}");
+
+    let server = Server::start_with("serve", "all", &["--fail-percent", "100"])?;
+    let v = app(&["count", &server.url("/"), "4"])?.one()?.clone();
+    assert_eq!(v["statuses"], json!({"503": 4}), "{v}");
+    assert_eq!(
+        v["servers"],
+        json!({"all": 4}),
+        "the 503 carries the JSON body: {v}"
+    );
+    Ok(())
+}
+
+#[test]
+fn delays_hold_answers_and_timeouts_cut_them() -> anyhow::Result<()> {
+    let server = Server::start_with("serve", "slow", &["--delay-ms", "150"])?;
+    let v = app(&["load", &server.url("/"), "4", "--concurrency", "4"])?
+        .one()?
+        .clone();
+    assert_eq!(v["statuses"], json!({"200": 4}), "{v}");
+    let p50 = v["p50_ms"].as_f64().context("p50")?;
+    assert!(p50 >= 150.0, "every answer after 150 ms: {v}");
+
+    // /delay/<ms> adds to the server's delay.
+    let v = app(&["load", &server.url("/delay/200"), "1"])?
+        .one()?
+        .clone();
+    let max = v["max_ms"].as_f64().context("max")?;
+    assert!(max >= 350.0, "{v}");
+
+    // A timeout shorter than the delay: an error, no latency.
+    let v = app(&[
+        "load",
+        &server.url("/delay/2000"),
+        "2",
+        "--concurrency",
+        "2",
+        "--timeout-ms",
+        "200",
+    ])?
+    .one()?
+    .clone();
+    assert_eq!(
+        (&v["errors"], &v["statuses"]),
+        (&json!(2), &json!({})),
+        "{v}"
+    );
+    assert_eq!(v["max_ms"], Value::Null, "{v}");
+    let first = v["first_error"].as_str().context("first_error")?;
+    assert!(first.contains("no response within 200ms"), "{v}");
+
+    let v = app(&["get", &server.url("/delay/60001")])?.one()?.clone();
+    assert_eq!(v["status"], 400, "{v}");
+
+    // /stats answers at once, counting the 4 + 1 + 2 + 1 requests before it.
+    let started = Instant::now();
+    let v = stats(&server)?;
+    assert!(started.elapsed() < Duration::from_millis(150) * 5, "{v}");
+    assert_eq!(v["requests"], 8, "{v}");
     Ok(())
 }
 

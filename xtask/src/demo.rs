@@ -7,7 +7,9 @@
 //! workload identities, an AuthorizationPolicy at work, the trust boundaries a pod meets (the
 //! agent's own ports refused, only metrics served to the network), the agent's metrics, and a
 //! waypoint for the `shop` namespace routing HTTP by header and splitting 90/10 (counted by the
-//! demo). Everything is torn down at the end.
+//! demo), then making a flaky upstream (every second request a 503) look healthy with retries
+//! and cutting a slow one (1 s) with a 200 ms timeout, measured and checked by the demo.
+//! Everything is torn down at the end.
 
 use std::time::Duration;
 
@@ -47,6 +49,162 @@ spec:
     - {destination: {host: ratings, subset: v1}, weight: 90}
     - {destination: {host: ratings, subset: v2}, weight: 10}
 ";
+
+/// `ratings` to the flaky v3 (every second request answered 503), retries off (Istio's
+/// `attempts: 0`, so no default policy applies either).
+const RATINGS_FLAKY: &str = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings, namespace: shop}
+spec:
+  hosts: [ratings]
+  http:
+  - route: [{destination: {host: ratings, subset: v3}}]
+    retries: {attempts: 0}
+";
+
+/// The same with up to 3 retries on a 5xx.
+const RATINGS_FLAKY_RETRIED: &str = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings, namespace: shop}
+spec:
+  hosts: [ratings]
+  http:
+  - route: [{destination: {host: ratings, subset: v3}}]
+    retries: {attempts: 3, retryOn: 5xx}
+";
+
+/// `ratings` to v1 with a 200 ms route timeout.
+const RATINGS_TIMEOUT: &str = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings, namespace: shop}
+spec:
+  hosts: [ratings]
+  http:
+  - route: [{destination: {host: ratings, subset: v1}}]
+    timeout: 200ms
+";
+
+/// The least share of 200s the retries must reach, and the band the flaky upstream alone must
+/// land in (it fails exactly every second request).
+const MIN_RETRIED_SUCCESS: f64 = 0.99;
+const FLAKY_SUCCESS: std::ops::RangeInclusive<f64> = 0.40..=0.60;
+/// How long the slow upstream takes, the route timeout, and the most a cut request may take.
+const SLOW_MS: u64 = 1000;
+const TIMEOUT_MS: f64 = 200.0;
+const MAX_CUT_MS: f64 = 700.0;
+
+/// `mesh-httpapp load <url> <n> --concurrency <c>` from `pod`: its one JSON line.
+fn load(pod: &Pod, url: &str, n: u32, concurrency: u32) -> anyhow::Result<serde_json::Value> {
+    let out = pod
+        .command(
+            &mesh_tests::agent::binary("mesh-httpapp")?
+                .display()
+                .to_string(),
+        )
+        .args([
+            "load",
+            url,
+            &n.to_string(),
+            "--concurrency",
+            &concurrency.to_string(),
+        ])
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "mesh-httpapp load {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).map_err(|e| {
+        anyhow::anyhow!(
+            "mesh-httpapp load {url} printed {:?}: {e}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// How many of a `load` run's requests were answered with `status`.
+fn answered(run: &serde_json::Value, status: u16) -> u64 {
+    run["statuses"][status.to_string()].as_u64().unwrap_or(0)
+}
+
+/// The share of `n` requests answered 200, and a line saying so.
+fn success_share(run: &serde_json::Value, n: u32) -> (f64, String) {
+    let ok = answered(run, 200);
+    let share = ok as f64 / f64::from(n.max(1));
+    let line = format!(
+        "{ok}/{n} answered 200 ({:.1} %), statuses {}, errors {}",
+        share * 100.0,
+        run["statuses"],
+        run["errors"]
+    );
+    (share, line)
+}
+
+/// Shows retries absorbing a flaky upstream and a timeout cutting a slow one, and checks both.
+fn resilience(
+    config_dir: &std::path::Path,
+    waypoint: &Waypoint,
+    client: &Pod,
+) -> anyhow::Result<()> {
+    const N: u32 = 200;
+    let url = format!("http://{RATINGS_VIP}:{RATINGS_PORT}/ratings/0");
+    // One request at a time: the upstream fails every second request it sees, so a retry
+    // lands on a good one; concurrent clients would interleave the tries.
+    set_ratings_routes(config_dir, waypoint, RATINGS_FLAKY)?;
+    println!("  ratings-v3 fails every second request (mesh-httpapp serve --fail-percent 50)");
+    let (without, line) = success_share(&load(client, &url, N, 1)?, N);
+    println!("  VirtualService ratings -> v3, retries off:                 {line}");
+    set_ratings_routes(config_dir, waypoint, RATINGS_FLAKY_RETRIED)?;
+    let (with, line) = success_share(&load(client, &url, N, 1)?, N);
+    println!("  VirtualService ratings -> v3, retries {{attempts: 3, retryOn: 5xx}}: {line}");
+    anyhow::ensure!(
+        FLAKY_SUCCESS.contains(&without),
+        "without retries {:.1} % of the requests to the flaky upstream succeeded; it fails every \
+         second one, so about 50 % were due",
+        without * 100.0
+    );
+    anyhow::ensure!(
+        with >= MIN_RETRIED_SUCCESS,
+        "with 3 retries on 5xx only {:.1} % of the requests succeeded (at least {:.0} % due): \
+         the waypoint did not retry the 503s",
+        with * 100.0,
+        MIN_RETRIED_SUCCESS * 100.0
+    );
+
+    // v1 answers /delay/<ms> after that long: first with no timeout (anyone goes to v1), then
+    // with one.
+    let slow = format!("http://{RATINGS_VIP}:{RATINGS_PORT}/delay/{SLOW_MS}");
+    set_ratings_routes(config_dir, waypoint, RATINGS_BY_USER)?;
+    let before = load(client, &slow, 1, 1)?;
+    set_ratings_routes(config_dir, waypoint, RATINGS_TIMEOUT)?;
+    let cut = load(client, &slow, 1, 1)?;
+    let cut_ms = cut["max_ms"].as_f64().unwrap_or(f64::NAN);
+    println!(
+        "  GET /delay/{SLOW_MS} (answered after {SLOW_MS} ms), no route timeout: statuses {} after {} ms",
+        before["statuses"], before["max_ms"]
+    );
+    println!(
+        "  the same with VirtualService timeout: 200ms:          statuses {} after {} ms",
+        cut["statuses"], cut["max_ms"]
+    );
+    let before_ms = before["max_ms"].as_f64().unwrap_or(f64::NAN);
+    anyhow::ensure!(
+        answered(&before, 200) == 1 && before_ms >= SLOW_MS as f64,
+        "with no route timeout the slow request was answered {} after {before_ms} ms (a 200 \
+         after at least {SLOW_MS} ms was due)",
+        before["statuses"]
+    );
+    anyhow::ensure!(
+        answered(&cut, 504) == 1,
+        "with a 200 ms route timeout the 1 s request was answered {} (a 504 was due)",
+        cut["statuses"]
+    );
+    anyhow::ensure!(
+        (TIMEOUT_MS..=MAX_CUT_MS).contains(&cut_ms),
+        "the 504 came after {cut_ms} ms (between {TIMEOUT_MS} and {MAX_CUT_MS} ms was due)"
+    );
+    Ok(())
+}
 
 /// `n` HTTP requests from `pod` on one keep-alive connection (`mesh-httpapp count`): which
 /// server answered how often.
@@ -113,7 +271,7 @@ fn show_logs(agent: &Agent, needles: &[&str]) {
 
 /// Runs the demo.
 pub fn run() -> anyhow::Result<()> {
-    crate::sh::step("local cluster: 2 nodes, 6 pods (network namespaces + cgroups)");
+    crate::sh::step("local cluster: 2 nodes, 7 pods (network namespaces + cgroups)");
     let dir = tempfile::Builder::new().prefix("mesh-demo").tempdir()?;
     let mut cluster = Cluster::new(2)?;
     let reviews = cluster.add_pod(2, "shop", "reviews")?;
@@ -122,14 +280,20 @@ pub fn run() -> anyhow::Result<()> {
     let batch = cluster.add_pod(1, "legacy", "batch")?;
     let ratings_v1 = cluster.add_pod(2, "shop", "ratings-v1")?;
     let ratings_v2 = cluster.add_pod(2, "shop", "ratings-v2")?;
+    let ratings_v3 = cluster.add_pod(2, "shop", "ratings-v3")?;
     let waypoint_pod = cluster.add_pod(1, "shop", "waypoint")?;
-    for pod in [&ratings_v1, &ratings_v2] {
+    for (pod, faults) in [
+        (&ratings_v1, &[][..]),
+        (&ratings_v2, &[]),
+        (&ratings_v3, &["--fail-percent", "50"]),
+    ] {
         let mut cmd = pod.command(
             &mesh_tests::agent::binary("mesh-httpapp")?
                 .display()
                 .to_string(),
         );
         cmd.args(["serve", &RATINGS_PORT.to_string(), &pod.name])
+            .args(faults)
             .stdout(std::process::Stdio::null());
         cluster.spawn(cmd)?;
         mesh_tests::command::wait_listening(pod, RATINGS_PORT)?;
@@ -152,9 +316,10 @@ pub fn run() -> anyhow::Result<()> {
         pod_yaml(&batch, "node1", "batch"),
         ratings_pod_yaml(&ratings_v1, "v1"),
         ratings_pod_yaml(&ratings_v2, "v2"),
+        ratings_pod_yaml(&ratings_v3, "v3"),
         format!("apiVersion: v1\nkind: Service\nmetadata: {{name: ratings, namespace: shop, labels: {{istio.io/use-waypoint: waypoint}}}}\nspec:\n  clusterIP: {RATINGS_VIP}\n  selector: {{app: ratings}}\n  ports: [{{name: http, port: {RATINGS_PORT}, targetPort: {RATINGS_PORT}}}]\n"),
         waypoint_yaml(&waypoint_pod, "node1", "waypoint", "service"),
-        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: ratings, namespace: shop}\nspec:\n  host: ratings\n  subsets:\n  - {name: v1, labels: {version: v1}}\n  - {name: v2, labels: {version: v2}}\n".to_owned(),
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: ratings, namespace: shop}\nspec:\n  host: ratings\n  subsets:\n  - {name: v1, labels: {version: v1}}\n  - {name: v2, labels: {version: v2}}\n  - {name: v3, labels: {version: v3}}\n".to_owned(),
         "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: reviews-viewers, namespace: shop}\nspec:\n  selector: {matchLabels: {app: reviews}}\n  action: ALLOW\n  rules:\n  - from: [{source: {principals: [cluster.local/ns/shop/sa/productpage]}}]\n".to_owned(),
     ]
     .join("---\n");
@@ -186,6 +351,7 @@ pub fn run() -> anyhow::Result<()> {
         (agent1, &batch, json!({})),
         (agent2, &ratings_v1, ambient()),
         (agent2, &ratings_v2, ambient()),
+        (agent2, &ratings_v3, ambient()),
     ] {
         let app = pod.name.split('-').next().unwrap_or(&pod.name);
         let response = agent.add_pod(pod, namespace_labels, json!({"app": app}))?;
@@ -294,6 +460,10 @@ pub fn run() -> anyhow::Result<()> {
         )?
     );
     println!("  (a pod behind the waypoint admits only the waypoint: nothing goes around it)");
+    crate::sh::step(
+        "the waypoint's resilience: retries absorb a flaky upstream, a timeout cuts a slow one",
+    );
+    resilience(&config_dir, &waypoint, &productpage)?;
 
     drop(waypoint);
     drop(mesh);

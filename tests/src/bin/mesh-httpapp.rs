@@ -6,8 +6,9 @@
 //! bind only there; port 0 picks a free one). Once listening a server prints
 //! `{"listening": "<ip:port>", "port": <port>, "name": "<name>"}`, then runs until killed.
 //! `<name>` is 1 to 64 characters of `A-Za-z0-9._-`.
-//! - `mesh-httpapp serve <port> <name>`: HTTP/1.1 (keep-alive, chunked) and HTTP/2 cleartext with
-//!   prior knowledge on the same port. Every request is answered 200 with the JSON body
+//! - `mesh-httpapp serve <port> <name> [--fail-percent N] [--delay-ms M]`: HTTP/1.1 (keep-alive,
+//!   chunked) and HTTP/2 cleartext with prior knowledge on the same port. Every request is
+//!   answered 200 with the JSON body
 //!   `{"server": name, "version": "HTTP/1.1"|"HTTP/2.0", "method", "path" (with the query),
 //!   "authority" (`:authority`, else Host), "headers": {lower-case name: value, repeated values
 //!   joined by ","}, "peer": "ip:port", "body_bytes": n}`; the request body is consumed as it
@@ -21,7 +22,18 @@
 //!     (text and binary alike);
 //!   - `/trailers`: the JSON body, then the trailer `x-served-by: <name>` (HTTP/2; on HTTP/1.1
 //!     only for a request that sent `TE: trailers`);
-//!   - a bad `/status` code or `/stream` query: 400 `{"server": name, "error": ...}`.
+//!   - `/delay/<ms>` (at most 60,000): the JSON, answered after that many milliseconds;
+//!   - `GET /stats`: `{"server": name, "requests": n (requests seen, `/stats` ones excluded),
+//!     "connections_now": c, "connections_max": m (the most open at once since the start),
+//!     "connections_total": t}`; never delayed nor failed;
+//!   - a bad `/status` code, `/delay` or `/stream` query: 400 `{"server": name, "error": ...}`.
+//!
+//!   Faults on purpose (every request but `/stats`): `--delay-ms M` (at most 60,000) answers
+//!   each after M ms (added to a `/delay/<ms>`; a streamed body then streams as usual);
+//!   `--fail-percent N` (0..=100) answers that share 503 with the JSON body instead of what the
+//!   path asks, spread evenly and deterministically in arrival order: request i (from 0) fails
+//!   when floor((i+1)·N/100) > floor(i·N/100), so 50 fails every second one, and any 100
+//!   consecutive requests hold exactly N failures.
 //! - `mesh-httpapp grpc-serve <port> <name>`: the gRPC service `echo.Echo`
 //!   (`tests/proto/echo.proto`): unary `Say(Msg) -> Msg` answers `<name>: <text>`, and the text
 //!   `fail` answers status `unavailable`; server-streaming `Count(CountReq{n}) -> stream Msg`
@@ -36,6 +48,14 @@
 //!   (plus `"first_error": "..."` when k > 0), where a response whose body is not JSON with a
 //!   string `server` counts under server `"-"`, and a request with no response counts in `errors`
 //!   only. Exits 0 whatever the responses were.
+//! - `mesh-httpapp load <url> <n> [--concurrency C] [-H ..]... [--h2]`: n GETs over C (default 1,
+//!   at most 1,000) concurrent workers, each on its own keep-alive connection (a new one after a
+//!   failed request or when the server closed it); prints one line `{"statuses": {"code": count},
+//!   "servers": {name: count}, "errors": k, "connections": c, "p50_ms": .., "p99_ms": ..,
+//!   "max_ms": ..}` (plus `"first_error"` when k > 0), counted as `count` does; the latencies
+//!   (milliseconds, µs precision, nearest-rank percentiles; null with no response) are those of
+//!   the responses only, from sending a request to the end of its body. Exits 0 whatever the
+//!   responses were.
 //! - `mesh-httpapp get <url> [-H ..]... [--h2] [-X <method>]`: one request; prints
 //!   `{"status": code, "version": .., "headers": {..}, "trailers": {..}, "body": <the body as
 //!   JSON if it is JSON, else as a string>}` (body read up to 1 MiB); exits 0 for any response.
@@ -71,6 +91,7 @@ mod httpapp {
     pub mod client;
     pub mod grpc;
     pub mod json;
+    pub mod load;
     pub mod net;
     pub mod random_body;
     pub mod server;
@@ -78,7 +99,7 @@ mod httpapp {
 }
 
 use httpapp::args::{self, Command};
-use httpapp::{client, grpc, net, server, ws};
+use httpapp::{client, grpc, load, net, server, ws};
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -110,15 +131,16 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve { listen, name } => {
+        Command::Serve { listen, name, opts } => {
             let listener = net::listen(&listen, &name)?;
-            server::serve(listener, name).await
+            server::serve(listener, name, opts).await
         }
         Command::GrpcServe { listen, name } => {
             let listener = net::listen(&listen, &name)?;
             grpc::serve(listener, name).await
         }
         Command::Count { url, n, opts } => client::count(&url, n, &opts).await,
+        Command::Load { url, n, opts } => load::load(&url, n, &opts).await,
         Command::Get { url, opts } => client::get(&url, &opts).await,
         Command::Stream { url, opts } => client::stream(&url, &opts).await,
         Command::Upload { url, bytes, opts } => client::upload(&url, bytes, &opts).await,

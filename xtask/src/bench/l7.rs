@@ -5,7 +5,11 @@
 //! requests, its RSS idle and under load, and its RSS while a 1 GiB upload streams through.
 //! Each run's baseline mode is probed as for the L4 rows, and the targets (waypoint ≥ 1.0×
 //! nginx and HAProxy, p50 added over the L4 mesh ≤ 100 µs, ≤ 0.05 vCPU per 1,000 req/s, idle
-//! RSS ≤ 20 MiB, upload ≤ 16 MiB above idle) are judged per mode by `report`.
+//! RSS ≤ 20 MiB, upload ≤ 16 MiB above idle) are judged per mode by `report`. In each run too,
+//! the same route through the waypoint without and with a timeout, retries and outlier
+//! detection (issue 12; nothing fails, so nothing is retried or ejected), HTTP/1.1 and HTTP/2
+//! req/s at 64 connections side by side (their order alternating from run to run), the route
+//! with them judged against the one without (≥ 0.95×: within 5 %).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -14,7 +18,7 @@ use anyhow::bail;
 use serde_json::{json, Value};
 
 use super::clients::{self, HttpLatency, H2};
-use super::l7_mesh::{L7Mesh, SERVER_PORT};
+use super::l7_mesh::{L7Mesh, WaypointRoute, SERVER_PORT};
 use super::mode::{self, Mode, RunMode};
 use super::proxies::{H1_PORT, H2_PORT};
 use super::report::{self, in_mode, median, Case, Sample, Target, Via};
@@ -81,6 +85,47 @@ impl Path {
 pub fn order(rep: usize) -> [Path; 5] {
     let n = Path::ALL.len();
     std::array::from_fn(|i| Path::ALL[(i + rep) % n])
+}
+
+/// The order of the two compared routes in run `rep`: alternating, so neither always goes first.
+pub fn route_order(rep: usize) -> [WaypointRoute; 2] {
+    let [a, b] = WaypointRoute::ALL;
+    if rep.is_multiple_of(2) {
+        [a, b]
+    } else {
+        [b, a]
+    }
+}
+
+/// The resilience rows: the route with a timeout, retries and outlier detection (measured)
+/// against the same route without them (baseline), HTTP/1.1 and HTTP/2 req/s at 64
+/// connections; within 5 % is the target.
+fn resilience_cases() -> [Case; 2] {
+    let within_5_percent = Target::RatioAtLeast(0.95);
+    [
+        Case::new(
+            "waypoint_resilient_vs_plain_h1_rps_64",
+            "route with timeout + retries + outlier detection ÷ without: HTTP/1.1 req/s, 64 connections",
+            "req/s",
+            within_5_percent,
+        )
+        .against("plain route"),
+        Case::new(
+            "waypoint_resilient_vs_plain_h2_rps_64",
+            "route with timeout + retries + outlier detection ÷ without: HTTP/2 req/s, 64 connections",
+            "req/s",
+            within_5_percent,
+        )
+        .against("plain route"),
+    ]
+}
+
+/// Which side of a resilience row a route's samples are.
+fn route_side(route: WaypointRoute) -> Via {
+    match route {
+        WaypointRoute::Plain => Via::Direct,
+        WaypointRoute::Resilient => Via::Mesh,
+    }
 }
 
 /// A figure measured on every path.
@@ -510,6 +555,18 @@ fn measure(mesh: &L7Mesh, plan: Plan) -> anyhow::Result<L7Measured> {
             }
         }
     }
+    for route in WaypointRoute::ALL {
+        let url = route.url("/");
+        let checked = clients::wrk_latency(&mesh.client, &url, 1, 4)
+            .map(|_| ())
+            .and_then(|()| clients::h2load(&mesh.client, &url, 1, 4).map(|_| ()));
+        if let Err(e) = checked {
+            bail!(
+                "the {} through the waypoint does not work: {e:#}",
+                route.name()
+            );
+        }
+    }
 
     let mut grid = Grid::new();
     let mut cpu_h1 = Case::new(
@@ -537,6 +594,7 @@ fn measure(mesh: &L7Mesh, plan: Plan) -> anyhow::Result<L7Measured> {
     let probe =
         |probes: &mut Probes, at: String| probes.take(&mesh.direct_client, &mesh.direct_server, at);
     let mut before = probe(&mut probes, "before run 1".to_owned());
+    let [mut resilient_h1, mut resilient_h2] = resilience_cases();
     let mut indicators: Vec<Vec<Option<f64>>> = Vec::new();
     for rep in 0..plan.reps {
         crate::sh::step(&format!("waypoint rows: run {} of {}", rep + 1, plan.reps));
@@ -616,6 +674,28 @@ fn measure(mesh: &L7Mesh, plan: Plan) -> anyhow::Result<L7Measured> {
                 }
             }
         }
+        for route in route_order(rep) {
+            let url = route.url("/");
+            let h1 = outcome(clients::wrk_latency(&mesh.client, &url, secs, 64));
+            let h2 = outcome(clients::h2load(&mesh.client, &url, secs, 64));
+            let side = route_side(route);
+            resilient_h1.record(side, Some(rep), &value(&h1, |h| h.http.rps));
+            resilient_h2.record(side, Some(rep), &value(&h2, |h: &H2| h.rps));
+            eprintln!(
+                "  {:<15} h1: 64 conns {}; h2: 64 conns {}",
+                route.name(),
+                show(&value(&h1, |h| h.http.rps), "req/s"),
+                show(&value(&h2, |h: &H2| h.rps), "req/s"),
+            );
+            for (what, e) in [
+                ("wrk 64 connections", h1.as_ref().err()),
+                ("h2load 64 connections", h2.as_ref().err()),
+            ] {
+                if let Some(why) = e {
+                    eprintln!("  {} {what} FAILED: {why}", route.name());
+                }
+            }
+        }
         before = probe(&mut probes, format!("after run {}", rep + 1));
         around.push(before);
         indicators.push(around);
@@ -623,6 +703,7 @@ fn measure(mesh: &L7Mesh, plan: Plan) -> anyhow::Result<L7Measured> {
     let runs: Vec<RunMode> = indicators.iter().map(|i| mode::run_mode(i)).collect();
     let baseline = super::baseline_json(&probes, &indicators, &runs);
     let mut cases = target_cases(&grid);
+    cases.extend([resilient_h1, resilient_h2]);
     cases.extend([cpu_h1, cpu_h2, rss_idle, rss_load, upload_mem, upload_rate]);
     Ok(L7Measured {
         grid,
@@ -647,6 +728,62 @@ mod tests {
         let firsts: Vec<Path> = (0..5).map(|rep| order(rep)[0]).collect();
         assert_eq!(firsts, Path::ALL);
         assert_eq!(order(5), order(0));
+    }
+
+    #[test]
+    fn the_routes_alternate_and_are_judged_within_5_percent() {
+        use WaypointRoute::{Plain, Resilient};
+        let orders: Vec<[WaypointRoute; 2]> = (0..4).map(route_order).collect();
+        assert_eq!(
+            orders,
+            [
+                [Plain, Resilient],
+                [Resilient, Plain],
+                [Plain, Resilient],
+                [Resilient, Plain]
+            ]
+        );
+        let runs = [RunMode::In(Mode::Slow); 3];
+        // (plain req/s per run, resilient req/s per run, verdict)
+        let cases: &[(&[f64], &[f64], report::Verdict)] = &[
+            (
+                &[1000.0, 1010.0, 990.0],
+                &[960.0, 950.0, 955.0],
+                report::Verdict::Met,
+            ),
+            (
+                &[1000.0, 1010.0, 990.0],
+                &[940.0, 945.0, 949.0],
+                report::Verdict::NotMet,
+            ),
+            (
+                &[1000.0, 1000.0, 1000.0],
+                &[1100.0, 1000.0, 1050.0],
+                report::Verdict::Met,
+            ),
+        ];
+        for (plain, resilient, want) in cases {
+            let [mut h1, _] = resilience_cases();
+            for (run, (p, r)) in plain.iter().zip(*resilient).enumerate() {
+                h1.record(route_side(Plain), Some(run), &Ok(*p));
+                h1.record(route_side(Resilient), Some(run), &Ok(*r));
+            }
+            assert_eq!(
+                h1.verdict(&runs, Mode::Slow),
+                *want,
+                "{plain:?} {resilient:?}"
+            );
+        }
+        let [mut h2, _] = resilience_cases();
+        h2.record(route_side(Plain), Some(0), &Ok(1000.0));
+        h2.record(
+            route_side(Resilient),
+            Some(0),
+            &Err("h2load: 3 failed".into()),
+        );
+        assert_eq!(h2.verdict(&runs, Mode::Slow), report::Verdict::Failed);
+        let targets = report::targets(&resilience_cases(), &runs);
+        assert!(targets.contains("≥ 0.95× plain route"), "{targets}");
     }
 
     fn grid_with(values: &[(Metric, Path, &[f64])]) -> Grid {

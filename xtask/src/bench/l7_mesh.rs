@@ -9,8 +9,10 @@
 //! | waypoint | `wpmesh/client` | Service `wpway/web` (VIP) | agent 1 → HBONE → waypoint (node 1) → HBONE → agent 2 → `wpway/server` |
 //! | nginx | `wpmesh/client` | `wpmesh/nginx` (node 1) | agent 1 → nginx → agent 1 → HBONE → agent 2 → `wpmesh/server` |
 //! | HAProxy | `wpmesh/client` | `wpmesh/haproxy` (node 1) | the same with HAProxy |
+//! | plain route | `wpmesh/client` | Service `wpway/plain` (VIP) | as the waypoint path, through a VirtualService route with retries off |
+//! | resilient route | `wpmesh/client` | Service `wpway/resilient` (VIP) | the same route with a timeout, retries and outlier detection (issue 12) |
 //!
-//! The namespace `wpway` uses the waypoint (`istio.io/use-waypoint`), so its server can be
+//! The three Services of `wpway` select the same server. The namespace `wpway` uses the waypoint (`istio.io/use-waypoint`), so its server can be
 //! reached only through it; the waypoint's pod is not enrolled with the agent. The agents'
 //! kernel fast path is off for these rows, so the same-node hop into nginx or HAProxy goes
 //! through agent 1 as the hop into the waypoint does (with the fast path a same-node connection
@@ -36,6 +38,72 @@ use super::tools::ECHO_PORT;
 pub const SERVER_PORT: u16 = 8080;
 /// The cluster IP of `wpway/web`.
 const WEB_VIP: &str = "198.19.0.40";
+/// The cluster IPs of `wpway/plain` and `wpway/resilient`.
+const PLAIN_VIP: &str = "198.19.0.41";
+const RESILIENT_VIP: &str = "198.19.0.42";
+/// The two routes the resilience rows compare: the same route to the same server, without and
+/// with a route timeout, retries (on 5xx, connect failures and resets) and outlier detection.
+/// Nothing fails, so neither retries nor ejects: the rows measure what the policies cost a
+/// request that does not need them.
+const ROUTES: &str = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: plain, namespace: wpway}
+spec:
+  hosts: [plain]
+  http:
+  - route: [{destination: {host: plain}}]
+    retries: {attempts: 0}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: resilient, namespace: wpway}
+spec:
+  hosts: [resilient]
+  http:
+  - route: [{destination: {host: resilient}}]
+    timeout: 10s
+    retries: {attempts: 2, perTryTimeout: 5s, retryOn: '5xx,connect-failure,reset'}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: resilient, namespace: wpway}
+spec:
+  host: resilient
+  trafficPolicy:
+    outlierDetection: {consecutive5xxErrors: 5, interval: 10s, baseEjectionTime: 30s, maxEjectionPercent: 100}
+";
+
+/// Which of the two compared routes through the waypoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaypointRoute {
+    /// The route without a timeout, retries or outlier detection.
+    Plain,
+    /// The same with them.
+    Resilient,
+}
+
+impl WaypointRoute {
+    /// Both, in table order.
+    pub const ALL: [WaypointRoute; 2] = [WaypointRoute::Plain, WaypointRoute::Resilient];
+
+    /// Its name in the bench's lines.
+    pub fn name(self) -> &'static str {
+        match self {
+            WaypointRoute::Plain => "plain route",
+            WaypointRoute::Resilient => "resilient route",
+        }
+    }
+
+    /// The URL of its Service.
+    pub fn url(self, path: &str) -> String {
+        let vip = match self {
+            WaypointRoute::Plain => PLAIN_VIP,
+            WaypointRoute::Resilient => RESILIENT_VIP,
+        };
+        format!("http://{vip}:{SERVER_PORT}{path}")
+    }
+}
+
 /// The agents' log level (as the L4 rows': no line per connection).
 const AGENT_LOG: &str = "warn,mesh_agent=info,mesh_agent::proxy=warn";
 /// The waypoint's: startup and config lines, warnings, no access log line per request (nginx
@@ -116,6 +184,9 @@ impl L7Mesh {
                 "labels: {istio.io/dataplane-mode: ambient, istio.io/use-waypoint: waypoint}",
             ),
             format!("apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: wpway}}\nspec:\n  clusterIP: {WEB_VIP}\n  selector: {{app: web}}\n  ports: [{{name: http, port: {SERVER_PORT}, targetPort: {SERVER_PORT}}}]\n"),
+            format!("apiVersion: v1\nkind: Service\nmetadata: {{name: plain, namespace: wpway}}\nspec:\n  clusterIP: {PLAIN_VIP}\n  selector: {{app: web}}\n  ports: [{{name: http, port: {SERVER_PORT}, targetPort: {SERVER_PORT}}}]\n"),
+            format!("apiVersion: v1\nkind: Service\nmetadata: {{name: resilient, namespace: wpway}}\nspec:\n  clusterIP: {RESILIENT_VIP}\n  selector: {{app: web}}\n  ports: [{{name: http, port: {SERVER_PORT}, targetPort: {SERVER_PORT}}}]\n"),
+            ROUTES.to_owned(),
             waypoint_yaml(&waypoint_pod, "node1", "waypoint", "service"),
             pod_yaml(&direct_client, "node1", "client"),
             pod_yaml(&direct_server, "node2", "server"),

@@ -9,8 +9,11 @@ use hyper::Method;
 
 use super::net::TIMEOUT;
 
-pub const USAGE: &str = "usage: mesh-httpapp serve <port> <name> | grpc-serve <port> <name>
+pub const USAGE: &str =
+    "usage: mesh-httpapp serve <port> <name> [--fail-percent <0..=100>] [--delay-ms <ms>]
+  | grpc-serve <port> <name>
   | count <url> <n> [-H 'name: value']... [--h2] [--timeout-ms <ms>]
+  | load <url> <n> [--concurrency <c>] [-H 'name: value']... [--h2] [--timeout-ms <ms>]
   | get <url> [-H 'name: value']... [--h2] [-X <method>] [--timeout-ms <ms>]
   | ws <url> <n> [--timeout-ms <ms>]
   | grpc <host:port> say <text> | grpc <host:port> count <n> [--timeout-ms <ms>]
@@ -24,6 +27,19 @@ const MAX_COUNT: u64 = 1_000_000;
 const MAX_TIMEOUT_MS: u64 = 600_000;
 /// The most `-H` headers.
 const MAX_HEADERS: usize = 64;
+/// The most concurrent workers of `load`.
+const MAX_CONCURRENCY: u64 = 1000;
+/// The longest `serve --delay-ms` (and `/delay/<ms>`): a minute.
+pub const MAX_DELAY_MS: u64 = 60_000;
+
+/// How `serve` misbehaves on purpose.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServeOptions {
+    /// The share of requests (in percent, 0..=100) answered 503, spread evenly.
+    pub fail_percent: u8,
+    /// Every request is answered after this long.
+    pub delay_ms: u64,
+}
 
 /// Where a server listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +61,8 @@ pub struct ClientOptions {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// `-X` (only `get`); GET otherwise.
     pub method: Method,
+    /// `--concurrency` (only `load`): that many workers, each on its own connection.
+    pub concurrency: u64,
 }
 
 impl Default for ClientOptions {
@@ -54,6 +72,7 @@ impl Default for ClientOptions {
             timeout: TIMEOUT,
             headers: Vec::new(),
             method: Method::GET,
+            concurrency: 1,
         }
     }
 }
@@ -64,12 +83,18 @@ pub enum Command {
     Serve {
         listen: Listen,
         name: String,
+        opts: ServeOptions,
     },
     GrpcServe {
         listen: Listen,
         name: String,
     },
     Count {
+        url: String,
+        n: u64,
+        opts: ClientOptions,
+    },
+    Load {
         url: String,
         n: u64,
         opts: ClientOptions,
@@ -109,35 +134,52 @@ pub enum Command {
 struct Allowed {
     http: bool,
     method: bool,
+    concurrency: bool,
 }
 
 const ONLY_TIMEOUT: Allowed = Allowed {
     http: false,
     method: false,
+    concurrency: false,
 };
 const HTTP: Allowed = Allowed {
     http: true,
     method: false,
+    concurrency: false,
 };
 const HTTP_METHOD: Allowed = Allowed {
     http: true,
     method: true,
+    concurrency: false,
+};
+const HTTP_CONCURRENT: Allowed = Allowed {
+    http: true,
+    method: false,
+    concurrency: true,
 };
 
 /// Parses the arguments after the program name.
 pub fn parse(args: &[String]) -> Result<Command, String> {
     let (mode, rest) = args.split_first().ok_or("no mode given")?;
     match mode.as_str() {
-        "serve" | "grpc-serve" => {
-            let [port, name] = rest else {
-                return Err(format!("{mode} takes <port> <name>"));
+        "serve" => {
+            let (pos, opts) = serve_options(rest)?;
+            let [port, name] = pos.as_slice() else {
+                return Err("serve takes <port> <name>".into());
             };
-            let listen = parse_listen(port)?;
-            let name = parse_name(name)?;
-            Ok(if mode == "serve" {
-                Command::Serve { listen, name }
-            } else {
-                Command::GrpcServe { listen, name }
+            Ok(Command::Serve {
+                listen: parse_listen(port)?,
+                name: parse_name(name)?,
+                opts,
+            })
+        }
+        "grpc-serve" => {
+            let [port, name] = rest else {
+                return Err("grpc-serve takes <port> <name>".into());
+            };
+            Ok(Command::GrpcServe {
+                listen: parse_listen(port)?,
+                name: parse_name(name)?,
             })
         }
         "count" => {
@@ -147,6 +189,18 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             };
             let n = parse_count("n", n, MAX_COUNT)?;
             Ok(Command::Count {
+                url: url.clone(),
+                n,
+                opts,
+            })
+        }
+        "load" => {
+            let (pos, opts) = options(rest, HTTP_CONCURRENT)?;
+            let [url, n] = pos.as_slice() else {
+                return Err("load takes <url> <n>".into());
+            };
+            let n = parse_count("n", n, MAX_COUNT)?;
+            Ok(Command::Load {
                 url: url.clone(),
                 n,
                 opts,
@@ -220,6 +274,31 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     }
 }
 
+/// Splits `serve`'s positional arguments from its options.
+fn serve_options(args: &[String]) -> Result<(Vec<String>, ServeOptions), String> {
+    let mut opts = ServeOptions::default();
+    let mut positional = Vec::new();
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        match arg.as_str() {
+            "--fail-percent" => {
+                let v = iter.next().ok_or("--fail-percent needs a value")?;
+                let p = parse_count("--fail-percent", v, 100)?;
+                opts.fail_percent = u8::try_from(p).map_err(|_| format!("--fail-percent {p}"))?;
+            }
+            "--delay-ms" => {
+                let v = iter.next().ok_or("--delay-ms needs a value")?;
+                opts.delay_ms = parse_count("--delay-ms", v, MAX_DELAY_MS)?;
+            }
+            flag if flag.starts_with('-') && flag.len() > 1 => {
+                return Err(format!("unknown option {flag:?} for this mode"));
+            }
+            _ => positional.push(arg.clone()),
+        }
+    }
+    Ok((positional, opts))
+}
+
 /// Splits the positional arguments from the options a mode allows.
 fn options(args: &[String], allowed: Allowed) -> Result<(Vec<String>, ClientOptions), String> {
     let mut opts = ClientOptions::default();
@@ -242,6 +321,14 @@ fn options(args: &[String], allowed: Allowed) -> Result<(Vec<String>, ClientOpti
                     return Err(format!("at most {MAX_HEADERS} -H headers"));
                 }
                 opts.headers.push(parse_header(v)?);
+            }
+            "--concurrency" if allowed.concurrency => {
+                let v = iter.next().ok_or("--concurrency needs a value")?;
+                let c = parse_count("--concurrency", v, MAX_CONCURRENCY)?;
+                if c == 0 {
+                    return Err("--concurrency must be at least 1".into());
+                }
+                opts.concurrency = c;
             }
             "-X" if allowed.method => {
                 let v = iter.next().ok_or("-X needs a method")?;
@@ -321,7 +408,104 @@ mod tests {
                 Ok(Command::Serve {
                     listen: Listen::DualStack(8080),
                     name: "alpha".into(),
+                    opts: ServeOptions::default(),
                 }),
+            ),
+            (
+                "serve --fail-percent 50 8080 alpha --delay-ms 1000",
+                Ok(Command::Serve {
+                    listen: Listen::DualStack(8080),
+                    name: "alpha".into(),
+                    opts: ServeOptions {
+                        fail_percent: 50,
+                        delay_ms: 1000,
+                    },
+                }),
+            ),
+            (
+                "serve 8080 alpha --fail-percent 100 --delay-ms 0",
+                Ok(Command::Serve {
+                    listen: Listen::DualStack(8080),
+                    name: "alpha".into(),
+                    opts: ServeOptions {
+                        fail_percent: 100,
+                        delay_ms: 0,
+                    },
+                }),
+            ),
+            (
+                "serve 8080 alpha --fail-percent 101",
+                Err("--fail-percent 101 is more than 100"),
+            ),
+            (
+                "serve 8080 alpha --fail-percent -1",
+                Err("--fail-percent \"-1\" is not a number"),
+            ),
+            (
+                "serve 8080 alpha --fail-percent",
+                Err("--fail-percent needs a value"),
+            ),
+            (
+                "serve 8080 alpha --delay-ms 60001",
+                Err("--delay-ms 60001 is more than 60000"),
+            ),
+            (
+                "serve 8080 alpha --delay-ms soon",
+                Err("--delay-ms \"soon\" is not a number"),
+            ),
+            (
+                "serve 8080 alpha --h2",
+                Err("unknown option \"--h2\" for this mode"),
+            ),
+            (
+                "grpc-serve 1 a --fail-percent 5",
+                Err("grpc-serve takes <port> <name>"),
+            ),
+            (
+                "load http://a/ 100 --concurrency 8 --h2 -H x-a:1 --timeout-ms 300",
+                Ok(Command::Load {
+                    url: "http://a/".into(),
+                    n: 100,
+                    opts: ClientOptions {
+                        h2: true,
+                        timeout: Duration::from_millis(300),
+                        headers: vec![(
+                            HeaderName::from_static("x-a"),
+                            HeaderValue::from_static("1"),
+                        )],
+                        concurrency: 8,
+                        ..ClientOptions::default()
+                    },
+                }),
+            ),
+            (
+                "load http://a/ 5",
+                Ok(Command::Load {
+                    url: "http://a/".into(),
+                    n: 5,
+                    opts: ClientOptions::default(),
+                }),
+            ),
+            (
+                "load http://a/ 5 --concurrency 0",
+                Err("--concurrency must be at least 1"),
+            ),
+            (
+                "load http://a/ 5 --concurrency 1001",
+                Err("--concurrency 1001 is more than 1000"),
+            ),
+            (
+                "load http://a/ 5 --concurrency",
+                Err("--concurrency needs a value"),
+            ),
+            ("load http://a/", Err("load takes <url> <n>")),
+            (
+                "load http://a/ 5 -X POST",
+                Err("unknown option \"-X\" for this mode"),
+            ),
+            (
+                "count http://a/ 5 --concurrency 2",
+                Err("unknown option \"--concurrency\" for this mode"),
             ),
             (
                 "grpc-serve 127.0.0.1:0 b-2",

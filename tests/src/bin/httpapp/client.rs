@@ -240,29 +240,79 @@ impl Tally {
 /// closed it).
 pub async fn count(url: &str, n: u64, opts: &ClientOptions) -> anyhow::Result<()> {
     let target = parse_target(url)?;
+    let next = AtomicU64::new(0);
+    let run = worker(&target, opts, &next, n).await;
+    emit(&run.tally.to_json())
+}
+
+/// What one [`worker`] saw: the tally, when its first error happened, and the latency of each
+/// response in microseconds (from sending the request to the end of its body).
+#[derive(Debug, Default)]
+pub struct Run {
+    pub tally: Tally,
+    pub first_error_at: Option<Instant>,
+    pub latencies_us: Vec<u64>,
+}
+
+impl Run {
+    /// Adds another worker's run: counts summed, the earlier first error kept.
+    pub fn merge(&mut self, other: Run) {
+        for (server, n) in other.tally.servers {
+            *self.tally.servers.entry(server).or_default() += n;
+        }
+        for (status, n) in other.tally.statuses {
+            *self.tally.statuses.entry(status).or_default() += n;
+        }
+        self.tally.errors += other.tally.errors;
+        self.tally.connections += other.tally.connections;
+        let earlier = match (self.first_error_at, other.first_error_at) {
+            (None, Some(_)) => true,
+            (Some(mine), Some(theirs)) => theirs < mine,
+            _ => false,
+        };
+        if earlier {
+            self.first_error_at = other.first_error_at;
+            self.tally.first_error = other.tally.first_error;
+        }
+        self.latencies_us.extend(other.latencies_us);
+    }
+
+    fn failed(&mut self, error: &anyhow::Error) {
+        if self.first_error_at.is_none() {
+            self.first_error_at = Some(Instant::now());
+        }
+        self.tally.failed(error);
+    }
+}
+
+/// GETs on one keep-alive connection (a new one after a failure, or when the server closed it),
+/// taking request numbers from `next` until `n` are taken (so workers sharing `next` make `n`
+/// requests in all).
+pub async fn worker(target: &Target, opts: &ClientOptions, next: &AtomicU64, n: u64) -> Run {
     let t = opts.timeout;
-    let mut tally = Tally::default();
+    let mut run = Run::default();
     let mut conn: Option<Conn<Empty<Bytes>>> = None;
-    for _ in 0..n {
+    while next.fetch_add(1, Ordering::Relaxed) < n {
         let reusable = match conn.take() {
             Some(mut c) => c.ready(t).await.then_some(c),
             None => None,
         };
         let mut c = match reusable {
             Some(c) => c,
-            None => match Conn::open(&target, opts.h2, t).await {
+            None => match Conn::open(target, opts.h2, t).await {
                 Ok(c) => {
-                    tally.connections += 1;
+                    run.tally.connections += 1;
                     c
                 }
                 Err(e) => {
-                    tally.failed(&e);
+                    run.failed(&e);
                     continue;
                 }
             },
         };
+        let started = Instant::now();
         let exchange = async {
-            let req = build_request(&target, opts, Method::GET, Empty::new())?;
+            let req = build_request(target, opts, Method::GET, Empty::new())?;
             let response = c.send(req).await?;
             let status = response.status().as_u16();
             let (body, _) = read_body(response.into_body(), t).await?;
@@ -270,14 +320,16 @@ pub async fn count(url: &str, n: u64, opts: &ClientOptions) -> anyhow::Result<()
         };
         match timeout(t, exchange).await {
             Ok(Ok((status, server))) => {
-                tally.answered(status, server);
+                let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                run.latencies_us.push(us);
+                run.tally.answered(status, server);
                 conn = Some(c);
             }
-            Ok(Err(e)) => tally.failed(&e),
-            Err(_) => tally.failed(&anyhow!("no response within {t:?}")),
+            Ok(Err(e)) => run.failed(&e),
+            Err(_) => run.failed(&anyhow!("no response within {t:?}")),
         }
     }
-    emit(&tally.to_json())
+    run
 }
 
 /// One request; prints the status, headers, trailers and body.

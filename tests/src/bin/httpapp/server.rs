@@ -1,9 +1,11 @@
 //! The HTTP server of `serve`: HTTP/1.1 and HTTP/2 (prior knowledge) on one port, answering
 //! every request with what it saw, plus the special paths (status, stream, upload, WebSocket,
-//! trailers). Bodies stream both ways; nothing is buffered whole.
+//! trailers, delay, stats) and the faults it is told to inject (a share of 503s, a delay).
+//! Bodies stream both ways; nothing is buffered whole.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +24,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::args::{ServeOptions, MAX_DELAY_MS};
 use super::json::{headers_json, version_name};
 use super::net::{canonical, MAX_CONNECTIONS, SERVER_IDLE, TIMEOUT};
 use super::ws;
@@ -47,6 +50,10 @@ pub enum Route {
     Upload,
     WebSocket,
     Trailers,
+    /// The echo, answered after this many milliseconds.
+    Delay(u64),
+    /// The server's counters.
+    Stats,
     /// 400 with this reason.
     Invalid(String),
 }
@@ -59,11 +66,20 @@ pub fn route(path: &str, query: Option<&str>) -> Route {
             _ => Route::Invalid(format!("status {code:?} is not a code in 200..=599")),
         };
     }
+    if let Some(ms) = path.strip_prefix("/delay/") {
+        return match ms.parse::<u64>() {
+            Ok(ms) if ms <= MAX_DELAY_MS => Route::Delay(ms),
+            _ => Route::Invalid(format!(
+                "delay {ms:?} is not a number of milliseconds up to {MAX_DELAY_MS}"
+            )),
+        };
+    }
     match path {
         "/stream" => stream_params(query.unwrap_or("")),
         "/upload" => Route::Upload,
         "/ws" => Route::WebSocket,
         "/trailers" => Route::Trailers,
+        "/stats" => Route::Stats,
         _ => Route::Echo(200),
     }
 }
@@ -94,9 +110,73 @@ fn has_body(status: u16) -> bool {
     status != 204 && status != 304
 }
 
+/// Whether request `i` (from 0, in arrival order) of a server failing `percent` of them fails:
+/// when `floor((i+1)·p/100)` passes `floor(i·p/100)`, so that every 100 consecutive requests hold
+/// exactly `p` failures, spread evenly (50: every second one, from the second).
+pub fn fails(i: u64, percent: u8) -> bool {
+    let p = u128::from(percent.min(100));
+    let i = u128::from(i);
+    (i + 1) * p / 100 > i * p / 100
+}
+
+/// What a server counts: requests (`/stats` excluded) and connections.
+#[derive(Debug, Default)]
+pub struct Stats {
+    requests: AtomicU64,
+    connections_now: AtomicU64,
+    connections_max: AtomicU64,
+    connections_total: AtomicU64,
+}
+
+impl Stats {
+    /// Counts a request; its index (from 0) in arrival order.
+    pub fn request(&self) -> u64 {
+        self.requests.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Counts an accepted connection, open until the guard is dropped.
+    pub fn opened(self: &Arc<Self>) -> OpenConnection {
+        self.connections_total.fetch_add(1, Ordering::Relaxed);
+        let now = self.connections_now.fetch_add(1, Ordering::Relaxed) + 1;
+        self.connections_max.fetch_max(now, Ordering::Relaxed);
+        OpenConnection(self.clone())
+    }
+
+    /// The `GET /stats` body.
+    pub fn to_json(&self, name: &str) -> Value {
+        json!({
+            "server": name,
+            "requests": self.requests.load(Ordering::Relaxed),
+            "connections_now": self.connections_now.load(Ordering::Relaxed),
+            "connections_max": self.connections_max.load(Ordering::Relaxed),
+            "connections_total": self.connections_total.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// One open connection in [`Stats`]; closes it when dropped.
+pub struct OpenConnection(Arc<Stats>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.connections_now.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What every request of a server shares.
+struct Server {
+    name: Arc<str>,
+    opts: ServeOptions,
+    stats: Arc<Stats>,
+}
+
 /// Accepts connections until the process is killed.
-pub async fn serve(listener: TcpListener, name: String) -> anyhow::Result<()> {
-    let name: Arc<str> = name.into();
+pub async fn serve(listener: TcpListener, name: String, opts: ServeOptions) -> anyhow::Result<()> {
+    let server = Arc::new(Server {
+        name: name.into(),
+        opts,
+        stats: Arc::default(),
+    });
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let permit = slots.clone().acquire_owned().await?;
@@ -111,9 +191,10 @@ pub async fn serve(listener: TcpListener, name: String) -> anyhow::Result<()> {
         };
         let _ = stream.set_nodelay(true);
         let peer = canonical(peer);
-        let name = name.clone();
+        let server = server.clone();
+        let open = server.stats.opened();
         tokio::spawn(async move {
-            let service = service_fn(move |req| handle(req, name.clone(), peer));
+            let service = service_fn(move |req| handle(req, server.clone(), peer));
             let mut builder = auto::Builder::new(TokioExecutor::new());
             builder
                 .http1()
@@ -131,24 +212,47 @@ pub async fn serve(listener: TcpListener, name: String) -> anyhow::Result<()> {
             {
                 eprintln!("mesh-httpapp: connection from {peer}: {e}");
             }
+            drop(open);
             drop(permit);
         });
     }
 }
 
 async fn handle(
-    mut req: Request<Incoming>,
-    name: Arc<str>,
+    req: Request<Incoming>,
+    server: Arc<Server>,
     peer: SocketAddr,
 ) -> Result<Response<Body>, Infallible> {
-    let response = match route(req.uri().path(), req.uri().query()) {
-        Route::Echo(status) => {
-            let (parts, body) = req.into_parts();
-            match count_body(body).await {
-                Ok(n) => json_response(status, request_json(&parts, &name, peer, n)),
-                Err(e) => bad_request(&name, e),
-            }
+    let mut route = route(req.uri().path(), req.uri().query());
+    if route != Route::Stats {
+        let i = server.stats.request();
+        let delay_ms = server.opts.delay_ms
+            + match route {
+                Route::Delay(ms) => ms,
+                _ => 0,
+            };
+        if delay_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
         }
+        if fails(i, server.opts.fail_percent) {
+            route = Route::Echo(503);
+        }
+    }
+    Ok(answer(req, route, &server, peer).await)
+}
+
+/// The answer to a request on its route, once any delay is over.
+async fn answer(
+    mut req: Request<Incoming>,
+    route: Route,
+    server: &Server,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let name = server.name.clone();
+    match route {
+        Route::Echo(status) => echo(req, status, &name, peer).await,
+        Route::Delay(_) => echo(req, 200, &name, peer).await,
+        Route::Stats => json_response(200, server.stats.to_json(&name)),
         Route::Stream {
             chunks,
             interval_ms,
@@ -166,8 +270,16 @@ async fn handle(
             }
         }
         Route::Invalid(reason) => bad_request(&name, reason),
-    };
-    Ok(response)
+    }
+}
+
+/// The request described as JSON, with this status.
+async fn echo(req: Request<Incoming>, status: u16, name: &str, peer: SocketAddr) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    match count_body(body).await {
+        Ok(n) => json_response(status, request_json(&parts, name, peer, n)),
+        Err(e) => bad_request(name, e),
+    }
 }
 
 /// Reads a body to its end frame by frame, counting the bytes; each frame within
@@ -350,10 +462,74 @@ mod tests {
             ("/ws", None, Route::WebSocket),
             ("/trailers", None, Route::Trailers),
             ("/streaming", None, Route::Echo(200)),
+            ("/stats", None, Route::Stats),
+            ("/stats/x", None, Route::Echo(200)),
+            ("/delay/0", None, Route::Delay(0)),
+            ("/delay/1000", Some("x=1"), Route::Delay(1000)),
+            ("/delay/60000", None, Route::Delay(60000)),
+            (
+                "/delay/60001",
+                None,
+                Route::Invalid(
+                    "delay \"60001\" is not a number of milliseconds up to 60000".into(),
+                ),
+            ),
+            (
+                "/delay/soon",
+                None,
+                Route::Invalid("delay \"soon\" is not a number of milliseconds up to 60000".into()),
+            ),
+            ("/delay", None, Route::Echo(200)),
         ];
         for (path, query, want) in cases {
             assert_eq!(&route(path, *query), want, "{path}?{query:?}");
         }
+    }
+
+    #[test]
+    fn failures_are_spread_evenly() {
+        // The first twenty requests of a server failing this share: `x` fails.
+        let cases: &[(u8, &str)] = &[
+            (0, "...................."),
+            (5, "...................x"),
+            (10, ".........x.........x"),
+            (25, "...x...x...x...x...x"),
+            (50, ".x.x.x.x.x.x.x.x.x.x"),
+            (75, ".xxx.xxx.xxx.xxx.xxx"),
+            (100, "xxxxxxxxxxxxxxxxxxxx"),
+        ];
+        for (percent, want) in cases {
+            let got: String = (0..20)
+                .map(|i| if fails(i, *percent) { 'x' } else { '.' })
+                .collect();
+            assert_eq!(&got, want, "{percent}%");
+        }
+        // Every 100 consecutive requests, wherever they start, hold exactly that many.
+        for percent in 0..=100u8 {
+            for start in [0u64, 1, 37, 99, 1_000_003, u64::MAX - 100] {
+                let failed = (start..start + 100).filter(|&i| fails(i, percent)).count();
+                assert_eq!(failed, usize::from(percent), "{percent}% from {start}");
+            }
+        }
+    }
+
+    #[test]
+    fn stats_count_connections_and_requests() {
+        let stats = Arc::new(Stats::default());
+        assert_eq!(stats.request(), 0);
+        assert_eq!(stats.request(), 1);
+        let a = stats.opened();
+        let b = stats.opened();
+        drop(a);
+        let c = stats.opened();
+        drop(b);
+        assert_eq!(
+            stats.to_json("v1"),
+            json!({"server": "v1", "requests": 2, "connections_now": 1, "connections_max": 2,
+                "connections_total": 3})
+        );
+        drop(c);
+        assert_eq!(stats.to_json("v1")["connections_now"], 0);
     }
 
     #[test]
