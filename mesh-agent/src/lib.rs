@@ -15,6 +15,7 @@ pub mod kernel_flows;
 pub mod live;
 pub mod local;
 pub mod metrics;
+pub mod nearby;
 pub mod netns;
 pub mod pod_context;
 pub mod pod_info;

@@ -10,6 +10,8 @@ use std::sync::{Arc, RwLock};
 use mesh_common::model::compat::{self, UnknownValues};
 use mesh_common::model::{Endpoint, FailSafe, Service, Snapshot, WaypointRef, Workload};
 
+use crate::nearby;
+
 /// Errors loading the data-plane model or resolving a destination.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -318,6 +320,22 @@ impl State {
     /// Resolves a captured destination: a service VIP and port pick an endpoint (round robin),
     /// unless the service has a waypoint (which picks it); anything else is used as it is.
     pub fn resolve(&self, dst: SocketAddr) -> Result<Resolved, StateError> {
+        self.resolve_from(dst, None)
+    }
+
+    /// [`Self::resolve`] for a connection from the workload `source` (uid): the round robin is
+    /// over the endpoints the service's `trafficDistribution` prefers for where that workload
+    /// runs ([`nearby::prefer`]; an unknown source: all endpoints).
+    ///
+    /// The kernel fast path may reuse a verdict only when the destination has a single endpoint
+    /// of the family ([`Resolved::is_fixed`]), counted *before* the preference: a service whose
+    /// preference narrows several endpoints to one stays off the fast path, so its choice is
+    /// always made here (fail closed: the kernel never applies, nor ignores, a preference).
+    pub fn resolve_from(
+        &self,
+        dst: SocketAddr,
+        source: Option<&str>,
+    ) -> Result<Resolved, StateError> {
         let current = self.current();
         let Some((service, port)) = current.service(dst) else {
             return Ok(Resolved::Direct(dst));
@@ -348,13 +366,34 @@ impl State {
         } else {
             same_family
         };
+        let choices = candidates.len();
+        fn place(w: &Workload) -> nearby::Place<'_> {
+            nearby::Place {
+                node: &w.node,
+                locality: &w.locality,
+            }
+        }
+        let workload = |uid: &str| {
+            let index = *current.workloads_by_uid.get(uid)?;
+            current.snapshot.workloads.get(index)
+        };
+        let candidates = match service.traffic_distribution {
+            None => candidates,
+            preference => {
+                let source = source.and_then(workload).map(place);
+                nearby::prefer(preference, source, candidates, |e| {
+                    workload(&e.workload_uid).map(place)
+                })
+                .0
+            }
+        };
         let index = self.next_endpoint.fetch_add(1, Ordering::Relaxed) % candidates.len();
         let endpoint = candidates[index];
         Ok(Resolved::Service {
             namespace: service.namespace.clone(),
             name: service.name.clone(),
             endpoint: SocketAddr::new(endpoint.address, port),
-            choices: candidates.len(),
+            choices,
         })
     }
 }
@@ -411,6 +450,66 @@ mod tests {
                 addr("[fd18:1::10]:80")
             );
         }
+    }
+
+    #[test]
+    fn traffic_distribution_keeps_connections_near_the_client() {
+        let model = |distribution: &str| {
+            let snapshot: Snapshot = yaml_serde::from_str(&format!(
+                "workloads:
+- {{uid: apps/client, name: client, namespace: apps, node: n1, addresses: [198.18.1.5], meshed: true, locality: {{region: r, zone: a}}}}
+- {{uid: apps/far, name: far, namespace: apps, node: n3, addresses: [198.18.3.10], meshed: true, locality: {{region: r, zone: b}}}}
+- {{uid: apps/near, name: near, namespace: apps, node: n2, addresses: [198.18.2.10], meshed: true, locality: {{region: r, zone: a}}}}
+services:
+- name: echo
+  namespace: apps
+  vips: [198.19.0.10]
+  ports: [{{port: 80}}]
+  endpoints: [{{workloadUid: apps/far, address: 198.18.3.10}}, {{workloadUid: apps/near, address: 198.18.2.10}}]
+{distribution}"
+            ))
+            .expect("test model");
+            State::new(snapshot)
+        };
+        let targets = |s: &State, source| {
+            let mut seen: Vec<SocketAddr> = (0..4)
+                .map(|_| {
+                    let resolved = s
+                        .resolve_from(addr("198.19.0.10:80"), source)
+                        .expect("resolves");
+                    assert!(!resolved.is_fixed(), "two endpoints: off the fast path");
+                    resolved.target()
+                })
+                .collect();
+            seen.sort();
+            seen.dedup();
+            seen
+        };
+        let (near, both) = (
+            vec![addr("198.18.2.10:80")],
+            vec![addr("198.18.2.10:80"), addr("198.18.3.10:80")],
+        );
+        let close = model("  trafficDistribution: PreferClose");
+        assert_eq!(targets(&close, Some("apps/client")), near);
+        assert_eq!(targets(&close, None), both, "unknown source: all");
+        assert_eq!(
+            targets(&close, Some("apps/gone")),
+            both,
+            "source not in the model: all"
+        );
+        assert_eq!(
+            targets(&model(""), Some("apps/client")),
+            both,
+            "no preference: all"
+        );
+        assert_eq!(
+            targets(
+                &model("  trafficDistribution: SomethingNew"),
+                Some("apps/client")
+            ),
+            both,
+            "unknown preference: all"
+        );
     }
 
     #[test]

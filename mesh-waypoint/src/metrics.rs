@@ -59,6 +59,13 @@ pub struct HostLabels {
     pub host: String,
 }
 
+/// Labels of an opaque TCP connection routed.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TcpLabels {
+    /// The TCP or TLS rule that matched (`tcp route <ns>/<name> rule <i>`), `-` when none.
+    pub route: String,
+}
+
 /// Every metric of the waypoint.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -78,6 +85,8 @@ pub struct Metrics {
     pub outlier_ejections: Family<HostLabels, Counter>,
     /// Endpoints ejected now, by host (updated when a pick or report sees one return).
     pub outlier_ejected: Family<HostLabels, Gauge>,
+    /// Opaque TCP connections routed, by the rule that matched.
+    pub tcp: Family<TcpLabels, Counter>,
 }
 
 impl Metrics {
@@ -122,6 +131,11 @@ impl Metrics {
             "mesh_waypoint_outlier_ejected",
             "Endpoints ejected by outlier detection now",
             self.outlier_ejected.clone(),
+        );
+        registry.register(
+            "mesh_waypoint_tcp_connections",
+            "Opaque TCP connections routed, by the TCP or TLS route rule that matched",
+            self.tcp.clone(),
         );
     }
 }

@@ -110,6 +110,8 @@ pub struct RouteTable {
     workloads_by_addr: HashMap<IpAddr, usize>,
     workloads_by_uid: HashMap<String, usize>,
     pub(crate) routes: HostIndex<Vec<Arc<Rule>>>,
+    /// TCP and TLS rules by host.
+    pub(crate) l4_routes: HostIndex<crate::l4::L4Routes>,
     /// Destination policy (index into the snapshot) by host.
     pub(crate) destination_policies: HostIndex<usize>,
     pub(crate) authz: AuthzIndex,
@@ -162,15 +164,29 @@ impl RouteTable {
         let known: HashSet<String> = services_by_host.keys().cloned().collect();
         let mut warnings = Vec::new();
         let mut routes: HostIndex<Vec<Arc<Rule>>> = HostIndex::default();
+        let mut l4_routes: HostIndex<crate::l4::L4Routes> = HostIndex::default();
         for route in &snapshot.routes {
             let compiled = rules::compile_route(route, &known, &mut |w| warnings.push(w));
+            let tcp = crate::l4::compile(route, crate::l4::Kind::Tcp, &known, &mut |w| {
+                warnings.push(w)
+            });
+            let tls = crate::l4::compile(route, crate::l4::Kind::Tls, &known, &mut |w| {
+                warnings.push(w)
+            });
             let mut seen = HashSet::new();
             for host in &route.hosts {
                 let host = hosts::qualify(host, &route.namespace, &known);
                 if seen.insert(host.clone()) {
-                    routes
-                        .entry(&host, Vec::new)
-                        .extend(compiled.iter().cloned());
+                    if !compiled.is_empty() || (tcp.is_empty() && tls.is_empty()) {
+                        routes
+                            .entry(&host, Vec::new)
+                            .extend(compiled.iter().cloned());
+                    }
+                    if !tcp.is_empty() || !tls.is_empty() {
+                        let l4 = l4_routes.entry(&host, Default::default);
+                        l4.tcp.extend(tcp.iter().cloned());
+                        l4.tls.extend(tls.iter().cloned());
+                    }
                 }
             }
         }
@@ -200,6 +216,7 @@ impl RouteTable {
             workloads_by_addr,
             workloads_by_uid,
             routes,
+            l4_routes,
             destination_policies,
             authz,
             jwt,

@@ -36,7 +36,7 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: &PodContext) {
         }
         return;
     };
-    let resolved = match pod.state.resolve(orig_dst) {
+    let resolved = match pod.state.resolve_from(orig_dst, Some(&pod.info.uid)) {
         Ok(resolved) => resolved,
         Err(e) => {
             warn!(pod = %pod.info.uid, %orig_dst, error = %e, "outbound destination unresolvable; closing");

@@ -41,6 +41,10 @@
 //!   that long (echo server); prints `ok=N failed=N per_second=..`.
 //! - `mesh-testapp hold <addr> <n> <seconds>`: opens `n` connections (one 1-byte exchange each),
 //!   prints `ready <n>`, holds them idle for that long, then closes them and exits.
+//! - `mesh-testapp tally <addr> <n> [<sni>]`: `n` connections one after another to a `serve`
+//!   server, each sending one line (after a TLS ClientHello naming `<sni>`, when given: what a
+//!   waypoint routes TLS by) and counting the answering server by name; prints
+//!   `{"servers": {name: n}, "failed": k}`, exits 0.
 //!
 //! Every step has a 5 s timeout.
 
@@ -70,6 +74,9 @@ fn main() {
         Some("http") if args.len() == 3 => bench::http_server(&args[2]),
         Some("pingpong") if args.len() == 5 => bench::pingpong(&args[2], &args[3], &args[4]),
         Some("crr") if args.len() == 4 => bench::crr(&args[2], &args[3]),
+        Some("tally") if args.len() == 4 || args.len() == 5 => {
+            tally(&args[2], &args[3], args.get(4).map(String::as_str))
+        }
         Some("hold") if args.len() == 5 => bench::hold(&args[2], &args[3], &args[4]),
         _ => Err("usage: mesh-testapp serve <port> <name> | connect <addr> <message> | get <addr> <path>".into()),
     };
@@ -177,6 +184,64 @@ fn exchange(addr: SocketAddr, message: &str) -> Result<(TcpStream, String), Stri
         return Err(format!("{addr} closed the connection without answering"));
     }
     Ok((stream, reply))
+}
+
+/// A TLS 1.3 ClientHello record naming `sni` (the start of what a TLS client sends), ASCII
+/// without a newline for a short name, so the line echo server reads it as part of a line.
+fn client_hello(sni: &str) -> Vec<u8> {
+    let name = sni.as_bytes();
+    let mut exts = vec![0, 0];
+    exts.extend_from_slice(&(name.len() as u16 + 5).to_be_bytes());
+    exts.extend_from_slice(&(name.len() as u16 + 3).to_be_bytes());
+    exts.push(0);
+    exts.extend_from_slice(&(name.len() as u16).to_be_bytes());
+    exts.extend_from_slice(name);
+    exts.extend_from_slice(&[0x00, 0x2b, 0x00, 0x03, 0x02, 0x03, 0x04]);
+    let mut body = vec![0x03, 0x03];
+    body.extend_from_slice(&[b'r'; 32]);
+    body.push(0);
+    body.extend_from_slice(&[0x00, 0x02, 0x13, 0x01, 0x01, 0x00]);
+    body.extend_from_slice(&(exts.len() as u16).to_be_bytes());
+    body.extend_from_slice(&exts);
+    let mut record = vec![22, 3, 1];
+    record.extend_from_slice(&(body.len() as u16 + 4).to_be_bytes());
+    record.push(1);
+    record.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+    record.extend_from_slice(&body);
+    record
+}
+
+fn tally(addr: &str, n: &str, sni: Option<&str>) -> Result<(), String> {
+    let addr: SocketAddr = parse("address", addr)?;
+    let n: usize = parse("count", n)?;
+    let hello = sni.map(client_hello).unwrap_or_default();
+    if !hello.is_ascii() || hello.contains(&b'\n') {
+        return Err(format!(
+            "the ClientHello for {sni:?} is not one line of ASCII; use another name"
+        ));
+    }
+    let prefix = String::from_utf8(hello).map_err(|e| e.to_string())?;
+    let mut servers = std::collections::BTreeMap::<String, u64>::new();
+    let mut failed = 0u64;
+    for _ in 0..n {
+        match exchange(addr, &format!("{prefix}tally")) {
+            Ok((_, reply)) => {
+                let name = reply
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                *servers.entry(name).or_default() += 1;
+            }
+            Err(_) => failed += 1,
+        }
+    }
+    let servers: Vec<String> = servers.iter().map(|(k, v)| format!("{k:?}: {v}")).collect();
+    println!(
+        "{{\"servers\": {{{}}}, \"failed\": {failed}}}",
+        servers.join(", ")
+    );
+    Ok(())
 }
 
 fn burst(addr: &str, n: &str) -> Result<(), String> {
