@@ -18,7 +18,7 @@ use http::{HeaderMap, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use mesh_common::identity::Identity;
-use mesh_common::model::{PortProtocol, RouteRule};
+use mesh_common::model::{Locality, PortProtocol, RouteRule};
 
 use crate::balance::{Balancers, PickContext, Picked, TryOutcome};
 use crate::error::ProxyError;
@@ -252,12 +252,11 @@ async fn forward(
                 first.as_ref().and_then(|p| p.uri.query()),
             )?
         } else {
-            let locality = mesh_common::model::Locality::default();
             let cx = PickContext {
                 headers: head.as_ref().map(|h| &h.3),
                 query: head.as_ref().and_then(|h| h.1.query()),
                 source: downstream.remote.ip(),
-                source_locality: &locality,
+                source_locality: source_locality(table, downstream),
                 dialed: downstream.authority.ip(),
                 tried: &tried,
                 remote_localities: policy.remote_localities,
@@ -633,22 +632,29 @@ pub(crate) fn choose_endpoint(
     headers: Option<&http::HeaderMap>,
     query: Option<&str>,
 ) -> Result<Picked, ProxyError> {
-    // The source workload's locality (as `SourceInfo::locality`, without building it: it only
-    // steers balancing).
-    let unknown = mesh_common::model::Locality::default();
-    let locality = table
-        .workload_at(downstream.remote.ip())
-        .map_or(&unknown, |w| &w.locality);
     let cx = PickContext {
         headers,
         query,
         source: downstream.remote.ip(),
-        source_locality: locality,
+        source_locality: source_locality(table, downstream),
         dialed: downstream.authority.ip(),
         tried: &[],
         remote_localities: false,
     };
     shared.balancers.pick(table, backend, &cx)
+}
+
+/// The source workload's locality (as `SourceInfo::locality`, without building it: it only
+/// steers balancing); unknown when the source is not in the model.
+fn source_locality<'t>(table: &'t RouteTable, downstream: &Downstream) -> &'t Locality {
+    static UNKNOWN: Locality = Locality {
+        region: String::new(),
+        zone: String::new(),
+        subzone: String::new(),
+    };
+    table
+        .workload_at(downstream.remote.ip())
+        .map_or(&UNKNOWN, |w| &w.locality)
 }
 
 /// What a response status says of the endpoint that gave it.
