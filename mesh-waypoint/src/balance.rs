@@ -331,7 +331,15 @@ impl Balancers {
             if let Some(b) = g.find(backend) {
                 return Ok(b.clone());
             }
+            // Built before the map is copied: a backend without endpoints costs no copy.
+            let b = Arc::new(self.build(table, backend, None, now)?);
             next.by_host = g.by_host.clone();
+            next.by_host
+                .entry(backend.host.clone())
+                .or_default()
+                .push(b.clone());
+            self.current.store(Arc::new(next));
+            return Ok(b);
         } else {
             // A new model: keep what is still in it, drop the rest.
             for old in g.by_host.values().flatten() {
