@@ -273,7 +273,13 @@ impl Balancers {
     ) -> Result<Picked, ProxyError> {
         let state = self.backend(table, backend)?;
         let now = self.clock.now_ms();
-        let source_labels = table.workload_at(cx.source).map(|w| &w.labels);
+        let source_labels = state
+            .policy
+            .locality
+            .as_ref()
+            .filter(|l| !l.failover_priority.is_empty())
+            .and_then(|_| table.workload_at(cx.source))
+            .map(|w| &w.labels);
         let (index, set_cookie) = state.pick(cx, source_labels, now, &mut || fastrand::u64(..))?;
         let member = &state.members[index as usize];
         member.counters.active.fetch_add(1, Ordering::Relaxed);
@@ -325,7 +331,15 @@ impl Balancers {
             if let Some(b) = g.find(backend) {
                 return Ok(b.clone());
             }
+            // Built before the map is copied: a backend without endpoints costs no copy.
+            let b = Arc::new(self.build(table, backend, None, now)?);
             next.by_host = g.by_host.clone();
+            next.by_host
+                .entry(backend.host.clone())
+                .or_default()
+                .push(b.clone());
+            self.current.store(Arc::new(next));
+            return Ok(b);
         } else {
             // A new model: keep what is still in it, drop the rest.
             for old in g.by_host.values().flatten() {
@@ -694,7 +708,7 @@ impl BackendState {
             )));
         }
         if let Some(l) = locality {
-            healthy = self.by_locality(l, &healthy, family, cx, source_labels, now, rand);
+            healthy = self.by_locality(l, &healthy, family, cx, source_labels, rand);
         }
         let fresh: Vec<u32> = healthy
             .iter()
@@ -721,7 +735,6 @@ impl BackendState {
     /// Narrows `healthy` to the locality group the request goes to: a `distribute` group by
     /// weight, else a priority level by load (retries pinned to the first try's level unless
     /// they may go remote, then avoiding the levels tried).
-    #[allow(clippy::too_many_arguments)]
     fn by_locality(
         &self,
         l: &mesh_common::model::LocalityLb,
@@ -729,7 +742,6 @@ impl BackendState {
         family: &[u32],
         cx: &PickContext<'_>,
         source_labels: Option<&BTreeMap<String, String>>,
-        _now: u64,
         rand: &mut dyn FnMut() -> u64,
     ) -> Vec<u32> {
         let src = cx.source_locality;

@@ -614,3 +614,27 @@ fn retries_stay_in_the_first_locality_unless_allowed() {
         0.0,
     );
 }
+
+#[test]
+fn source_info_carries_the_trusted_workloads_locality() {
+    let t = table("{}");
+    let id = |sa: &str| {
+        Some(mesh_common::identity::Identity::new(
+            "cluster.local",
+            "ns",
+            sa,
+        ))
+    };
+    #[rustfmt::skip]
+    let cases = [
+        ("the workload's locality", id("default"), client_locality()),
+        ("another identity: unknown", id("other"), Locality::default()),
+    ];
+    for (name, identity, want) in cases {
+        assert_eq!(
+            t.source_info(identity, ip("10.9.0.1")).locality,
+            want,
+            "{name}"
+        );
+    }
+}
