@@ -378,21 +378,8 @@ async fn forward(
                 break (picked, give_up(trail, false, failure)?, request_slot);
             }
         }
-        // The budget counts retries whose try is in flight: looked at before the backoff (a
-        // refused retry is answered at once), taken after it.
+        // The budget counts a retry from its backoff to the end of its try, as Envoy does.
         _retry = None;
-        if !destination.budget.would_allow(limits.max_retries) {
-            overflowed(shared, &forward.backend, "retries");
-            break (picked, give_up(trail, true, failure)?, request_slot);
-        }
-        let pause = retry::backoff(policy.backoff_base, n, fastrand::u64(..));
-        match deadline {
-            Some(d) if tokio::time::Instant::now() + pause >= d => {
-                tokio::time::sleep_until(d).await;
-                return Err(ProxyError::timeout("route timeout in the retry backoff"));
-            }
-            _ => tokio::time::sleep(pause).await,
-        }
         let Some(permit) = destination.budget.withdraw(limits.max_retries) else {
             overflowed(shared, &forward.backend, "retries");
             break (picked, give_up(trail, true, failure)?, request_slot);
@@ -409,6 +396,14 @@ async fn forward(
         }
         drop(picked);
         drop(request_slot);
+        let pause = retry::backoff(policy.backoff_base, n, fastrand::u64(..));
+        match deadline {
+            Some(d) if tokio::time::Instant::now() + pause >= d => {
+                tokio::time::sleep_until(d).await;
+                return Err(ProxyError::timeout("route timeout in the retry backoff"));
+            }
+            _ => tokio::time::sleep(pause).await,
+        }
     };
     let mut response = response;
     if let (Some(r), Some(copy), Some(replay)) = (rule, &mirror_parts, &replay) {

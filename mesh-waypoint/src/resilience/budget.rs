@@ -54,15 +54,6 @@ impl Budget {
         Active(self.clone())
     }
 
-    /// Whether a retry would be granted now (nothing taken).
-    pub fn would_allow(&self, max_retries: u32) -> bool {
-        allows(
-            self.active.load(Ordering::Acquire),
-            self.retrying.load(Ordering::Acquire),
-            max_retries,
-        )
-    }
-
     /// A retry, if the budget and `max_retries` allow it.
     pub fn withdraw(self: &Arc<Self>, max_retries: u32) -> Option<RetryPermit> {
         let active = self.active.load(Ordering::Acquire);
@@ -109,13 +100,11 @@ mod tests {
         let requests: Vec<_> = (0..20).map(|_| budget.enter()).collect();
         let held: Vec<_> = (0..10).filter_map(|_| budget.withdraw(u32::MAX)).collect();
         assert_eq!(held.len(), 4, "20% of 20 requests");
-        assert!(!budget.would_allow(u32::MAX));
         drop(requests);
         drop(held);
         let held: Vec<_> = (0..10).filter_map(|_| budget.withdraw(u32::MAX)).collect();
         assert_eq!(held.len(), 3, "the minimum");
         drop(held);
-        assert!(budget.would_allow(u32::MAX));
         assert_eq!(budget.withdraw(0).map(drop), None, "maxRetries 0");
     }
 }
