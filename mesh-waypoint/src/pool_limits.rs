@@ -111,7 +111,8 @@ pub struct Destination {
     connections: AtomicU32,
     pending: AtomicU32,
     requests: AtomicU32,
-    /// Woken when a connection closes (a waiting request may open one).
+    /// Woken when a connection closes (a waiting request may open one) or goes back to the
+    /// pool (a waiting request may take it once it is ready).
     pub released: tokio::sync::Notify,
 }
 

@@ -377,6 +377,7 @@ async fn forward(
                 break (picked, give_up(trail, false, failure)?, request_slot);
             }
         }
+        // The budget counts a retry from its backoff to the end of its try, as Envoy does.
         _retry = None;
         let Some(permit) = destination.budget.withdraw(limits.max_retries) else {
             overflowed(shared, &forward.backend, "retries");

@@ -199,6 +199,8 @@ impl Upstreams {
                 if response.status() != http::StatusCode::SWITCHING_PROTOCOLS && !retire {
                     pooled.since = Instant::now();
                     self.put_h1(key, pooled);
+                    // A request waiting for a connection can wait for this one now.
+                    budget.destination.released.notify_waiters();
                 }
                 Ok(response)
             }
@@ -277,7 +279,9 @@ impl Upstreams {
                 return Ok(sender);
             }
             if let Some(slot) = budget.destination.connection(limits.max_connections) {
-                return self.open_h2(key, slot, limits).await;
+                let sender = self.open_h2(key, slot, limits).await?;
+                budget.destination.released.notify_waiters();
+                return Ok(sender);
             }
             if pending.is_none() {
                 pending = Some(budget.destination.pending(limits.max_pending).ok_or(
