@@ -135,7 +135,7 @@ fn start_mesh(prefix: &str) -> anyhow::Result<Mesh> {
         dir.path(),
         &config_dir,
         DAY,
-        8,
+        6,
         &[("apps", "waypoint")],
     )?;
     agents[0].add_pod(&client, ambient(), json!({"app": "client"}))?;
