@@ -9,7 +9,7 @@
 //!   TLS rule has falls to the `tcp` rule.
 //! - `trafficDistribution: PreferClose` on a service without waypoint (the agent picks the
 //!   endpoint): with node 1 in zone a and node 2 in zone b, a client on node 1 reaches only the
-//!   zone-a endpoint; with node 1 moved to zone c (no endpoint there), both.
+//!   zone-a endpoint; with that endpoint moved to zone d (no endpoint left in zone a), both.
 //!
 //! Needs root: each test fails loudly without it.
 
@@ -277,8 +277,15 @@ fn prefer_close_keeps_connections_in_the_clients_zone() -> anyhow::Result<()> {
     );
     let (servers, failed) = mesh.tally(NEAR, 100, None)?;
     assert!(failed == 0 && only(&servers, "z-a", 100), "{servers:?}");
-    // Node 1 moved to zone c, where no endpoint is: both endpoints take connections.
-    replace_file(&mesh.config_dir, "nodes.yaml", &nodes("c"))?;
+    // z-a moved to zone d (Istio's `istio-locality` pod label overrides its node's), so no
+    // endpoint is in the client's zone: both endpoints take connections.
+    let base = std::fs::read_to_string(mesh.config_dir.join("base.yaml"))?;
+    let moved = base.replace(
+        "{name: z-a, namespace: zoned, labels: {app: near}}",
+        "{name: z-a, namespace: zoned, labels: {app: near, istio-locality: r1.d}}",
+    );
+    assert_ne!(base, moved, "the z-a pod is in base.yaml");
+    replace_file(&mesh.config_dir, "base.yaml", &moved)?;
     let servers = mesh.tally_until(NEAR, 40, None, |s, failed| {
         failed == 0
             && s.get("z-a").is_some_and(|&n| n >= 10)
