@@ -238,6 +238,7 @@ fn tcp_weights_and_tls_server_names_route_opaque_connections() -> anyhow::Result
         "backend-a took {share_a:.1}% (80 ± 4 wanted): {servers:?}"
     );
     assert_eq!(servers.len(), 2, "only the two backends: {servers:?}");
+    eprintln!("tcp route 80/20 over 500 connections: {servers:?}");
     // TLS by server name, the name read from the ClientHello and the bytes replayed.
     let (a, failed) = mesh.tally(FRONT, 50, Some("a.test"))?;
     assert!(
