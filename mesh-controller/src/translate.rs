@@ -14,6 +14,7 @@ mod locality;
 mod protocol;
 mod security;
 mod services;
+mod traffic_policy;
 mod values;
 mod virtualservice;
 mod vs_rule;

@@ -326,11 +326,6 @@ fn export_to_and_unsupported_fields() {
         true,
         &["VirtualService default/vs", "spec.http[0].corsPolicy: warning: not supported yet"],
     );
-    one_message(
-        &vs("  hosts: [reviews]\n  http: [{retries: {attempts: 2, retryIgnorePreviousHosts: true}, route: [{destination: {host: reviews}}]}]\n"),
-        true,
-        &["spec.http[0].retries.retryIgnorePreviousHosts: warning: not supported yet"],
-    );
 }
 
 #[test]
@@ -827,5 +822,136 @@ fn tcp_and_tls_routes() {
     ];
     for (case, translated, parts) in cases {
         one_message(&case, translated, &parts);
+    }
+}
+
+#[test]
+fn virtual_service_retries_faults_and_mirrors() {
+    let rule = only_rule(&vs("  hosts: [reviews]\n  http:\n  - retries: {attempts: 2, perTryTimeout: 1s, retryOn: \"5xx, reset,503,unavailable,retriable-status-codes\", retryRemoteLocalities: true, retryIgnorePreviousHosts: false, backoff: 50ms}\n    fault: {abort: {grpcStatus: unavailable, percentage: {value: 10}}}\n    mirrors: [{destination: {host: ratings}, percentage: {value: 5}}, {destination: {host: reviews, subset: v2}}]\n    route: [{destination: {host: reviews}}]\n"));
+    assert_eq!(
+        rule.retries,
+        Some(mesh_common::model::RetryPolicy {
+            attempts: 2,
+            per_try_timeout_ms: Some(1_000),
+            retry_on: [
+                "5xx",
+                "reset",
+                "503",
+                "unavailable",
+                "retriable-status-codes"
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+            retry_remote_localities: true,
+            retry_ignore_previous_hosts: Some(false),
+            backoff_base_ms: Some(50),
+        })
+    );
+    let abort = rule.fault.and_then(|f| f.abort).expect("abort");
+    assert_eq!(
+        (
+            abort.http_status,
+            abort.grpc_status.as_deref(),
+            abort.percentage
+        ),
+        (0, Some("UNAVAILABLE"), 10.0)
+    );
+    let mirrors: Vec<(String, Option<String>, f64)> = rule
+        .mirrors
+        .iter()
+        .map(|m| {
+            (
+                m.destination.host.clone(),
+                m.destination.subset.clone(),
+                m.percentage,
+            )
+        })
+        .collect();
+    assert_eq!(
+        mirrors,
+        vec![
+            ("ratings.default.svc.cluster.local".to_owned(), None, 5.0),
+            (
+                "reviews.default.svc.cluster.local".to_owned(),
+                Some("v2".to_owned()),
+                100.0
+            ),
+        ]
+    );
+    // mirror + mirrorPercentage.
+    let rule = only_rule(&vs("  hosts: [reviews]\n  http: [{mirror: {host: ratings}, mirrorPercentage: {value: 12.5}, route: [{destination: {host: reviews}}]}]\n"));
+    assert_eq!(rule.mirrors.len(), 1);
+    assert_eq!(rule.mirrors[0].percentage, 12.5);
+    // Problems: (http rule body, translated, message parts).
+    let cases: Vec<(&str, bool, Vec<&str>)> = vec![
+        ("retries: {attempts: 1, retryOn: \"5xx,sometimes\"}", true, vec!["spec.http[0].retries.retryOn: warning", "unknown retry condition \"sometimes\""]),
+        ("retries: {attempts: 1, backoff: soon}", false, vec!["spec.http[0].retries.backoff", "invalid duration"]),
+        ("retries: {attempts: 1, backoff: 0s}", false, vec!["spec.http[0].retries.backoff", "at least 1ms"]),
+        ("retries: {attempts: -1}", false, vec!["spec.http[0].retries.attempts"]),
+        ("fault: {abort: {grpcStatus: SOMETIMES}}", false, vec!["spec.http[0].fault.abort.grpcStatus", "unknown gRPC status"]),
+        ("fault: {abort: {grpcStatus: UNAVAILABLE, httpStatus: 503}}", false, vec!["spec.http[0].fault.abort", "exactly one of"]),
+        ("fault: {abort: {percentage: {value: 5}}}", false, vec!["spec.http[0].fault.abort", "exactly one of"]),
+        ("fault: {abort: {http2Error: REFUSED_STREAM}}", true, vec!["spec.http[0].fault.abort.http2Error: warning: not supported yet"]),
+        ("mirrors: [{destination: {host: ratings}}, {destination: {host: ratings}, percentage: {value: 101}}]", false, vec!["spec.http[0].mirrors[1].percentage.value", "must be 0-100"]),
+        ("mirror: {host: ratings}\n    mirrors: [{destination: {host: ratings}}]", false, vec!["spec.http[0].mirrors", "only one of mirror and mirrors"]),
+        ("mirrorPercentage: {value: 5}", true, vec!["spec.http[0].mirrorPercentage: warning", "ignored without mirror"]),
+    ];
+    for (body, translated, parts) in cases {
+        one_message(
+            &vs(&format!("  hosts: [reviews]\n  http:\n  - {body}\n    route: [{{destination: {{host: reviews}}}}]\n")),
+            translated,
+            &parts,
+        );
+    }
+}
+
+#[test]
+fn http_route_mirrors_and_retry() {
+    let (s, errors) = load(&http_route("  parentRefs: [{group: \"\", kind: Service, name: reviews}]\n  rules:\n  - backendRefs: [{name: reviews, port: 9080}]\n    filters:\n    - {type: RequestMirror, requestMirror: {backendRef: {name: ratings, port: 9080}, percent: 20}}\n    - {type: RequestMirror, requestMirror: {backendRef: {name: reviews, port: 9080}, fraction: {numerator: 1, denominator: 4}}}\n    timeouts: {request: 5s, backendRequest: 1s}\n    retry: {codes: [503, 504], attempts: 3, backoff: 100ms}\n"));
+    assert!(errors.is_empty(), "{errors:#?}");
+    let rule = &route(&s, "vs").rules[0];
+    let shares: Vec<(String, f64)> = rule
+        .mirrors
+        .iter()
+        .map(|m| (m.destination.host.clone(), m.percentage))
+        .collect();
+    assert_eq!(
+        shares,
+        vec![
+            ("ratings.default.svc.cluster.local".to_owned(), 20.0),
+            ("reviews.default.svc.cluster.local".to_owned(), 25.0),
+        ]
+    );
+    assert_eq!(rule.timeout_ms, Some(5_000));
+    let retries = rule.retries.as_ref().expect("retries");
+    assert_eq!(
+        (
+            retries.attempts,
+            retries.per_try_timeout_ms,
+            retries.retry_on.clone(),
+            retries.backoff_base_ms
+        ),
+        (
+            3,
+            Some(1_000),
+            vec!["503".to_owned(), "504".to_owned()],
+            Some(100)
+        )
+    );
+    for (retry, parts) in [
+        (
+            "{codes: [200]}",
+            vec!["spec.rules[0].retry.codes[0]", "must be 400-599"],
+        ),
+        (
+            "{backoff: later}",
+            vec!["spec.rules[0].retry.backoff", "invalid duration"],
+        ),
+    ] {
+        one_message(
+            &http_route(&format!("  parentRefs: [{{group: \"\", kind: Service, name: reviews}}]\n  rules: [{{backendRefs: [{{name: reviews, port: 9080}}], retry: {retry}}}]\n")),
+            false,
+            &parts,
+        );
     }
 }

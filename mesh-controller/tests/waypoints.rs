@@ -355,3 +355,38 @@ spec: {gatewayClassName: istio-waypoint, listeners: [{name: mesh, port: 15008, p
         "a node principal never gets a waypoint view"
     );
 }
+
+#[test]
+fn a_waypoint_gets_tcp_and_tls_routes_for_its_hosts() {
+    let routes = r#"
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {name: tcp-web, namespace: apps}
+spec: {parentRefs: [{group: "", kind: Service, name: web}], rules: [{backendRefs: [{name: web, port: 80}]}]}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: tls-web, namespace: apps}
+spec: {hosts: [web.apps.svc.cluster.local], tls: [{match: [{sniHosts: [web.apps.svc.cluster.local]}], route: [{destination: {host: web}}]}]}
+"#;
+    let current = load(&format!("{}{routes}", cluster("", "", USE, "", true)));
+    let snapshot = view(
+        &current.snapshot,
+        &current.resources,
+        ClientKind::Waypoint,
+        "waypoint/apps/wp",
+    )
+    .to_snapshot("v")
+    .expect("decodes");
+    let mut got: Vec<(String, usize, usize)> = snapshot
+        .routes
+        .iter()
+        .map(|r| (r.name.clone(), r.tcp.len(), r.tls.len()))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [("tcp-web".to_owned(), 1, 0), ("tls-web".to_owned(), 0, 1)]
+    );
+}

@@ -1,4 +1,5 @@
-//! `gateway.networking.k8s.io/v1`: Gateway and HTTPRoute, with the Gateway API's field names.
+//! `gateway.networking.k8s.io`: Gateway and HTTPRoute (`v1`), TCPRoute and TLSRoute
+//! (experimental), with the Gateway API's field names.
 //! A Gateway of class `istio-waypoint` is a waypoint.
 
 use kube::CustomResource;

@@ -463,11 +463,112 @@ spec_type! {
         pub tls: Option<Opaque>,
         /// Per-port overrides.
         #[serde(default)]
-        pub port_level_settings: Vec<Opaque>,
+        pub port_level_settings: Vec<PortTrafficPolicy>,
         /// Tunnel settings.
         pub tunnel: Option<Opaque>,
         /// PROXY protocol.
         pub proxy_protocol: Option<Opaque>,
+    }
+}
+
+spec_type! {
+    /// A traffic policy for one port.
+    pub struct PortTrafficPolicy {
+        /// The port.
+        pub port: Option<PortSelector>,
+        /// Load balancing.
+        pub load_balancer: Option<LoadBalancerSettings>,
+        /// Connection limits.
+        pub connection_pool: Option<ConnectionPoolSettings>,
+        /// Ejection of failing endpoints.
+        pub outlier_detection: Option<OutlierDetection>,
+        /// Upstream TLS.
+        pub tls: Option<Opaque>,
+    }
+}
+
+spec_type! {
+    /// Locality-aware load balancing.
+    pub struct LocalityLbSetting {
+        /// Weighted spread by source locality.
+        #[serde(default)]
+        pub distribute: Vec<LocalityDistribute>,
+        /// Region failover.
+        #[serde(default)]
+        pub failover: Vec<LocalityFailover>,
+        /// Labels ordering failover priority.
+        #[serde(default)]
+        pub failover_priority: Vec<String>,
+        /// On or off.
+        pub enabled: Option<bool>,
+    }
+}
+
+spec_type! {
+    /// A `distribute` entry.
+    pub struct LocalityDistribute {
+        /// Source locality.
+        #[serde(default)]
+        pub from: String,
+        /// Destination locality to weight.
+        #[serde(default)]
+        pub to: BTreeMap<String, u32>,
+    }
+}
+
+spec_type! {
+    /// A `failover` entry.
+    pub struct LocalityFailover {
+        /// Source region.
+        #[serde(default)]
+        pub from: String,
+        /// Failover region.
+        #[serde(default)]
+        pub to: String,
+    }
+}
+
+spec_type! {
+    /// A cookie to hash on.
+    pub struct HttpCookie {
+        /// Name.
+        #[serde(default)]
+        pub name: String,
+        /// Path.
+        pub path: Option<String>,
+        /// Lifetime.
+        pub ttl: Option<String>,
+        /// Further attributes.
+        #[serde(default)]
+        pub attributes: Vec<Opaque>,
+    }
+}
+
+spec_type! {
+    /// Ring hash settings.
+    pub struct RingHash {
+        /// Minimum ring size.
+        pub minimum_ring_size: Option<u64>,
+    }
+}
+
+spec_type! {
+    /// Maglev settings.
+    pub struct MagLev {
+        /// Lookup table size.
+        pub table_size: Option<u64>,
+    }
+}
+
+spec_type! {
+    /// TCP keepalive.
+    pub struct TcpKeepalive {
+        /// Probes.
+        pub probes: Option<u32>,
+        /// Idle time before the first probe.
+        pub time: Option<String>,
+        /// Time between probes.
+        pub interval: Option<String>,
     }
 }
 
@@ -492,7 +593,7 @@ spec_type! {
         /// Consistent hashing.
         pub consistent_hash: Option<ConsistentHash>,
         /// Locality settings.
-        pub locality_lb_setting: Option<Opaque>,
+        pub locality_lb_setting: Option<LocalityLbSetting>,
         /// Warm-up duration.
         pub warmup_duration_secs: Option<String>,
         /// Warm-up settings.
@@ -506,15 +607,15 @@ spec_type! {
         /// Hash on a header.
         pub http_header_name: Option<String>,
         /// Hash on a cookie.
-        pub http_cookie: Option<Opaque>,
+        pub http_cookie: Option<HttpCookie>,
         /// Hash on the source IP.
         pub use_source_ip: Option<bool>,
         /// Hash on a query parameter.
         pub http_query_parameter_name: Option<String>,
         /// Ring hash.
-        pub ring_hash: Option<Opaque>,
+        pub ring_hash: Option<RingHash>,
         /// Maglev.
-        pub maglev: Option<Opaque>,
+        pub maglev: Option<MagLev>,
         /// Legacy ring size.
         pub minimum_ring_size: Option<u64>,
     }
@@ -538,7 +639,7 @@ spec_type! {
         /// Connect timeout.
         pub connect_timeout: Option<String>,
         /// Keep-alive.
-        pub tcp_keepalive: Option<Opaque>,
+        pub tcp_keepalive: Option<TcpKeepalive>,
         /// Maximum connection lifetime.
         pub max_connection_duration: Option<String>,
         /// Idle timeout.

@@ -601,10 +601,6 @@ fn route_rule(
                     .request_mirror
                     .as_ref()
                     .ok_or_else(|| missing("requestMirror"))?;
-                if !out.mirrors.is_empty() {
-                    notes.unsupported(&p, "only the first RequestMirror filter is applied");
-                    continue;
-                }
                 out.mirrors
                     .push(mirror(cx, key, &format!("{p}.requestMirror"), r)?);
             }
@@ -644,11 +640,21 @@ fn route_rule(
     }
     match &rule.retry {
         Some(r) => {
-            if r.backoff.is_some() {
-                notes.unsupported(&format!("{path}.retry.backoff"), "ignored");
+            let backoff_base_ms = r
+                .backoff
+                .as_deref()
+                .map(|d| values::duration_ms(d).map_err(|e| (format!("{path}.retry.backoff"), e)))
+                .transpose()?;
+            for (i, code) in r.codes.iter().enumerate() {
+                if !(400..=599).contains(code) {
+                    return Err((
+                        format!("{path}.retry.codes[{i}]"),
+                        format!("invalid status {code} (must be 400-599)"),
+                    ));
+                }
             }
             out.retries = Some(m::RetryPolicy {
-                backoff_base_ms: None,
+                backoff_base_ms,
                 retry_ignore_previous_hosts: None,
                 retry_remote_localities: false,
                 attempts: r.attempts.unwrap_or(1),

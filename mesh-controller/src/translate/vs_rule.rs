@@ -2,7 +2,7 @@
 //! source labels and namespace, `ignoreUriCase`; matches bound to other gateways dropped),
 //! weighted destinations with their own header changes, and exactly one action (route,
 //! redirect, direct response, or a delegate handled by the caller) with its rewrite, timeout,
-//! retries, fault, mirror and header changes. Fields accepted but not applied yet are warnings.
+//! retries, fault, mirrors and header changes. Fields accepted but not applied yet are warnings.
 
 use std::collections::BTreeMap;
 
@@ -274,23 +274,55 @@ fn rewrite(path: &str, r: &net::HttpRewrite) -> Field<m::Rewrite> {
     })
 }
 
-fn retries(path: &str, r: &net::HttpRetry, notes: &mut Notes) -> Field<m::RetryPolicy> {
-    for (field, set) in [
-        ("retryRemoteLocalities", r.retry_remote_localities.is_some()),
-        ("backoff", r.backoff.is_some()),
-        (
-            "retryIgnorePreviousHosts",
-            r.retry_ignore_previous_hosts.is_some(),
-        ),
-    ] {
-        if set {
-            notes.unsupported(&format!("{path}.{field}"), "ignored");
+/// Retry conditions a waypoint applies (issue 12's list; Envoy's names) besides status codes.
+const RETRY_CONDITIONS: [&str; 13] = [
+    "5xx",
+    "gateway-error",
+    "reset",
+    "connect-failure",
+    "refused-stream",
+    "retriable-4xx",
+    "retriable-status-codes",
+    "retriable-headers",
+    "cancelled",
+    "deadline-exceeded",
+    "internal",
+    "resource-exhausted",
+    "unavailable",
+];
+
+/// `retryOn`: known conditions and status codes kept; an unknown condition is a warning and
+/// left out (the others still apply).
+pub(super) fn retry_on(path: &str, text: &str, notes: &mut Notes) -> Vec<String> {
+    let mut out = Vec::new();
+    for c in text.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+        let status = c.parse::<u16>().is_ok_and(|s| (100..=599).contains(&s));
+        if status || RETRY_CONDITIONS.contains(&c) {
+            if !out.iter().any(|o| o == c) {
+                out.push(c.to_owned());
+            }
+        } else {
+            notes.warn(
+                path,
+                format!(
+                    "unknown retry condition {c:?} left out (known: {}, or a status code)",
+                    RETRY_CONDITIONS.join(", ")
+                ),
+            );
         }
     }
+    out
+}
+
+fn retries(path: &str, r: &net::HttpRetry, notes: &mut Notes) -> Field<m::RetryPolicy> {
+    let backoff_base_ms = opt_duration(&format!("{path}.backoff"), r.backoff.as_ref())?;
+    if backoff_base_ms == Some(0) {
+        return Err((format!("{path}.backoff"), "must be at least 1ms".to_owned()));
+    }
     Ok(m::RetryPolicy {
-        backoff_base_ms: None,
-        retry_ignore_previous_hosts: None,
-        retry_remote_localities: false,
+        backoff_base_ms,
+        retry_ignore_previous_hosts: r.retry_ignore_previous_hosts,
+        retry_remote_localities: r.retry_remote_localities == Some(true),
         attempts: opt_u32(&format!("{path}.attempts"), r.attempts)?.unwrap_or(0),
         per_try_timeout_ms: opt_duration(
             &format!("{path}.perTryTimeout"),
@@ -299,68 +331,66 @@ fn retries(path: &str, r: &net::HttpRetry, notes: &mut Notes) -> Field<m::RetryP
         retry_on: r
             .retry_on
             .as_deref()
-            .map(|s| {
-                s.split(',')
-                    .map(|c| c.trim().to_owned())
-                    .filter(|c| !c.is_empty())
-                    .collect()
-            })
+            .map(|s| retry_on(&format!("{path}.retryOn"), s, notes))
             .unwrap_or_default(),
     })
 }
 
-fn mirror(
+fn mirrors(
     cx: &Context<'_>,
     key: &ObjectKey,
     path: &str,
     http: &net::HttpRoute,
     notes: &mut Notes,
-) -> Field<Option<m::Mirror>> {
+) -> Field<Vec<m::Mirror>> {
     if http.mirror.is_some() && !http.mirrors.is_empty() {
         return Err((
             format!("{path}.mirrors"),
             "only one of mirror and mirrors may be set".to_owned(),
         ));
     }
-    if http.mirrors.len() > 1 {
-        notes.unsupported(
-            &format!("{path}.mirrors[1]"),
-            "only the first mirror is applied",
+    if let Some(d) = &http.mirror {
+        let percentage = http
+            .mirror_percentage
+            .as_ref()
+            .map(|p| p.value)
+            .or(http.mirror_percent.map(f64::from))
+            .unwrap_or(100.0);
+        return Ok(vec![m::Mirror {
+            destination: destination(cx, key, &format!("{path}.mirror"), d, None, 1, notes)?,
+            percentage: at(
+                &format!("{path}.mirrorPercentage.value"),
+                values::percentage(percentage),
+            )?,
+        }]);
+    }
+    if http.mirror_percentage.is_some() || http.mirror_percent.is_some() {
+        notes.warn(
+            &format!("{path}.mirrorPercentage"),
+            "ignored without mirror (each of mirrors has its own percentage)",
         );
     }
-    Ok(match (&http.mirror, http.mirrors.first()) {
-        (Some(d), _) => {
-            let percentage = http
-                .mirror_percentage
-                .as_ref()
-                .map(|p| p.value)
-                .or(http.mirror_percent.map(f64::from))
-                .unwrap_or(100.0);
-            Some(m::Mirror {
-                destination: destination(cx, key, &format!("{path}.mirror"), d, None, 1, notes)?,
+    http.mirrors
+        .iter()
+        .enumerate()
+        .map(|(i, mp)| {
+            Ok(m::Mirror {
+                destination: destination(
+                    cx,
+                    key,
+                    &format!("{path}.mirrors[{i}].destination"),
+                    &mp.destination,
+                    None,
+                    1,
+                    notes,
+                )?,
                 percentage: at(
-                    &format!("{path}.mirrorPercentage.value"),
-                    values::percentage(percentage),
+                    &format!("{path}.mirrors[{i}].percentage.value"),
+                    values::percentage(mp.percentage.as_ref().map_or(100.0, |p| p.value)),
                 )?,
             })
-        }
-        (None, Some(mp)) => Some(m::Mirror {
-            destination: destination(
-                cx,
-                key,
-                &format!("{path}.mirrors[0].destination"),
-                &mp.destination,
-                None,
-                1,
-                notes,
-            )?,
-            percentage: at(
-                &format!("{path}.mirrors[0].percentage.value"),
-                values::percentage(mp.percentage.as_ref().map_or(100.0, |p| p.value)),
-            )?,
-        }),
-        (None, None) => None,
-    })
+        })
+        .collect()
 }
 
 /// The rule at `path`, or `None` when none of its matches applies to waypoints. With
@@ -453,7 +483,7 @@ pub(super) fn rule(
             .as_ref()
             .map(|f| fault(&format!("{path}.fault"), f, notes))
             .transpose()?,
-        mirrors: mirror(cx, key, path, http, notes)?.into_iter().collect(),
+        mirrors: mirrors(cx, key, path, http, notes)?,
         request_headers: header_ops(headers.request.as_ref()),
         response_headers: header_ops(headers.response.as_ref()),
         direct_response: http
@@ -461,6 +491,77 @@ pub(super) fn rule(
             .as_ref()
             .map(|d| direct_response(&format!("{path}.directResponse"), d))
             .transpose()?,
+    }))
+}
+
+/// gRPC status names (Istio's `grpcStatus` values).
+const GRPC_STATUSES: [&str; 16] = [
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+fn abort(path: &str, a: &net::FaultAbort, notes: &mut Notes) -> Field<Option<m::FaultAbort>> {
+    let share = at(
+        &format!("{path}.percentage.value"),
+        values::percentage(a.percentage.as_ref().map_or(100.0, |p| p.value)),
+    )?;
+    let set = [
+        a.http_status.is_some(),
+        a.grpc_status.is_some(),
+        a.http2_error.is_some(),
+    ];
+    if set.iter().filter(|s| **s).count() != 1 {
+        return Err((
+            path.to_owned(),
+            "exactly one of httpStatus, grpcStatus or http2Error is required".to_owned(),
+        ));
+    }
+    if a.http2_error.is_some() {
+        notes.unsupported(&format!("{path}.http2Error"), "no request is aborted");
+        return Ok(None);
+    }
+    if let Some(name) = &a.grpc_status {
+        let upper = name.trim().to_ascii_uppercase();
+        if !GRPC_STATUSES.contains(&upper.as_str()) {
+            return Err((
+                format!("{path}.grpcStatus"),
+                format!("unknown gRPC status {name:?} (expected e.g. UNAVAILABLE)"),
+            ));
+        }
+        return Ok(Some(m::FaultAbort {
+            http_status: 0,
+            grpc_status: Some(upper),
+            percentage: share,
+        }));
+    }
+    let status = a.http_status.unwrap_or_default();
+    let http_status = u16::try_from(status)
+        .ok()
+        .filter(|s| (200..=599).contains(s))
+        .ok_or_else(|| {
+            (
+                format!("{path}.httpStatus"),
+                format!("invalid HTTP status {status} (must be 200-599)"),
+            )
+        })?;
+    Ok(Some(m::FaultAbort {
+        http_status,
+        grpc_status: None,
+        percentage: share,
     }))
 }
 
@@ -497,32 +598,7 @@ fn fault(path: &str, f: &net::HttpFaultInjection, notes: &mut Notes) -> Field<m:
     };
     let abort = match &f.abort {
         None => None,
-        Some(a) => {
-            let status = a.http_status.ok_or_else(|| {
-                (
-                    format!("{path}.abort.httpStatus"),
-                    "httpStatus is required (grpcStatus is not supported)".to_owned(),
-                )
-            })?;
-            let http_status = u16::try_from(status)
-                .ok()
-                .filter(|s| (200..=599).contains(s))
-                .ok_or_else(|| {
-                    (
-                        format!("{path}.abort.httpStatus"),
-                        format!("invalid HTTP status {status} (must be 200-599)"),
-                    )
-                })?;
-            let share = a.percentage.as_ref().map_or(100.0, |p| p.value);
-            Some(m::FaultAbort {
-                grpc_status: None,
-                http_status,
-                percentage: at(
-                    &format!("{path}.abort.percentage.value"),
-                    values::percentage(share),
-                )?,
-            })
-        }
+        Some(a) => abort(&format!("{path}.abort"), a, notes)?,
     };
     Ok(m::Fault { delay, abort })
 }
