@@ -155,8 +155,32 @@ fn locality_balancing() {
 #[test]
 fn connection_pools_and_outlier_detection() {
     let policy = "connectionPool:\n  tcp: {maxConnections: 10, connectTimeout: 250ms, tcpKeepalive: {probes: 3, time: 10s, interval: 2s}}\n  http: {http1MaxPendingRequests: 5, http2MaxRequests: 50, maxRequestsPerConnection: 7, maxRetries: 2, idleTimeout: 30s, maxConcurrentStreams: 100}\noutlierDetection: {consecutive5xxErrors: 3, consecutiveGatewayErrors: 2, consecutiveLocalOriginFailures: 4, splitExternalLocalOriginErrors: true, interval: 5s, baseEjectionTime: 30s, maxEjectionPercent: 50, minHealthPercent: 20}";
+    // Translated, and each of the two fields waypoints do not apply is a warning (host and subset).
+    let (p, errors) = load(&dr(policy));
+    let unapplied = |f: &str| {
+        errors
+            .iter()
+            .filter(|e| e.contains(f) && e.contains("warning: not supported yet"))
+            .count()
+    };
+    assert_eq!(errors.len(), 4, "{errors:#?}");
     assert_eq!(
-        translated(policy),
+        unapplied("connectionPool.tcp.tcpKeepalive:"),
+        2,
+        "{errors:#?}"
+    );
+    assert_eq!(
+        unapplied("connectionPool.http.maxConcurrentStreams:"),
+        2,
+        "{errors:#?}"
+    );
+    let p = p.expect("translated");
+    assert_eq!(
+        p.subsets[0].traffic_policy.as_ref(),
+        Some(&p.traffic_policy)
+    );
+    assert_eq!(
+        p.traffic_policy,
         TrafficPolicy {
             connection_pool: Some(ConnectionPool {
                 max_connections: Some(10),

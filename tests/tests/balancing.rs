@@ -412,7 +412,6 @@ fn locality_prefers_the_client_zone_until_it_is_ejected() -> anyhow::Result<()> 
 }
 
 #[test]
-#[ignore = "needs the controller to translate DestinationRule localityLbSetting (it warns it unsupported today)"]
 fn distribute_sends_80_20_across_zones() -> anyhow::Result<()> {
     let servers = [
         Server {

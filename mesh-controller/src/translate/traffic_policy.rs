@@ -462,15 +462,33 @@ fn connection_pool(
             notes.unsupported(&format!("{p}.{field}"), "ignored");
         }
     }
+    // `tcpKeepalive` and `maxConcurrentStreams` are translated (a waypoint that applies them
+    // sees them) but not applied by this build's waypoint: its upstream sockets are the HBONE
+    // pool's, shared by every destination, and it follows each upstream's HTTP/2 stream limit.
+    let max_concurrent_streams = opt_u32(
+        &format!("{p}.http.maxConcurrentStreams"),
+        http.max_concurrent_streams,
+    )?;
+    if max_concurrent_streams.is_some() {
+        notes.unsupported(
+            &format!("{p}.http.maxConcurrentStreams"),
+            "waypoints follow each upstream's own HTTP/2 stream limit",
+        );
+    }
     let tcp_keepalive = match &tcp.tcp_keepalive {
         None => None,
         Some(k) => {
             let kp = format!("{p}.tcp.tcpKeepalive");
-            Some(m::TcpKeepalive {
+            let keepalive = m::TcpKeepalive {
                 probes: k.probes,
                 time_ms: opt_duration(&format!("{kp}.time"), k.time.as_ref())?,
                 interval_ms: opt_duration(&format!("{kp}.interval"), k.interval.as_ref())?,
-            })
+            };
+            notes.unsupported(
+                &kp,
+                "waypoints keep the kernel's keepalive settings on upstream connections",
+            );
+            Some(keepalive)
         }
     };
     Ok(m::ConnectionPool {
@@ -496,10 +514,7 @@ fn connection_pool(
             &format!("{p}.http.idleTimeout"),
             http.idle_timeout.as_ref(),
         )?,
-        max_concurrent_streams: opt_u32(
-            &format!("{p}.http.maxConcurrentStreams"),
-            http.max_concurrent_streams,
-        )?,
+        max_concurrent_streams,
         tcp_keepalive,
     })
 }
