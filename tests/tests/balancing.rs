@@ -54,6 +54,22 @@ fn start_mesh(
     traffic_policy: &str,
     zones: bool,
 ) -> anyhow::Result<Mesh> {
+    start_mesh_with(prefix, servers, traffic_policy, zones, &[])
+}
+
+/// A VirtualService for `web` that turns retries off (Istio's default retries 503s, which would
+/// hide from the client the failures outlier detection counts).
+fn no_retries() -> String {
+    format!("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: web, namespace: apps}}\nspec:\n  hosts: [{HOST}]\n  http:\n  - route: [{{destination: {{host: {HOST}}}}}]\n    retries: {{attempts: 0}}\n")
+}
+
+fn start_mesh_with(
+    prefix: &str,
+    servers: &[Server],
+    traffic_policy: &str,
+    zones: bool,
+    extra: &[String],
+) -> anyhow::Result<Mesh> {
     mesh_tests::command::require_root()?;
     let dir = tempfile::Builder::new().prefix(prefix).tempdir()?;
     let mut cluster = Cluster::new(2)?;
@@ -83,6 +99,7 @@ fn start_mesh(
         pod_yaml(&client, "node1", "client"),
         destination_rule(traffic_policy),
     ];
+    base.extend(extra.iter().cloned());
     for (s, (pod, _)) in servers.iter().zip(&pods) {
         base.push(pod_yaml(pod, &format!("node{}", s.node), "web"));
     }
@@ -225,7 +242,7 @@ fn outlier_detection_ejects_after_five_5xx_and_returns_after_the_base_time() -> 
         },
     ];
     let policy = "{outlierDetection: {consecutive5xxErrors: 5, interval: 1s, baseEjectionTime: 5s, maxEjectionPercent: 100}}";
-    let mesh = start_mesh("mesh-lb-outlier", &servers, policy, false)?;
+    let mesh = start_mesh_with("mesh-lb-outlier", &servers, policy, false, &[no_retries()])?;
     // Round robin: web-1 takes every third request until its fifth 503 ejects it.
     let first = count(&mesh, 30, &[])?;
     let ejected_at = Instant::now();
