@@ -340,7 +340,7 @@ pub fn run() -> anyhow::Result<()> {
         dir.path(),
         &config_dir,
         Duration::from_secs(24 * 3600),
-        6,
+        7,
         &[("shop", "waypoint")],
     )?;
     let agents = &mesh.agents;
