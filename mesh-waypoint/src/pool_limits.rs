@@ -74,23 +74,11 @@ impl RouteTable {
     pub fn connection_pool(&self, backend: &Backend) -> Option<&ConnectionPool> {
         let i = self.destination_policies.get(&backend.host)?;
         let policy = self.snapshot().destination_policies.get(*i)?;
-        let subset = backend
-            .subset
-            .as_ref()
-            .and_then(|name| policy.subsets.iter().find(|s| &s.name == name))
-            .and_then(|s| s.traffic_policy.as_ref());
-        let levels = subset.into_iter().chain(Some(&policy.traffic_policy));
-        for level in levels {
-            let port = level
-                .port_policies
-                .iter()
-                .find(|p| p.port == backend.port)
-                .and_then(|p| p.connection_pool.as_ref());
-            if let Some(pool) = port.or(level.connection_pool.as_ref()) {
-                return Some(pool);
-            }
-        }
-        None
+        crate::balance::policy::Levels::new(Some(policy), backend.subset.as_deref(), backend.port)
+            .per_port(
+                |t| t.connection_pool.as_ref(),
+                |p| p.connection_pool.as_ref(),
+            )
     }
 }
 

@@ -27,7 +27,7 @@ use crate::pool_limits::{Destinations, Limits};
 use crate::resilience::fault::{self, Abort};
 use crate::resilience::mirror::{self, Mirrors};
 use crate::resilience::replay::Replay;
-use crate::resilience::retry::{self, Policy, TryResult};
+use crate::resilience::retry::{self, TryResult};
 use crate::resilience::timeout;
 use crate::route::{Backend, Decision, RequestView};
 use crate::state::State;
@@ -189,7 +189,7 @@ async fn forward(
     }
     let deadline = timeout::request_timeout(rule.and_then(|r| r.timeout_ms), request.headers())
         .map(|d| tokio::time::Instant::now() + d);
-    let policy = Policy::from_model(rule.and_then(|r| r.retries.as_ref()));
+    let policy = forward.retry.clone();
     let downstream_upgrade = is_upgrade(&request).then(|| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
     crate::headers::forward_request(&mut parts.headers, downstream.remote.ip(), &mut || {

@@ -73,6 +73,8 @@ pub struct Forward {
     pub route: Option<Arc<str>>,
     /// The rule as the model has it (timeout, retries, fault, mirror), `None` for the default.
     pub rule: Option<Arc<RouteRule>>,
+    /// The retry policy (the rule's, compiled with the table; Istio's default without a rule).
+    pub retry: Arc<crate::resilience::retry::Policy>,
     /// The rewritten path and query, if the rule rewrites it.
     pub path: Option<PathAndQuery>,
     /// The rewritten authority, if the rule rewrites it.
@@ -89,6 +91,7 @@ impl Forward {
             backend,
             route: None,
             rule: None,
+            retry: crate::resilience::retry::Policy::shared_default(),
             path: None,
             authority: None,
             request_headers: Vec::new(),
@@ -533,6 +536,7 @@ impl RouteTable {
             },
             route: Some(rule.label.clone()),
             rule: Some(rule.model.clone()),
+            retry: rule.retry.clone(),
             path,
             authority: rule.authority_rewrite.clone(),
             request_headers: [&rule.request_headers, &dest.request_headers]

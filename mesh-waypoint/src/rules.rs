@@ -314,6 +314,8 @@ pub(crate) struct Rule {
     pub response_headers: Arc<HeaderMutation>,
     /// The rule as the model has it (timeouts, retries, faults, mirrors for the layers).
     pub model: Arc<RouteRule>,
+    /// Its retry policy, compiled once per model (Istio's default when it sets none).
+    pub retry: Arc<crate::resilience::retry::Policy>,
     /// Requests decided by this rule so far (spreads its weighted destinations), starting at a
     /// random point so that instances do not all begin on the same destination.
     pub requests: Arc<std::sync::atomic::AtomicU64>,
@@ -513,7 +515,12 @@ fn compile_rule(
     } else {
         Action::Forward(destinations)
     };
+    let retry = crate::resilience::retry::Policy::from_model(r.retries.as_ref());
+    if !retry.unknown.is_empty() {
+        tracing::warn!(rule = %label, conditions = ?retry.unknown, "retryOn conditions not understood; left out");
+    }
     Rule {
+        retry: Arc::new(retry),
         label,
         kind: route.kind,
         matches,

@@ -32,6 +32,14 @@ struct Server {
     flags: &'static [&'static str],
 }
 
+/// Servers without flags, one on each of `nodes`.
+fn plain(nodes: &[u8]) -> Vec<Server> {
+    nodes
+        .iter()
+        .map(|&node| Server { node, flags: &[] })
+        .collect()
+}
+
 /// `apps/client` and the waypoint on node 1, the `web` servers `web-1`… where asked.
 struct Mesh {
     client: Pod,
@@ -333,20 +341,7 @@ fn least_request_keeps_traffic_off_a_slow_endpoint() -> anyhow::Result<()> {
 
 #[test]
 fn consistent_hash_on_a_header_keeps_a_value_on_one_endpoint() -> anyhow::Result<()> {
-    let servers = [
-        Server {
-            node: 1,
-            flags: &[],
-        },
-        Server {
-            node: 1,
-            flags: &[],
-        },
-        Server {
-            node: 2,
-            flags: &[],
-        },
-    ];
+    let servers = plain(&[1, 1, 2]);
     let policy = "{loadBalancer: {consistentHash: {httpHeaderName: x-user}}}";
     let mesh = start_mesh("mesh-lb-hash", &servers, policy, false)?;
     let alice = count(&mesh, 1000, &["x-user: alice"])?;
@@ -373,24 +368,7 @@ fn consistent_hash_on_a_header_keeps_a_value_on_one_endpoint() -> anyhow::Result
 
 #[test]
 fn locality_prefers_the_client_zone_until_it_is_ejected() -> anyhow::Result<()> {
-    let servers = [
-        Server {
-            node: 1,
-            flags: &[],
-        },
-        Server {
-            node: 1,
-            flags: &[],
-        },
-        Server {
-            node: 2,
-            flags: &[],
-        },
-        Server {
-            node: 2,
-            flags: &[],
-        },
-    ];
+    let servers = plain(&[1, 1, 2, 2]);
     // Outlier detection turns locality balancing on (as Istio).
     let policy = "{outlierDetection: {consecutive5xxErrors: 5, interval: 1s, baseEjectionTime: 60s, maxEjectionPercent: 100}}";
     let mut mesh = start_mesh("mesh-lb-zone", &servers, policy, true)?;
@@ -430,24 +408,7 @@ fn locality_prefers_the_client_zone_until_it_is_ejected() -> anyhow::Result<()> 
 
 #[test]
 fn distribute_sends_80_20_across_zones() -> anyhow::Result<()> {
-    let servers = [
-        Server {
-            node: 1,
-            flags: &[],
-        },
-        Server {
-            node: 1,
-            flags: &[],
-        },
-        Server {
-            node: 2,
-            flags: &[],
-        },
-        Server {
-            node: 2,
-            flags: &[],
-        },
-    ];
+    let servers = plain(&[1, 1, 2, 2]);
     let policy = r#"{loadBalancer: {localityLbSetting: {enabled: true, distribute: [{from: "r1/a/*", to: {"r1/a/*": 80, "r1/b/*": 20}}]}}}"#;
     let mesh = start_mesh("mesh-lb-distribute", &servers, policy, true)?;
     let out = count(&mesh, 2000, &[])?;

@@ -3,8 +3,8 @@
 //! port-level settings) replacing each field it sets.
 
 use mesh_common::model::{
-    DestinationPolicy, LoadBalancer, LocalityLb, OutlierDetection, TrafficDistribution,
-    TrafficPolicy,
+    DestinationPolicy, LoadBalancer, LocalityLb, OutlierDetection, PortTrafficPolicy,
+    TrafficDistribution, TrafficPolicy,
 };
 
 /// What balancing uses of a backend's policy.
@@ -20,21 +20,58 @@ pub struct Effective {
     pub locality: Option<LocalityLb>,
 }
 
-/// `policy` with the port-level settings for `port` applied.
-fn at_port(policy: &TrafficPolicy, port: u16) -> TrafficPolicy {
-    let mut p = policy.clone();
-    if let Some(pp) = policy.port_policies.iter().find(|pp| pp.port == port) {
-        if pp.load_balancer.is_some() {
-            p.load_balancer.clone_from(&pp.load_balancer);
-        }
-        if pp.connection_pool.is_some() {
-            p.connection_pool.clone_from(&pp.connection_pool);
-        }
-        if pp.outlier_detection.is_some() {
-            p.outlier_detection.clone_from(&pp.outlier_detection);
+/// The levels a field of a backend's policy is looked up in, most specific first: the subset's
+/// port-level settings, the subset's policy, the host's port-level settings, the host's policy.
+/// A field takes its value from the first level that sets it (Istio's merge).
+#[derive(Debug, Clone, Copy)]
+pub struct Levels<'a> {
+    subset: Option<&'a TrafficPolicy>,
+    host: Option<&'a TrafficPolicy>,
+    port: u16,
+}
+
+impl<'a> Levels<'a> {
+    /// The levels of (`policy` for the host, `subset`, `port`).
+    pub fn new(policy: Option<&'a DestinationPolicy>, subset: Option<&str>, port: u16) -> Self {
+        let sub = policy
+            .zip(subset)
+            .and_then(|(p, name)| p.subsets.iter().find(|s| s.name == name))
+            .and_then(|s| s.traffic_policy.as_ref());
+        Levels {
+            subset: sub,
+            host: policy.map(|p| &p.traffic_policy),
+            port,
         }
     }
-    p
+
+    /// A field that port-level settings can set too (load balancer, connection pool, outlier
+    /// detection).
+    pub fn per_port<T>(
+        &self,
+        field: impl Fn(&'a TrafficPolicy) -> Option<&'a T>,
+        port_field: impl Fn(&'a PortTrafficPolicy) -> Option<&'a T>,
+    ) -> Option<&'a T> {
+        let port = self.port;
+        [self.subset, self.host]
+            .into_iter()
+            .flatten()
+            .find_map(|level| {
+                level
+                    .port_policies
+                    .iter()
+                    .find(|pp| pp.port == port)
+                    .and_then(&port_field)
+                    .or_else(|| field(level))
+            })
+    }
+
+    /// A field only whole policies set (slow start, locality).
+    pub fn whole<T>(&self, field: impl Fn(&'a TrafficPolicy) -> Option<&'a T>) -> Option<&'a T> {
+        [self.subset, self.host]
+            .into_iter()
+            .flatten()
+            .find_map(field)
+    }
 }
 
 /// The effective policy of (`policy` for the host, `subset`, `port`); `distribution` is the
@@ -46,27 +83,21 @@ pub fn effective(
     port: u16,
     distribution: Option<&TrafficDistribution>,
 ) -> Effective {
-    let mut merged =
-        policy.map_or_else(TrafficPolicy::default, |p| at_port(&p.traffic_policy, port));
-    let sub = policy
-        .zip(subset)
-        .and_then(|(p, name)| p.subsets.iter().find(|s| s.name == name))
-        .and_then(|s| s.traffic_policy.as_ref())
-        .map(|t| at_port(t, port));
-    if let Some(s) = sub {
-        if s.load_balancer.is_some() {
-            merged.load_balancer = s.load_balancer;
-        }
-        if s.outlier_detection.is_some() {
-            merged.outlier_detection = s.outlier_detection;
-        }
-        if s.warmup_ms.is_some() {
-            merged.warmup_ms = s.warmup_ms;
-        }
-        if s.locality_lb.is_some() {
-            merged.locality_lb = s.locality_lb;
-        }
-    }
+    let levels = Levels::new(policy, subset, port);
+    let merged = TrafficPolicy {
+        load_balancer: levels
+            .per_port(|t| t.load_balancer.as_ref(), |p| p.load_balancer.as_ref())
+            .cloned(),
+        outlier_detection: levels
+            .per_port(
+                |t| t.outlier_detection.as_ref(),
+                |p| p.outlier_detection.as_ref(),
+            )
+            .cloned(),
+        warmup_ms: levels.whole(|t| t.warmup_ms.as_ref()).copied(),
+        locality_lb: levels.whole(|t| t.locality_lb.as_ref()).cloned(),
+        ..TrafficPolicy::default()
+    };
     let locality = match merged.locality_lb {
         Some(l) if l.enabled.unwrap_or(merged.outlier_detection.is_some()) => Some(l),
         Some(_) => None,

@@ -108,6 +108,13 @@ impl Policy {
         }
     }
 
+    /// Istio's default, built once and shared (the policy of every request no rule decides).
+    pub fn shared_default() -> std::sync::Arc<Policy> {
+        static DEFAULT: std::sync::LazyLock<std::sync::Arc<Policy>> =
+            std::sync::LazyLock::new(|| std::sync::Arc::new(Policy::istio_default()));
+        DEFAULT.clone()
+    }
+
     /// The policy of a rule's `retries` (`None`: Istio's default). An empty `retryOn` takes
     /// Istio's default conditions, as Istio does.
     pub fn from_model(model: Option<&RetryPolicy>) -> Policy {
