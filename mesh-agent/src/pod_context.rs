@@ -55,6 +55,7 @@ impl PodContext {
     pub fn announced(&self) -> Workload {
         Workload {
             locality: Default::default(),
+            workload_name: String::new(),
             uid: self.info.uid.clone(),
             name: self.info.name.clone(),
             namespace: self.info.namespace.clone(),

@@ -14,6 +14,7 @@ pub mod compat;
 mod fail_safe;
 mod policy;
 mod route;
+mod telemetry;
 
 pub use authn::{ClaimToHeader, JwtHeader, JwtRule, RequestAuthentication};
 pub use fail_safe::{
@@ -31,6 +32,11 @@ pub use route::{
     LocalityDistribute, LocalityFailover, LocalityLb, Mirror, OutlierDetection, PortTrafficPolicy,
     Redirect, RegexRewrite, RetryPolicy, Rewrite, Route, RouteDestination, RouteKind, RouteRule,
     StringMatch, Subset, TcpKeepalive, TrafficPolicy,
+};
+pub use telemetry::{
+    effective_telemetry, AccessLogFormat, AccessLogProvider, AccessLogSettings, CustomTag,
+    EffectiveTelemetry, MetricName, MetricOverride, ReportMode, TagOverride, Telemetry,
+    TelemetryScope, TraceProtocol, TraceProvider, TracingSettings, DEFAULT_SAMPLING_PERCENTAGE,
 };
 
 /// Everything one agent or waypoint needs, at one version.
@@ -62,6 +68,10 @@ pub struct Snapshot {
     /// waypoints. Absent in what older controllers send.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub request_authentications: Vec<RequestAuthentication>,
+    /// Telemetry settings (Istio `Telemetry` and the mesh configuration's providers), for
+    /// agents and waypoints. Absent in what older controllers send.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub telemetries: Vec<Telemetry>,
 }
 
 impl Snapshot {
@@ -128,6 +138,10 @@ pub struct Workload {
     /// Where the workload runs (its node's topology labels).
     #[serde(default, skip_serializing_if = "Locality::is_empty")]
     pub locality: Locality,
+    /// The workload's name as Istio's metrics give it (`source_workload`): the owning
+    /// Deployment, StatefulSet, DaemonSet, Job or CronJob; empty: the pod name.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub workload_name: String,
 }
 
 /// A locality: region, zone and subzone (from the node's `topology.kubernetes.io/region`,
@@ -162,6 +176,62 @@ impl Workload {
     pub fn identity(&self, trust_domain: &str) -> Identity {
         Identity::new(trust_domain, &self.namespace, &self.service_account)
     }
+
+    /// The name Istio's metrics and logs give the workload: its owner's, else the pod's.
+    pub fn metrics_name(&self) -> &str {
+        if self.workload_name.is_empty() {
+            &self.name
+        } else {
+            &self.workload_name
+        }
+    }
+
+    /// Istio's canonical service: `service.istio.io/canonical-name`, else
+    /// `app.kubernetes.io/name`, else `app`, else the workload name.
+    pub fn canonical_service(&self) -> &str {
+        first_label(
+            &self.labels,
+            &[
+                "service.istio.io/canonical-name",
+                "app.kubernetes.io/name",
+                "app",
+            ],
+        )
+        .unwrap_or_else(|| self.metrics_name())
+    }
+
+    /// Istio's canonical revision: `service.istio.io/canonical-revision`, else
+    /// `app.kubernetes.io/version`, else `version`, else `latest`.
+    pub fn canonical_revision(&self) -> &str {
+        first_label(
+            &self.labels,
+            &[
+                "service.istio.io/canonical-revision",
+                "app.kubernetes.io/version",
+                "version",
+            ],
+        )
+        .unwrap_or("latest")
+    }
+
+    /// The `app` label Istio's `*_app` metric labels carry (`app`, else
+    /// `app.kubernetes.io/name`), empty when neither is set.
+    pub fn app(&self) -> &str {
+        first_label(&self.labels, &["app", "app.kubernetes.io/name"]).unwrap_or("")
+    }
+
+    /// The `version` label (`version`, else `app.kubernetes.io/version`), empty when unset.
+    pub fn version(&self) -> &str {
+        first_label(&self.labels, &["version", "app.kubernetes.io/version"]).unwrap_or("")
+    }
+}
+
+/// The value of the first of `keys` set in `labels`.
+fn first_label<'a>(labels: &'a BTreeMap<String, String>, keys: &[&str]) -> Option<&'a str> {
+    keys.iter()
+        .find_map(|k| labels.get(*k))
+        .map(String::as_str)
+        .filter(|v| !v.is_empty())
 }
 
 /// A service: virtual IPs and ports in front of a set of endpoints.

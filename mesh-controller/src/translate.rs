@@ -224,6 +224,8 @@ pub fn translate(store: &Store, options: &TranslateOptions) -> Translation {
         routes,
         destination_policies,
         request_authentications: authn::request_authentications(&mut cx),
+        // Translated from Istio `Telemetry` and the mesh configuration (issue 13).
+        telemetries: Vec::new(),
     };
     fail_safe::report(&mut cx, &snapshot);
     Translation {

@@ -241,6 +241,7 @@ mod tests {
         let (namespace, name) = uid.split_once('/').expect("namespace/name");
         Workload {
             locality: Default::default(),
+            workload_name: String::new(),
             uid: uid.into(),
             name: name.into(),
             namespace: namespace.into(),

@@ -319,6 +319,7 @@ mod tests {
     fn workload(name: &str, node: &str) -> Workload {
         Workload {
             locality: Default::default(),
+            workload_name: String::new(),
             uid: format!("default/{name}"),
             name: name.to_owned(),
             namespace: "default".to_owned(),

@@ -402,6 +402,7 @@ mod tests {
     fn workload() -> Workload {
         Workload {
             locality: Default::default(),
+            workload_name: String::new(),
             uid: "prod/a".to_owned(),
             name: "a".to_owned(),
             namespace: "prod".to_owned(),

@@ -58,8 +58,14 @@ pub(super) fn translate(cx: &mut Context<'_>) -> Vec<Workload> {
             waypoint_for(cx, &key, Some(&labels), Assigned::Workload)
         };
         let node = spec.and_then(|s| s.node_name.clone()).unwrap_or_default();
+        let workload_name = owner_workload_name(
+            &key.name,
+            pod.metadata.owner_references.as_deref().unwrap_or_default(),
+            &labels,
+        );
         workloads.push(Workload {
             locality: workload_locality(&labels, nodes.get(&node)),
+            workload_name,
             uid: format!("{}/{}", key.namespace, key.name),
             name: key.name.clone(),
             namespace: key.namespace.clone(),
@@ -75,4 +81,86 @@ pub(super) fn translate(cx: &mut Context<'_>) -> Vec<Workload> {
         });
     }
     workloads
+}
+
+/// The workload name Istio's metrics use for a pod (as Istio's `GetDeployMetaFromPod`): a
+/// ReplicaSet owner with the pod's `pod-template-hash` is its Deployment, a Job named
+/// `<cronjob>-<digits>` its CronJob, any other controller owner its own name; empty (the pod
+/// name) for a pod without one.
+fn owner_workload_name(
+    pod_name: &str,
+    owners: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference],
+    labels: &std::collections::BTreeMap<String, String>,
+) -> String {
+    let Some(owner) = owners.iter().find(|o| o.controller == Some(true)) else {
+        return String::new();
+    };
+    let name = match owner.kind.as_str() {
+        "ReplicaSet" => labels
+            .get("pod-template-hash")
+            .and_then(|hash| owner.name.strip_suffix(&format!("-{hash}")))
+            .unwrap_or(&owner.name),
+        "Job" => match owner.name.rsplit_once('-') {
+            Some((cron, stamp))
+                if !stamp.is_empty() && stamp.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                cron
+            }
+            _ => &owner.name,
+        },
+        _ => &owner.name,
+    };
+    if name == pod_name {
+        String::new()
+    } else {
+        name.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod workload_name_tests {
+    use super::owner_workload_name;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+
+    fn owner(kind: &str, name: &str) -> OwnerReference {
+        OwnerReference {
+            kind: kind.into(),
+            name: name.into(),
+            controller: Some(true),
+            ..OwnerReference::default()
+        }
+    }
+
+    #[test]
+    fn owners_name_the_workload_as_istio_does() {
+        let hash = std::collections::BTreeMap::from([(
+            "pod-template-hash".to_owned(),
+            "7d4f8b9c6".to_owned(),
+        )]);
+        let none = std::collections::BTreeMap::new();
+        // (owner, labels, workload name)
+        let cases = [
+            (
+                Some(owner("ReplicaSet", "reviews-v1-7d4f8b9c6")),
+                &hash,
+                "reviews-v1",
+            ),
+            (
+                Some(owner("ReplicaSet", "reviews-v1-abc")),
+                &none,
+                "reviews-v1-abc",
+            ),
+            (Some(owner("StatefulSet", "db")), &none, "db"),
+            (Some(owner("Job", "backup-29012345")), &none, "backup"),
+            (Some(owner("Job", "migrate")), &none, "migrate"),
+            (None, &none, ""),
+        ];
+        for (owner, labels, want) in cases {
+            let owners: Vec<OwnerReference> = owner.into_iter().collect();
+            assert_eq!(
+                owner_workload_name("reviews-v1-7d4f8b9c6-x2x", &owners, labels),
+                want
+            );
+        }
+    }
 }
