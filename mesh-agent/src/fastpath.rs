@@ -39,6 +39,9 @@ pub struct Decided {
     pub destination_service: String,
     /// Allowed (splice) or refused.
     pub allowed: bool,
+    /// Istio's counters of the connections the kernel carries: the source's (outbound) and
+    /// the destination's (inbound); `None`: only the agent's own series.
+    pub istio: Option<Arc<[mesh_common::istio_metrics::TcpHandles; 2]>>,
 }
 
 /// One verdict as the admin endpoint lists it.
@@ -322,6 +325,13 @@ fn report(metrics: &Metrics, entry: &mut Entry, now: FastStats) {
             family.get_or_create(labels).inc_by(n);
         }
     };
+    if let Some(istio) = &entry.decided.istio {
+        for handles in istio.iter() {
+            handles.count(spliced, closed, sent, received);
+        }
+        let [source, _] = &**istio;
+        source.count(denied, denied, 0, 0);
+    }
     for labels in [&outbound, &inbound] {
         add(&metrics.connections_opened, labels, spliced);
         add(&metrics.connections_closed, labels, closed);
@@ -351,6 +361,7 @@ mod tests {
                 target: "198.18.1.3:8080".parse().expect("literal"),
                 destination_service: "unknown".into(),
                 allowed: true,
+                istio: None,
             },
             active: true,
             reported: FastStats::default(),

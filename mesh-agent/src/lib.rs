@@ -11,6 +11,7 @@ pub mod ebpf;
 pub mod endpoints;
 pub mod enrol;
 pub mod fastpath;
+pub mod istio_conn;
 pub mod kernel_flows;
 pub mod live;
 pub mod local;

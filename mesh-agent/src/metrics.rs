@@ -1,11 +1,15 @@
 //! The agent's Prometheus metrics (served on `--metrics-addr`, default port 15020).
 //!
-//! Names follow Istio's TCP metrics so existing dashboards mostly work; label sets are kept small
-//! (workloads and services, never raw addresses or ports of clients).
+//! Istio's standard TCP metrics (`istio_tcp_*`, `reporter="source"` on the client side and
+//! `"destination"` on the server side, Istio's full label set: `mesh_common::istio_metrics`) for
+//! the dashboards and alerts users have, and the agent's own series under `mesh_agent_` (how a
+//! connection was carried, refusals, the HBONE pool, the HTTP listeners), whose label sets are
+//! kept small (workloads and services, never raw addresses or ports of clients).
 
 use std::sync::atomic::AtomicU64;
 
 use mesh_common::http_server::ListenerMetrics;
+use mesh_common::istio_metrics::{IstioMetrics, TcpHandles};
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -61,6 +65,15 @@ impl ConnectionLabels {
             destination_service: "unknown".into(),
         }
     }
+}
+
+/// One connection's series: the agent's own labels and Istio's counters, resolved once.
+#[derive(Clone, Debug)]
+pub struct Conn {
+    /// The `mesh_agent_tcp_*` labels.
+    pub labels: ConnectionLabels,
+    /// The `istio_tcp_*` counters.
+    pub istio: TcpHandles,
 }
 
 /// Labels of denied connections.
@@ -220,6 +233,8 @@ pub struct DryRunLabels {
 /// All agent metrics.
 #[derive(Debug, Default)]
 pub struct Metrics {
+    /// Istio's standard TCP metrics.
+    pub istio: IstioMetrics,
     /// Connections opened.
     pub connections_opened: Family<ConnectionLabels, Counter>,
     /// Connections closed.
@@ -253,8 +268,9 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Registers every metric under the `mesh_agent` prefix.
+    /// Registers Istio's metrics under their names and every other under the `mesh_agent` prefix.
     pub fn register(&self, registry: &mut Registry) {
+        self.istio.register(registry);
         let sub = registry.sub_registry_with_prefix("mesh_agent");
         sub.register(
             "tcp_connections_opened",
@@ -367,11 +383,19 @@ impl Metrics {
         self.denied.get_or_create(&labels).inc_by(n);
     }
 
+    /// Counts a connection opened.
+    pub fn record_open(&self, conn: &Conn) {
+        self.connections_opened.get_or_create(&conn.labels).inc();
+        conn.istio.open();
+    }
+
     /// Records a finished relay.
-    pub fn record_relay(&self, labels: &ConnectionLabels, sent: u64, received: u64) {
+    pub fn record_relay(&self, conn: &Conn, sent: u64, received: u64) {
+        let labels = &conn.labels;
         self.connections_closed.get_or_create(labels).inc();
         self.sent_bytes.get_or_create(labels).inc_by(sent);
         self.received_bytes.get_or_create(labels).inc_by(received);
+        conn.istio.close(sent, received);
     }
 }
 
@@ -397,8 +421,12 @@ mod tests {
             workload: "apps/client".into(),
             destination_service: "default/echo".into(),
         };
-        metrics.connections_opened.get_or_create(&labels).inc();
-        metrics.record_relay(&labels, 10, 20);
+        let conn = Conn {
+            labels,
+            istio: TcpHandles::default(),
+        };
+        metrics.record_open(&conn);
+        metrics.record_relay(&conn, 10, 20);
         let text = render(&registry).expect("encodes");
         assert!(text.contains("mesh_agent_tcp_connections_opened_total{direction=\"Outbound\",transport=\"Plaintext\",workload=\"apps/client\",destination_service=\"default/echo\"} 1"), "{text}");
         assert!(

@@ -21,14 +21,14 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::live::Live;
 use crate::pod_context::PodContext;
 
-use crate::metrics::{ConnectionLabels, Metrics};
+use crate::metrics::{Conn, Metrics};
 
 /// Runs a relay (see [`mesh_hbone::relay`]: no buffer is held while the connection is idle) to
 /// its end, then records its byte counts (client->server as sent, server->client as received)
 /// under each label set, whether it ended cleanly or not.
 pub async fn relay_and_record(
     relay: impl Future<Output = Relayed>,
-    labels: &[&ConnectionLabels],
+    labels: &[&Conn],
     metrics: &Metrics,
 ) {
     let Relayed {
@@ -70,7 +70,7 @@ pub async fn relay_live(
     mut relay: impl Cuttable,
     live: Live,
     reversed: bool,
-    labels: &[&ConnectionLabels],
+    labels: &[&Conn],
     metrics: &Metrics,
 ) {
     let relayed = tokio::select! {

@@ -7,8 +7,12 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
+use mesh_common::istio_metrics::{MetricSettings, Peer, ServiceLabels};
 use mesh_common::model::compat::{self, UnknownValues};
-use mesh_common::model::{Endpoint, FailSafe, Service, Snapshot, WaypointRef, Workload};
+use mesh_common::model::{
+    effective_telemetry, Endpoint, FailSafe, Service, Snapshot, TelemetryScope, WaypointRef,
+    Workload,
+};
 
 use crate::nearby;
 
@@ -103,6 +107,17 @@ struct Indexed {
     workloads_by_uid: HashMap<String, usize>,
     /// Virtual IP -> indexes of the services with that VIP, in snapshot order.
     services_by_vip: HashMap<IpAddr, Vec<usize>>,
+    /// Address -> index of any workload with that address (meshed first).
+    workloads_by_address: HashMap<IpAddr, usize>,
+    /// Each workload's metric labels, by workload index.
+    peers: Vec<Arc<Peer>>,
+    /// Each service's metric labels, by service index.
+    service_labels: Vec<Arc<ServiceLabels>>,
+    /// Workload uid -> index of the first service (model order) it is an endpoint of, with the
+    /// service's target ports.
+    service_of_workload: HashMap<String, Vec<(usize, u16)>>,
+    /// The `Telemetry` metric settings of each local workload, computed on first use.
+    metric_settings: std::sync::Mutex<HashMap<String, Arc<MetricSettings>>>,
 }
 
 impl Indexed {
@@ -130,12 +145,44 @@ impl Indexed {
                 services_by_vip.entry(*vip).or_default().push(i);
             }
         }
+        let mut workloads_by_address = meshed_by_address.clone();
+        for (i, w) in snapshot.workloads.iter().enumerate() {
+            for ip in &w.addresses {
+                workloads_by_address.entry(*ip).or_insert(i);
+            }
+        }
+        let peers = snapshot
+            .workloads
+            .iter()
+            .map(|w| Arc::new(Peer::of(w)))
+            .collect();
+        let service_labels = snapshot
+            .services
+            .iter()
+            .map(|s| Arc::new(ServiceLabels::of(s)))
+            .collect();
+        let mut service_of_workload: HashMap<String, Vec<(usize, u16)>> = HashMap::new();
+        for (i, service) in snapshot.services.iter().enumerate() {
+            for e in &service.endpoints {
+                let ports = service_of_workload
+                    .entry(e.workload_uid.clone())
+                    .or_default();
+                for p in &service.ports {
+                    ports.push((i, p.target_port.unwrap_or(p.port)));
+                }
+            }
+        }
         Indexed {
             fail_safe: Arc::new(FailSafe::new(&snapshot)),
             snapshot,
             meshed_by_address,
             workloads_by_uid,
             services_by_vip,
+            workloads_by_address,
+            peers,
+            service_labels,
+            service_of_workload,
+            metric_settings: Default::default(),
         }
     }
 
@@ -277,6 +324,77 @@ impl State {
         let current = self.current();
         let index = *current.workloads_by_uid.get(uid)?;
         current.snapshot.workloads.get(index).cloned()
+    }
+
+    /// The metric labels of the workload with this uid.
+    pub fn peer(&self, uid: &str) -> Option<Arc<Peer>> {
+        let current = self.current();
+        let index = *current.workloads_by_uid.get(uid)?;
+        current.peers.get(index).cloned()
+    }
+
+    /// The metric labels of the workload with this address (a meshed one first), and its
+    /// workload for its identity.
+    pub fn peer_at(&self, ip: IpAddr) -> Option<(Arc<Peer>, Workload)> {
+        let current = self.current();
+        let index = *current.workloads_by_address.get(&ip)?;
+        Some((
+            current.peers.get(index)?.clone(),
+            current.snapshot.workloads.get(index)?.clone(),
+        ))
+    }
+
+    /// The metric labels of a service.
+    pub fn service_labels(&self, namespace: &str, name: &str) -> Option<Arc<ServiceLabels>> {
+        let current = self.current();
+        let index = current
+            .snapshot
+            .services
+            .iter()
+            .position(|s| s.namespace == namespace && s.name == name)?;
+        current.service_labels.get(index).cloned()
+    }
+
+    /// The metric labels of the service a connection to `port` of workload `uid` is for: the
+    /// first service (model order) that has the workload as an endpoint on that target port.
+    pub fn service_of(&self, uid: &str, port: u16) -> Option<Arc<ServiceLabels>> {
+        let current = self.current();
+        let (index, _) = current
+            .service_of_workload
+            .get(uid)?
+            .iter()
+            .find(|(_, p)| *p == port)?;
+        current.service_labels.get(*index).cloned()
+    }
+
+    /// The `Telemetry` metric settings that apply to a workload (computed once per model
+    /// version and workload; tag expressions that are not applied are logged then).
+    pub fn metric_settings(&self, workload: &Workload) -> Arc<MetricSettings> {
+        let current = self.current();
+        if current.snapshot.telemetries.is_empty() {
+            static NONE: std::sync::OnceLock<Arc<MetricSettings>> = std::sync::OnceLock::new();
+            return NONE.get_or_init(Arc::default).clone();
+        }
+        let mut cache = current
+            .metric_settings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        cache
+            .entry(workload.uid.clone())
+            .or_insert_with(|| {
+                let scope = TelemetryScope {
+                    namespace: &workload.namespace,
+                    labels: Some(&workload.labels),
+                    targets: &[],
+                };
+                let effective = effective_telemetry(&current.snapshot.telemetries, &scope);
+                let settings = MetricSettings::new(&effective);
+                if !settings.unsupported.is_empty() {
+                    tracing::warn!(workload = %workload.uid, unsupported = ?settings.unsupported, "Telemetry tagOverrides values other than quoted literals are not applied by the agent; those tags are `unknown`");
+                }
+                Arc::new(settings)
+            })
+            .clone()
     }
 
     /// The meshed workload with this address, if any (its traffic goes over HBONE).

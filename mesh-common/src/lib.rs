@@ -25,3 +25,9 @@ pub mod api;
 
 #[cfg(feature = "http-server")]
 pub mod http_server;
+
+#[cfg(feature = "istio-metrics")]
+pub mod istio_metrics;
+
+#[cfg(feature = "access-log")]
+pub mod access_log;

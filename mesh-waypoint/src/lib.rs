@@ -16,6 +16,7 @@ pub mod headers;
 pub mod hosts;
 pub mod inbound;
 pub mod io;
+pub mod istio_request;
 pub mod jwks_fetch;
 pub mod jwt;
 pub mod l4;

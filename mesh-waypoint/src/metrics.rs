@@ -1,5 +1,7 @@
-//! The waypoint's Prometheus metrics (the full Istio set comes with the observability issue).
+//! The waypoint's Prometheus metrics: Istio's standard ones (`reporter="waypoint"`,
+//! `mesh_common::istio_metrics`) and the waypoint's own under `mesh_waypoint_`.
 
+use mesh_common::istio_metrics::IstioMetrics;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -69,6 +71,8 @@ pub struct TcpLabels {
 /// Every metric of the waypoint.
 #[derive(Debug, Default)]
 pub struct Metrics {
+    /// Istio's standard request and TCP metrics.
+    pub istio: IstioMetrics,
     /// Requests answered, by status and flag.
     pub requests: Family<RequestLabels, Counter>,
     /// Downstream connections, by detected protocol.
@@ -92,6 +96,7 @@ pub struct Metrics {
 impl Metrics {
     /// Registers every metric in `registry`.
     pub fn register(&self, registry: &mut Registry) {
+        self.istio.register(registry);
         registry.register(
             "mesh_waypoint_requests",
             "HTTP requests answered by the waypoint",

@@ -22,6 +22,7 @@ use mesh_common::model::{Locality, PortProtocol, RouteRule};
 
 use crate::balance::{Balancers, PickContext, Picked, TryOutcome};
 use crate::error::ProxyError;
+use crate::istio_request::{self, Counted, Recorded, RequestContext};
 use crate::metrics::{Metrics, MirrorLabels, OverflowLabels, RequestLabels, RetryLabels};
 use crate::pool_limits::{Destinations, Limits};
 use crate::resilience::fault::{self, Abort};
@@ -33,6 +34,8 @@ use crate::route::{Backend, Decision, RequestView};
 use crate::state::State;
 use crate::table::RouteTable;
 use crate::upstream::{Budget, Protocol, UpstreamBody, UpstreamError, Upstreams};
+use mesh_common::istio_metrics::RequestProtocol;
+use std::sync::atomic::AtomicU64;
 
 /// Body of a response sent downstream.
 pub type ProxyBody = UpstreamBody;
@@ -100,6 +103,25 @@ pub async fn handle(
     let path = request.uri().path().to_owned();
     let grpc = timeout::is_grpc(request.headers());
     let table = shared.state.table();
+    let first_line = method.as_str().len()
+        + request
+            .uri()
+            .path_and_query()
+            .map_or(1, |p| p.as_str().len())
+        + 11;
+    let cx = RequestContext {
+        started,
+        protocol: if grpc {
+            RequestProtocol::Grpc
+        } else {
+            RequestProtocol::Http
+        },
+        request_bytes: Arc::new(AtomicU64::new(istio_request::head_bytes(
+            request.headers(),
+            first_line,
+        ))),
+    };
+    let request = request.map(|body| Counted::new(body, cx.request_bytes.clone()));
     let mut trail = Trail::default();
     let (response, base_flag) = match forward(&shared, &table, &downstream, request, &mut trail)
         .await
@@ -113,6 +135,29 @@ pub async fn handle(
     let flag = crate::error::flags(base_flag, trail.delayed, trail.exhausted);
     let status = response.status();
     record(&shared.metrics, status, flag);
+    let target = table.target(downstream.authority);
+    let (mut labels, settings) = istio_request::request_labels(
+        &table,
+        &downstream.peer,
+        downstream.remote.ip(),
+        target.as_ref(),
+        trail.upstream,
+        cx.protocol,
+    );
+    labels.response_code = Some(status.as_u16());
+    labels.response_flags = flag;
+    if grpc {
+        labels.grpc_status = istio_request::grpc_status(response.headers());
+    }
+    let head = istio_request::head_bytes(response.headers(), 17);
+    let metrics = shared.metrics.clone();
+    let on_done: istio_request::OnDone = Box::new(move |finished| {
+        if grpc {
+            labels.grpc_status = finished.grpc_status.or(labels.grpc_status);
+        }
+        metrics.istio.request(&labels, &settings, &finished.done);
+    });
+    let response = response.map(|body| Recorded::new(body, &cx, head, on_done).boxed());
     tracing::info!(
         src.identity = %downstream.peer,
         src.address = %downstream.remote.ip(),
@@ -134,7 +179,7 @@ async fn forward(
     shared: &Arc<Shared>,
     table: &Arc<RouteTable>,
     downstream: &Downstream,
-    mut request: Request<Incoming>,
+    mut request: Request<Counted<Incoming>>,
     trail: &mut Trail,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let target = table.target(downstream.authority).ok_or_else(|| {

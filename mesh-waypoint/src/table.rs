@@ -117,6 +117,8 @@ pub struct RouteTable {
     pub(crate) authz: AuthzIndex,
     pub(crate) jwt: JwtIndex,
     warnings: Vec<Warning>,
+    /// Istio metric labels of this model's workloads and services, built on first use.
+    labels: crate::istio_request::LabelIndex,
 }
 
 /// A service's host name: the model's, else its Kubernetes name.
@@ -222,7 +224,13 @@ impl RouteTable {
             jwt,
             warnings,
             snapshot,
+            labels: Default::default(),
         }
+    }
+
+    /// The Istio metric labels of this model.
+    pub fn label_index(&self) -> &crate::istio_request::LabelIndex {
+        &self.labels
     }
 
     /// What in the model cannot be applied as written (each names its object).

@@ -77,7 +77,20 @@ where
             return;
         }
     };
+    let (mut labels, settings) = crate::istio_request::request_labels(
+        &table,
+        &downstream.peer,
+        downstream.remote.ip(),
+        Some(&target),
+        Some(endpoint.addr),
+        mesh_common::istio_metrics::RequestProtocol::Tcp,
+    );
+    labels.response_code = None;
+    let istio = shared.metrics.istio.tcp(&labels, &settings);
+    istio.open();
     let copied = tokio::io::copy_bidirectional(&mut io, &mut upstream).await;
+    let (sent, received) = copied.as_ref().map_or((0, 0), |&(s, r)| (s, r));
+    istio.close(sent, received);
     picked.report(match copied {
         Ok(_) => crate::balance::TryOutcome::Success,
         Err(_) => crate::balance::TryOutcome::LocalOrigin,

@@ -132,8 +132,18 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: &PodContext) {
         return;
     }
     info!(dst.workload = %pod.info.uid, src.address = %peer, dst.original = %dst, "inbound plaintext connection");
-    let labels = ConnectionLabels::inbound(&pod.info.uid, Transport::Plaintext);
-    pod.metrics.connections_opened.get_or_create(&labels).inc();
+    let remote = crate::istio_conn::Remote {
+        ip: Some(peer.ip()),
+        identity: None,
+    };
+    let labels = crate::istio_conn::inbound(
+        pod,
+        ConnectionLabels::inbound(&pod.info.uid, Transport::Plaintext),
+        &remote,
+        dst.port(),
+        mesh_common::istio_metrics::Security::None,
+    );
+    pod.metrics.record_open(&labels);
     // Delivered from inside the pod (source = the pod's own address), which `sk_lookup` skips.
     // Boxed: a one-off future whose space would otherwise stay in the task for the relay.
     match Box::pin(pod.netns.connect(dst)).await {

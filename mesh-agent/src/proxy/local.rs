@@ -10,10 +10,12 @@ use tracing::{info, warn};
 
 use crate::authz::{self, Decision};
 use crate::fastpath::Decided;
+use crate::istio_conn;
 use crate::live;
-use crate::metrics::{ConnectionLabels, Direction, Transport};
+use crate::metrics::{Conn, ConnectionLabels, Direction, Transport};
 use crate::pod_context::PodContext;
 use crate::proxy::{inbound, relay_live};
+use mesh_common::istio_metrics::Security;
 use mesh_hbone::relay;
 
 /// Delivers `stream` from `src` to `target` in `dst`, if `dst`'s policies allow `src`.
@@ -25,7 +27,7 @@ pub async fn deliver(
     dst: &PodContext,
     target: SocketAddr,
     requested: Option<SocketAddr>,
-    outbound: ConnectionLabels,
+    outbound: Conn,
 ) {
     // The route already refuses agent ports; checked again here so that no way into this
     // function can make the agent deliver to its own listeners in `dst`.
@@ -67,6 +69,20 @@ pub async fn deliver(
             reason: format!("{} has too many live connections", dst.info.uid),
         })
     };
+    // The destination's series, for an allowed connection only (no empty series for refusals).
+    let inbound_conn = matches!(decision, Decision::Allow).then(|| {
+        let inbound = ConnectionLabels {
+            direction: Direction::Inbound,
+            transport: Transport::Local,
+            workload: dst.info.uid.clone(),
+            destination_service: outbound.labels.destination_service.clone(),
+        };
+        let remote = istio_conn::Remote {
+            ip: Some(src_ip),
+            identity: Some(src.identity.clone()),
+        };
+        istio_conn::inbound(dst, inbound, &remote, target.port(), Security::MutualTls)
+    });
     // Dry-run policies are evaluated per connection, so their connections stay in the agent;
     // a refusal (fail-safe ones included) is installed as a refusal; a full registry is not a
     // decision and is not installed.
@@ -81,12 +97,19 @@ pub async fn deliver(
                 dst_workload: dst.info.uid.clone(),
                 requested,
                 target,
-                destination_service: outbound.destination_service.clone(),
+                destination_service: outbound.labels.destination_service.clone(),
                 allowed: matches!(decision, Decision::Allow),
+                istio: Some(std::sync::Arc::new([
+                    outbound.istio.clone(),
+                    inbound_conn
+                        .as_ref()
+                        .map(|c| c.istio.clone())
+                        .unwrap_or_default(),
+                ])),
             },
         );
     }
-    let (Decision::Allow, Some(live)) = (&decision, live) else {
+    let (Decision::Allow, Some(live), Some(inbound)) = (&decision, live, inbound_conn) else {
         if let Decision::Deny(denied) = &decision {
             if let Some(unlogged) = authz::count_denial(&dst.metrics, &dst.info.uid, denied) {
                 warn!(src.identity = %src.identity, dst.workload = %dst.info.uid, dst.original = %target, reason = %denied, unlogged, "same-node connection denied");
@@ -95,13 +118,7 @@ pub async fn deliver(
         dst.metrics.record_relay(&outbound, 0, 0);
         return;
     };
-    let inbound = ConnectionLabels {
-        direction: Direction::Inbound,
-        transport: Transport::Local,
-        workload: dst.info.uid.clone(),
-        destination_service: outbound.destination_service.clone(),
-    };
-    dst.metrics.connections_opened.get_or_create(&inbound).inc();
+    dst.metrics.record_open(&inbound);
     info!(dst.workload = %dst.info.uid, src.identity = %src.identity, dst.original = %target, "inbound same-node connection");
     // Boxed: a one-off future whose space would otherwise stay in the task for the relay.
     match Box::pin(dst.netns.connect(target)).await {

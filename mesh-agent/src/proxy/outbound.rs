@@ -9,12 +9,14 @@ use mesh_common::ports::HBONE;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{info, warn};
 
-use crate::metrics::{ConnectionLabels, Direction, Transport};
+use crate::istio_conn;
+use crate::metrics::{Conn, ConnectionLabels, Direction, Transport};
 use crate::pod_context::PodContext;
 use crate::proxy::route::{self, Destination, Route};
 use crate::proxy::{accept_loop, local, relay_and_record};
 use crate::tunnel::Tunnel;
 use mesh_common::identity::Identity;
+use mesh_common::istio_metrics::Security;
 use mesh_hbone::hbone::HboneError;
 use mesh_hbone::relay;
 
@@ -64,11 +66,11 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: &PodContext) {
         },
         &pod.identity.trust_domain,
     );
-    let labels = ConnectionLabels {
+    let own = ConnectionLabels {
         direction: Direction::Outbound,
         transport: transport(&route),
         workload: pod.info.uid.clone(),
-        destination_service,
+        destination_service: destination_service.clone(),
     };
     if let Route::Deny(reason) = &route {
         if let Some(unlogged) = pod.metrics.refuse(&pod.info.uid, reason.metric_label()) {
@@ -81,10 +83,23 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: &PodContext) {
         src.identity = %pod.identity,
         dst.original = %orig_dst,
         dst.target = %target,
-        transport = ?labels.transport,
+        transport = ?own.transport,
         "outbound connection captured"
     );
-    pod.metrics.connections_opened.get_or_create(&labels).inc();
+    let remote = match &route {
+        Route::Hbone { identity } => istio_conn::remote(target, Some(identity)),
+        Route::Waypoint {
+            instance, identity, ..
+        } => istio_conn::remote(*instance, Some(identity)),
+        _ => istio_conn::remote(target, None),
+    };
+    let security = match &route {
+        Route::Plaintext | Route::Deny(_) => Security::None,
+        _ => Security::MutualTls,
+    };
+    let service = (destination_service != "unknown").then_some(destination_service.as_str());
+    let labels = istio_conn::outbound(pod, own, &remote, service, security);
+    pod.metrics.record_open(&labels);
     match (route, local, pod.tunnel.as_ref()) {
         (Route::Local { reuse_in_kernel }, Some(dst), _) => {
             // The kernel may reuse the decision only if this destination always resolves here.
@@ -138,7 +153,7 @@ async fn hbone(
     tunnel: &Tunnel,
     dst_identity: &Identity,
     target: SocketAddr,
-    labels: &ConnectionLabels,
+    labels: &Conn,
 ) {
     let peer = SocketAddr::new(target.ip(), HBONE);
     // Boxed: the pool's connect (TLS handshake on a cold pool) is a large future needed
@@ -173,7 +188,7 @@ async fn through_waypoint(
     pod: &PodContext,
     tunnel: &Tunnel,
     via: Via<'_>,
-    labels: &ConnectionLabels,
+    labels: &Conn,
 ) {
     // Boxed, as in `hbone`.
     let connect = Box::pin(tunnel.connect_from_pod(

@@ -12,10 +12,12 @@ use tokio::net::TcpStream;
 use tracing::{info, warn};
 
 use crate::authz::{self, Decision};
+use crate::istio_conn;
 use crate::live::{self, Live};
 use crate::metrics::{ConnectionLabels, Transport};
 use crate::pod_context::PodContext;
 use crate::proxy::{inbound, relay_live};
+use mesh_common::istio_metrics::Security;
 use mesh_hbone::relay;
 
 /// Handles the CONNECT streams arriving for one pod.
@@ -95,8 +97,18 @@ impl ConnectHandler for InboundTunnel {
             dst.original = %request.target,
             "inbound HBONE connection"
         );
-        let labels = self.labels();
-        pod.metrics.connections_opened.get_or_create(&labels).inc();
+        let remote = istio_conn::Remote {
+            ip: Some(request.remote.ip()),
+            identity: Some(request.peer.clone()),
+        };
+        let labels = istio_conn::inbound(
+            pod,
+            self.labels(),
+            &remote,
+            request.target.port(),
+            Security::MutualTls,
+        );
+        pod.metrics.record_open(&labels);
         // The tunnel is the client side here: forward (client -> server) is HBONE -> TCP.
         let relay = relay::tcp_hbone(upstream, stream);
         relay_live(relay, live, true, &[&labels], &pod.metrics).await;

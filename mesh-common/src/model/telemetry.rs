@@ -336,7 +336,7 @@ impl EffectiveTelemetry {
             .iter()
             .filter(|o| o.metric.covers(metric) && o.mode.applies(client))
             .filter_map(|o| o.disabled)
-            .last()
+            .next_back()
             .is_none_or(|disabled| !disabled)
     }
 
@@ -483,7 +483,8 @@ mod tests {
         let loud = BTreeMap::from([("app".to_owned(), "loud".to_owned())]);
         let other = BTreeMap::from([("app".to_owned(), "other".to_owned())]);
         // (namespace, labels, logs written)
-        let cases: [(&str, Option<&BTreeMap<String, String>>, bool); 4] = [
+        type Labels = BTreeMap<String, String>;
+        let cases: [(&str, Option<&Labels>, bool); 4] = [
             ("apps", None, true),
             ("quiet", None, false),
             ("quiet", Some(&other), false),

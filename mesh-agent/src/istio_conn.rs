@@ -1,0 +1,140 @@
+//! The Istio labels of a connection the agent carries, from the model: the source and
+//! destination workloads and principals, the destination service, and whether the peers were
+//! authenticated (`connection_security_policy`), with the `Telemetry` overrides of the pod the
+//! agent serves.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use mesh_common::identity::Identity;
+use mesh_common::istio_metrics::{
+    IstioLabels, Peer, Reporter, RequestProtocol, Security, ServiceLabels, TcpHandles,
+    DEFAULT_CLUSTER, UNKNOWN,
+};
+
+use crate::metrics::{Conn, ConnectionLabels, Metrics};
+use crate::pod_context::PodContext;
+
+/// The other end of a connection, as the agent knows it.
+#[derive(Debug, Clone, Default)]
+pub struct Remote {
+    /// Its address.
+    pub ip: Option<IpAddr>,
+    /// Its authenticated (HBONE) or expected identity.
+    pub identity: Option<Identity>,
+}
+
+/// The series of an outbound connection (`reporter="source"`) from `pod` to `remote`, for the
+/// service `service` (`namespace/name`) when one was dialed.
+pub fn outbound(
+    pod: &PodContext,
+    labels: ConnectionLabels,
+    remote: &Remote,
+    service: Option<&str>,
+    security: Security,
+) -> Conn {
+    let source = own_peer(pod);
+    let (destination, destination_principal) = remote_peer(pod, remote);
+    let service = match service.and_then(|s| s.split_once('/')) {
+        Some((ns, name)) => pod.state.service_labels(ns, name),
+        None => remote
+            .ip
+            .map(|ip| Arc::new(ServiceLabels::address(&ip.to_string()))),
+    }
+    .unwrap_or_else(ServiceLabels::unknown);
+    let istio = IstioLabels {
+        reporter: Reporter::Source,
+        source,
+        source_principal: Arc::from(pod.identity.to_string()),
+        destination,
+        destination_principal,
+        service,
+        cluster: Arc::from(DEFAULT_CLUSTER),
+        protocol: RequestProtocol::Tcp,
+        response_code: None,
+        grpc_status: None,
+        response_flags: "-",
+        security,
+        edits: None,
+    };
+    conn(pod, &pod.metrics, labels, &istio)
+}
+
+/// The series of an inbound connection (`reporter="destination"`) into `pod` on `port`.
+pub fn inbound(
+    pod: &PodContext,
+    labels: ConnectionLabels,
+    remote: &Remote,
+    port: u16,
+    security: Security,
+) -> Conn {
+    let (source, source_principal) = remote_peer(pod, remote);
+    let service = pod
+        .state
+        .service_of(&pod.info.uid, port)
+        .unwrap_or_else(ServiceLabels::unknown);
+    let istio = IstioLabels {
+        reporter: Reporter::Destination,
+        source,
+        source_principal,
+        destination: own_peer(pod),
+        destination_principal: Arc::from(pod.identity.to_string()),
+        service,
+        cluster: Arc::from(DEFAULT_CLUSTER),
+        protocol: RequestProtocol::Tcp,
+        response_code: None,
+        grpc_status: None,
+        response_flags: "-",
+        security,
+        edits: None,
+    };
+    conn(pod, &pod.metrics, labels, &istio)
+}
+
+fn conn(
+    pod: &PodContext,
+    metrics: &Metrics,
+    labels: ConnectionLabels,
+    istio: &IstioLabels,
+) -> Conn {
+    let settings = pod.state.metric_settings(&pod.workload());
+    Conn {
+        labels,
+        istio: metrics.istio.tcp(istio, &settings),
+    }
+}
+
+/// A connection counted only under the agent's own series (Istio's are not touched).
+pub fn untracked(labels: ConnectionLabels) -> Conn {
+    Conn {
+        labels,
+        istio: TcpHandles::default(),
+    }
+}
+
+fn own_peer(pod: &PodContext) -> Arc<Peer> {
+    pod.state
+        .peer(&pod.info.uid)
+        .unwrap_or_else(|| Arc::new(Peer::of(&pod.announced())))
+}
+
+/// The labels and principal of the other end: the model's workload at its address, the
+/// principal it authenticated with (else the workload's identity, else `unknown`).
+fn remote_peer(pod: &PodContext, remote: &Remote) -> (Arc<Peer>, Arc<str>) {
+    let found = remote.ip.and_then(|ip| pod.state.peer_at(ip));
+    let principal = match (&remote.identity, &found) {
+        (Some(id), _) => id.to_string(),
+        (None, Some((_, w))) if w.meshed => w.identity(&pod.identity.trust_domain).to_string(),
+        _ => UNKNOWN.to_owned(),
+    };
+    let peer = found.map_or_else(Peer::unknown, |(p, _)| p);
+    (peer, Arc::from(principal))
+}
+
+/// The remote end of an outbound connection to `target`.
+pub fn remote(target: SocketAddr, identity: Option<&Identity>) -> Remote {
+    Remote {
+        ip: Some(target.ip()),
+        identity: identity.cloned(),
+    }
+}
