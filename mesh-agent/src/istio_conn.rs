@@ -8,11 +8,10 @@ use std::sync::Arc;
 
 use mesh_common::identity::Identity;
 use mesh_common::istio_metrics::{
-    IstioLabels, Peer, Reporter, RequestProtocol, Security, ServiceLabels, TcpHandles,
-    DEFAULT_CLUSTER, UNKNOWN,
+    IstioLabels, Peer, Reporter, RequestProtocol, Security, ServiceLabels, UNKNOWN,
 };
 
-use crate::metrics::{Conn, ConnectionLabels, Metrics};
+use crate::metrics::{Conn, ConnectionLabels};
 use crate::pod_context::PodContext;
 
 /// The other end of a connection, as the agent knows it.
@@ -25,7 +24,8 @@ pub struct Remote {
 }
 
 /// The series of an outbound connection (`reporter="source"`) from `pod` to `remote`, for the
-/// service `service` (`namespace/name`) when one was dialed.
+/// service `service` (`namespace/name`, as [`crate::state::Resolved::service`]) when one was
+/// dialed.
 pub fn outbound(
     pod: &PodContext,
     labels: ConnectionLabels,
@@ -34,30 +34,22 @@ pub fn outbound(
     security: Security,
 ) -> Conn {
     let source = own_peer(pod);
-    let (destination, destination_principal) = remote_peer(pod, remote);
-    let service = match service.and_then(|s| s.split_once('/')) {
-        Some((ns, name)) => pod.state.service_labels(ns, name),
+    let service = match service {
+        Some(key) => pod.state.service_labels(key),
         None => remote
             .ip
             .map(|ip| Arc::new(ServiceLabels::address(&ip.to_string()))),
     }
     .unwrap_or_else(ServiceLabels::unknown);
-    let istio = IstioLabels {
-        reporter: Reporter::Source,
-        source,
-        source_principal: Arc::from(pod.identity.to_string()),
-        destination,
-        destination_principal,
+    let istio = IstioLabels::new(
+        Reporter::Source,
+        (source, Arc::from(pod.identity.to_string())),
+        remote_peer(pod, remote),
         service,
-        cluster: Arc::from(DEFAULT_CLUSTER),
-        protocol: RequestProtocol::Tcp,
-        response_code: None,
-        grpc_status: None,
-        response_flags: "-",
+        RequestProtocol::Tcp,
         security,
-        edits: None,
-    };
-    conn(pod, &pod.metrics, labels, &istio)
+    );
+    conn(pod, labels, &istio)
 }
 
 /// The series of an inbound connection (`reporter="destination"`) into `pod` on `port`.
@@ -68,47 +60,28 @@ pub fn inbound(
     port: u16,
     security: Security,
 ) -> Conn {
-    let (source, source_principal) = remote_peer(pod, remote);
     let service = pod
         .state
         .service_of(&pod.info.uid, port)
         .unwrap_or_else(ServiceLabels::unknown);
-    let istio = IstioLabels {
-        reporter: Reporter::Destination,
-        source,
-        source_principal,
-        destination: own_peer(pod),
-        destination_principal: Arc::from(pod.identity.to_string()),
+    let istio = IstioLabels::new(
+        Reporter::Destination,
+        remote_peer(pod, remote),
+        (own_peer(pod), Arc::from(pod.identity.to_string())),
         service,
-        cluster: Arc::from(DEFAULT_CLUSTER),
-        protocol: RequestProtocol::Tcp,
-        response_code: None,
-        grpc_status: None,
-        response_flags: "-",
+        RequestProtocol::Tcp,
         security,
-        edits: None,
-    };
-    conn(pod, &pod.metrics, labels, &istio)
+    );
+    conn(pod, labels, &istio)
 }
 
-fn conn(
-    pod: &PodContext,
-    metrics: &Metrics,
-    labels: ConnectionLabels,
-    istio: &IstioLabels,
-) -> Conn {
-    let settings = pod.state.metric_settings(&pod.workload());
+fn conn(pod: &PodContext, labels: ConnectionLabels, istio: &IstioLabels) -> Conn {
+    let settings = pod
+        .state
+        .metric_settings(&pod.info.uid, &pod.info.namespace);
     Conn {
         labels,
-        istio: metrics.istio.tcp(istio, &settings),
-    }
-}
-
-/// A connection counted only under the agent's own series (Istio's are not touched).
-pub fn untracked(labels: ConnectionLabels) -> Conn {
-    Conn {
-        labels,
-        istio: TcpHandles::default(),
+        istio: pod.metrics.istio.tcp(istio, &settings),
     }
 }
 

@@ -111,11 +111,11 @@ struct Indexed {
     workloads_by_address: HashMap<IpAddr, usize>,
     /// Each workload's metric labels, by workload index.
     peers: Vec<Arc<Peer>>,
-    /// Each service's metric labels, by service index.
-    service_labels: Vec<Arc<ServiceLabels>>,
-    /// Workload uid -> index of the first service (model order) it is an endpoint of, with the
-    /// service's target ports.
-    service_of_workload: HashMap<String, Vec<(usize, u16)>>,
+    /// Each service's metric labels, by `namespace/name`.
+    service_labels: HashMap<String, Arc<ServiceLabels>>,
+    /// Workload uid -> the metric labels of the services it is an endpoint of (model order),
+    /// each with a target port.
+    service_of_workload: HashMap<String, Vec<(Arc<ServiceLabels>, u16)>>,
     /// The `Telemetry` metric settings of each local workload, computed on first use.
     metric_settings: std::sync::Mutex<HashMap<String, Arc<MetricSettings>>>,
 }
@@ -156,19 +156,26 @@ impl Indexed {
             .iter()
             .map(|w| Arc::new(Peer::of(w)))
             .collect();
-        let service_labels = snapshot
-            .services
-            .iter()
-            .map(|s| Arc::new(ServiceLabels::of(s)))
-            .collect();
-        let mut service_of_workload: HashMap<String, Vec<(usize, u16)>> = HashMap::new();
-        for (i, service) in snapshot.services.iter().enumerate() {
+        let mut service_labels = HashMap::new();
+        for s in &snapshot.services {
+            service_labels
+                .entry(format!("{}/{}", s.namespace, s.name))
+                .or_insert_with(|| Arc::new(ServiceLabels::of(s)));
+        }
+        let mut service_of_workload: HashMap<String, Vec<(Arc<ServiceLabels>, u16)>> =
+            HashMap::new();
+        for service in &snapshot.services {
+            let Some(labels) =
+                service_labels.get(&format!("{}/{}", service.namespace, service.name))
+            else {
+                continue;
+            };
             for e in &service.endpoints {
                 let ports = service_of_workload
                     .entry(e.workload_uid.clone())
                     .or_default();
                 for p in &service.ports {
-                    ports.push((i, p.target_port.unwrap_or(p.port)));
+                    ports.push((labels.clone(), p.target_port.unwrap_or(p.port)));
                 }
             }
         }
@@ -344,32 +351,27 @@ impl State {
         ))
     }
 
-    /// The metric labels of a service.
-    pub fn service_labels(&self, namespace: &str, name: &str) -> Option<Arc<ServiceLabels>> {
-        let current = self.current();
-        let index = current
-            .snapshot
-            .services
-            .iter()
-            .position(|s| s.namespace == namespace && s.name == name)?;
-        current.service_labels.get(index).cloned()
+    /// The metric labels of a service (`namespace/name`).
+    pub fn service_labels(&self, key: &str) -> Option<Arc<ServiceLabels>> {
+        self.current().service_labels.get(key).cloned()
     }
 
     /// The metric labels of the service a connection to `port` of workload `uid` is for: the
     /// first service (model order) that has the workload as an endpoint on that target port.
     pub fn service_of(&self, uid: &str, port: u16) -> Option<Arc<ServiceLabels>> {
         let current = self.current();
-        let (index, _) = current
+        let (labels, _) = current
             .service_of_workload
             .get(uid)?
             .iter()
             .find(|(_, p)| *p == port)?;
-        current.service_labels.get(*index).cloned()
+        Some(labels.clone())
     }
 
-    /// The `Telemetry` metric settings that apply to a workload (computed once per model
-    /// version and workload; tag expressions that are not applied are logged then).
-    pub fn metric_settings(&self, workload: &Workload) -> Arc<MetricSettings> {
+    /// The `Telemetry` metric settings that apply to the workload `uid` of `namespace` (its
+    /// labels from the model; computed once per model version and workload, when logging the
+    /// tag expressions that are not applied).
+    pub fn metric_settings(&self, uid: &str, namespace: &str) -> Arc<MetricSettings> {
         let current = self.current();
         if current.snapshot.telemetries.is_empty() {
             static NONE: std::sync::OnceLock<Arc<MetricSettings>> = std::sync::OnceLock::new();
@@ -380,17 +382,22 @@ impl State {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         cache
-            .entry(workload.uid.clone())
+            .entry(uid.to_owned())
             .or_insert_with(|| {
+                let labels = current
+                    .workloads_by_uid
+                    .get(uid)
+                    .and_then(|&i| current.snapshot.workloads.get(i))
+                    .map(|w| &w.labels);
                 let scope = TelemetryScope {
-                    namespace: &workload.namespace,
-                    labels: Some(&workload.labels),
+                    namespace,
+                    labels,
                     targets: &[],
                 };
                 let effective = effective_telemetry(&current.snapshot.telemetries, &scope);
                 let settings = MetricSettings::new(&effective);
                 if !settings.unsupported.is_empty() {
-                    tracing::warn!(workload = %workload.uid, unsupported = ?settings.unsupported, "Telemetry tagOverrides values other than quoted literals are not applied by the agent; those tags are `unknown`");
+                    tracing::warn!(workload = %uid, unsupported = ?settings.unsupported, "Telemetry tagOverrides values other than quoted literals are not applied by the agent; those tags are `unknown`");
                 }
                 Arc::new(settings)
             })

@@ -276,6 +276,36 @@ pub struct IstioLabels {
     pub edits: Option<Arc<TagEdits>>,
 }
 
+impl IstioLabels {
+    /// The labels of a connection or request before its outcome: no response code, gRPC status
+    /// or flag yet, the default cluster, no overrides.
+    pub fn new(
+        reporter: Reporter,
+        (source, source_principal): (Arc<Peer>, Arc<str>),
+        (destination, destination_principal): (Arc<Peer>, Arc<str>),
+        service: Arc<ServiceLabels>,
+        protocol: RequestProtocol,
+        security: Security,
+    ) -> IstioLabels {
+        static CLUSTER: OnceLock<Arc<str>> = OnceLock::new();
+        IstioLabels {
+            reporter,
+            source,
+            source_principal,
+            destination,
+            destination_principal,
+            service,
+            cluster: CLUSTER.get_or_init(|| Arc::from(DEFAULT_CLUSTER)).clone(),
+            protocol,
+            response_code: None,
+            grpc_status: None,
+            response_flags: "-",
+            security,
+            edits: None,
+        }
+    }
+}
+
 impl EncodeLabelSet for IstioLabels {
     fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
         let code = self.response_code.map(|c| c.to_string());
@@ -530,9 +560,10 @@ impl TcpHandles {
 /// The `Telemetry` metric overrides of one scope and side, compiled for the hot path.
 #[derive(Clone, Debug, Default)]
 pub struct MetricSettings {
-    /// Per metric and side (client, server): `None` when reported unchanged, `Some(None)`
-    /// when disabled, `Some(Some(edits))` with tag edits.
-    overrides: Vec<(MetricName, bool, Option<Arc<TagEdits>>)>,
+    /// The tag edits of a metric on one side (`true`: client); a metric not listed is
+    /// reported with the standard labels.
+    overrides: Vec<(MetricName, bool, Arc<TagEdits>)>,
+    /// The metrics disabled on one side.
     disabled: Vec<(MetricName, bool)>,
     /// Tag expressions that are not applied (reported once by the caller).
     pub unsupported: Vec<String>,
@@ -573,9 +604,7 @@ impl MetricSettings {
                         settings.unsupported.push(u);
                     }
                 }
-                settings
-                    .overrides
-                    .push((metric, client, Some(Arc::new(edits))));
+                settings.overrides.push((metric, client, Arc::new(edits)));
             }
         }
         settings
@@ -596,7 +625,7 @@ impl MetricSettings {
             .overrides
             .iter()
             .find(|(m, c, _)| *m == metric && *c == client)
-            .and_then(|(_, _, e)| e.clone());
+            .map(|(_, _, e)| e.clone());
         Some(labels)
     }
 }

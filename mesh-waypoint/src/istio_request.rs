@@ -18,11 +18,10 @@ use hyper::body::{Body, Frame, SizeHint};
 use mesh_common::identity::Identity;
 use mesh_common::istio_metrics::{
     IstioLabels, MetricSettings, Peer, Reporter, RequestDone, RequestProtocol, Security,
-    ServiceLabels, DEFAULT_CLUSTER, UNKNOWN,
+    ServiceLabels, UNKNOWN,
 };
 use mesh_common::model::{effective_telemetry, TelemetryScope};
 
-use crate::metrics::Metrics;
 use crate::table::{RouteTable, Target};
 
 /// A workload's labels and principal.
@@ -153,21 +152,14 @@ pub fn request_labels(
     };
     let service = index.service(table, target);
     let settings = index.settings(table, &service);
-    let labels = IstioLabels {
-        reporter: Reporter::Waypoint,
-        source,
-        source_principal: Arc::from(peer.to_string()),
-        destination,
-        destination_principal,
+    let labels = IstioLabels::new(
+        Reporter::Waypoint,
+        (source, Arc::from(peer.to_string())),
+        (destination, destination_principal),
         service,
-        cluster: Arc::from(DEFAULT_CLUSTER),
         protocol,
-        response_code: None,
-        grpc_status: None,
-        response_flags: "-",
-        security: Security::MutualTls,
-        edits: None,
-    };
+        Security::MutualTls,
+    );
     (labels, settings)
 }
 
@@ -329,14 +321,4 @@ where
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
     }
-}
-
-/// Records a finished request in Istio's metrics.
-pub fn record(
-    metrics: &Metrics,
-    labels: &IstioLabels,
-    settings: &MetricSettings,
-    done: &RequestDone,
-) {
-    metrics.istio.request(labels, settings, done);
 }

@@ -85,6 +85,7 @@ pub struct Downstream {
 /// What the access log records of one request, filled in as it goes (also when it fails).
 #[derive(Debug, Default)]
 struct Trail {
+    target: Option<crate::table::Target>,
     upstream: Option<SocketAddr>,
     route: Option<Arc<str>>,
     attempts: u32,
@@ -135,12 +136,11 @@ pub async fn handle(
     let flag = crate::error::flags(base_flag, trail.delayed, trail.exhausted);
     let status = response.status();
     record(&shared.metrics, status, flag);
-    let target = table.target(downstream.authority);
     let (mut labels, settings) = istio_request::request_labels(
         &table,
         &downstream.peer,
         downstream.remote.ip(),
-        target.as_ref(),
+        trail.target.as_ref(),
         trail.upstream,
         cx.protocol,
     );
@@ -185,6 +185,7 @@ async fn forward(
     let target = table.target(downstream.authority).ok_or_else(|| {
         ProxyError::no_cluster(format!("{} is no longer in the mesh", downstream.authority))
     })?;
+    trail.target = Some(target.clone());
     let source = table.source_info(Some(downstream.peer.clone()), downstream.remote.ip());
     let authn = table.authenticate(&target, request.headers(), request.uri().query())?;
     authn.apply(request.headers_mut());
