@@ -25,6 +25,7 @@ use crate::error::ProxyError;
 use crate::istio_request::{self, Counted, Recorded, RequestContext};
 use crate::metrics::{Metrics, MirrorLabels, OverflowLabels, RequestLabels, RetryLabels};
 use crate::pool_limits::{Destinations, Limits};
+use crate::request_log::{self, Arrival, Outcome};
 use crate::resilience::fault::{self, Abort};
 use crate::resilience::mirror::{self, Mirrors};
 use crate::resilience::replay::Replay;
@@ -34,6 +35,7 @@ use crate::route::{Backend, Decision, RequestView};
 use crate::state::State;
 use crate::table::RouteTable;
 use crate::upstream::{Budget, Protocol, UpstreamBody, UpstreamError, Upstreams};
+use mesh_common::access_log::Sinks;
 use mesh_common::istio_metrics::RequestProtocol;
 use std::sync::atomic::AtomicU64;
 
@@ -55,6 +57,8 @@ pub struct Shared {
     pub destinations: Destinations,
     /// Shadow copies in flight.
     pub mirrors: Arc<Mirrors>,
+    /// Access-log files and their writers.
+    pub access_logs: Sinks,
 }
 
 impl Shared {
@@ -67,6 +71,7 @@ impl Shared {
             metrics,
             destinations: Destinations::default(),
             mirrors: Arc::default(),
+            access_logs: Sinks::default(),
         }
     }
 }
@@ -97,7 +102,7 @@ struct Trail {
 pub async fn handle(
     shared: Arc<Shared>,
     downstream: Arc<Downstream>,
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let started = Instant::now();
     let method = request.method().clone();
@@ -110,6 +115,7 @@ pub async fn handle(
             .path_and_query()
             .map_or(1, |p| p.as_str().len())
         + 11;
+    let request_head = istio_request::head_bytes(request.headers(), first_line);
     let cx = RequestContext {
         started,
         protocol: if grpc {
@@ -117,11 +123,13 @@ pub async fn handle(
         } else {
             RequestProtocol::Http
         },
-        request_bytes: Arc::new(AtomicU64::new(istio_request::head_bytes(
-            request.headers(),
-            first_line,
-        ))),
+        request_bytes: Arc::new(AtomicU64::new(request_head)),
     };
+    // The log reads the request as it arrived, with the `x-request-id` sent upstream.
+    let arrival = table.label_index().logs_anywhere(&table).then(|| {
+        crate::headers::ensure_request_id(request.headers_mut(), &mut || fastrand::u64(..));
+        Arrival::capture(&request, request_head)
+    });
     let request = request.map(|body| Counted::new(body, cx.request_bytes.clone()));
     let mut trail = Trail::default();
     let (response, base_flag) = match forward(&shared, &table, &downstream, request, &mut trail)
@@ -150,12 +158,35 @@ pub async fn handle(
         labels.grpc_status = istio_request::grpc_status(response.headers());
     }
     let head = istio_request::head_bytes(response.headers(), 17);
-    let metrics = shared.metrics.clone();
+    let log = match (arrival, &settings.access_log) {
+        (Some(arrival), Some(_)) => Some((
+            arrival,
+            Outcome {
+                status: status.as_u16(),
+                flags: flag,
+                route: trail.route.clone(),
+                upstream: trail.upstream,
+                attempts: trail.attempts,
+                downstream_remote: downstream.remote,
+                downstream_local: downstream.authority,
+                response_head_bytes: head,
+            },
+        )),
+        _ => None,
+    };
+    let shared_done = shared.clone();
     let on_done: istio_request::OnDone = Box::new(move |finished| {
         if grpc {
             labels.grpc_status = finished.grpc_status.or(labels.grpc_status);
         }
-        metrics.istio.request(&labels, &settings, &finished.done);
+        shared_done
+            .metrics
+            .istio
+            .request(&labels, &settings.metrics, &finished.done);
+        if let (Some((arrival, outcome)), Some(access_log)) = (log, &settings.access_log) {
+            let entry = request_log::entry(arrival, &outcome, &labels, &finished);
+            access_log.write(&shared_done.access_logs, &entry, true);
+        }
     });
     let response = response.map(|body| Recorded::new(body, &cx, head, on_done).boxed());
     tracing::info!(
