@@ -645,8 +645,10 @@ fn write_lines(
     while let Ok(line) = rx.recv() {
         let mut batch = vec![line];
         batch.extend(rx.try_iter().take(QUEUE));
-        for line in &batch {
-            if writeln!(out, "{line}").is_err() {
+        for mut line in batch {
+            // One write per line: lines of several processes appending to one file stay whole.
+            line.push('\n');
+            if out.write_all(line.as_bytes()).is_err() {
                 dropped.fetch_add(1, Ordering::Relaxed);
             } else {
                 written.fetch_add(1, Ordering::Relaxed);
