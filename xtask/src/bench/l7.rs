@@ -87,9 +87,9 @@ pub fn order(rep: usize) -> [Path; 5] {
     std::array::from_fn(|i| Path::ALL[(i + rep) % n])
 }
 
-/// The order of the two compared routes in run `rep`: alternating, so neither always goes first.
-pub fn route_order(rep: usize) -> [WaypointRoute; 2] {
-    let [a, b] = WaypointRoute::ALL;
+/// The order of two compared routes in run `rep`: alternating, so neither always goes first.
+pub fn route_order(pair: [WaypointRoute; 2], rep: usize) -> [WaypointRoute; 2] {
+    let [a, b] = pair;
     if rep.is_multiple_of(2) {
         [a, b]
     } else {
@@ -120,11 +120,34 @@ fn resilience_cases() -> [Case; 2] {
     ]
 }
 
-/// Which side of a resilience row a route's samples are.
+/// The observability rows: the route with Istio's metrics, a JSON access-log line per request
+/// and 1% tracing (measured) against the same route with all of them off (baseline), HTTP/1.1
+/// and HTTP/2 req/s at 64 connections; within 5 % is the target (issue 13).
+fn observability_cases() -> [Case; 2] {
+    let within_5_percent = Target::RatioAtLeast(0.95);
+    [
+        Case::new(
+            "waypoint_observed_vs_bare_h1_rps_64",
+            "route with metrics + access log + 1% tracing ÷ without: HTTP/1.1 req/s, 64 connections",
+            "req/s",
+            within_5_percent,
+        )
+        .against("bare route"),
+        Case::new(
+            "waypoint_observed_vs_bare_h2_rps_64",
+            "route with metrics + access log + 1% tracing ÷ without: HTTP/2 req/s, 64 connections",
+            "req/s",
+            within_5_percent,
+        )
+        .against("bare route"),
+    ]
+}
+
+/// Which side of a paired row a route's samples are: the baseline of its pair, or measured.
 fn route_side(route: WaypointRoute) -> Via {
     match route {
-        WaypointRoute::Plain => Via::Direct,
-        WaypointRoute::Resilient => Via::Mesh,
+        WaypointRoute::Plain | WaypointRoute::Bare => Via::Direct,
+        WaypointRoute::Resilient | WaypointRoute::Observed => Via::Mesh,
     }
 }
 
@@ -595,6 +618,7 @@ fn measure(mesh: &L7Mesh, plan: Plan) -> anyhow::Result<L7Measured> {
         |probes: &mut Probes, at: String| probes.take(&mesh.direct_client, &mesh.direct_server, at);
     let mut before = probe(&mut probes, "before run 1".to_owned());
     let [mut resilient_h1, mut resilient_h2] = resilience_cases();
+    let [mut observed_h1, mut observed_h2] = observability_cases();
     let mut indicators: Vec<Vec<Option<f64>>> = Vec::new();
     for rep in 0..plan.reps {
         crate::sh::step(&format!("waypoint rows: run {} of {}", rep + 1, plan.reps));
@@ -674,13 +698,19 @@ fn measure(mesh: &L7Mesh, plan: Plan) -> anyhow::Result<L7Measured> {
                 }
             }
         }
-        for route in route_order(rep) {
+        let pairs = [WaypointRoute::RESILIENCE, WaypointRoute::OBSERVABILITY];
+        for route in pairs.into_iter().flat_map(|pair| route_order(pair, rep)) {
             let url = route.url("/");
             let h1 = outcome(clients::wrk_latency(&mesh.client, &url, secs, 64));
             let h2 = outcome(clients::h2load(&mesh.client, &url, secs, 64));
             let side = route_side(route);
-            resilient_h1.record(side, Some(rep), &value(&h1, |h| h.http.rps));
-            resilient_h2.record(side, Some(rep), &value(&h2, |h: &H2| h.rps));
+            let (case_h1, case_h2) = if WaypointRoute::RESILIENCE.contains(&route) {
+                (&mut resilient_h1, &mut resilient_h2)
+            } else {
+                (&mut observed_h1, &mut observed_h2)
+            };
+            case_h1.record(side, Some(rep), &value(&h1, |h| h.http.rps));
+            case_h2.record(side, Some(rep), &value(&h2, |h: &H2| h.rps));
             eprintln!(
                 "  {:<15} h1: 64 conns {}; h2: 64 conns {}",
                 route.name(),
@@ -703,7 +733,7 @@ fn measure(mesh: &L7Mesh, plan: Plan) -> anyhow::Result<L7Measured> {
     let runs: Vec<RunMode> = indicators.iter().map(|i| mode::run_mode(i)).collect();
     let baseline = super::baseline_json(&probes, &indicators, &runs);
     let mut cases = target_cases(&grid);
-    cases.extend([resilient_h1, resilient_h2]);
+    cases.extend([resilient_h1, resilient_h2, observed_h1, observed_h2]);
     cases.extend([cpu_h1, cpu_h2, rss_idle, rss_load, upload_mem, upload_rate]);
     Ok(L7Measured {
         grid,
@@ -733,7 +763,9 @@ mod tests {
     #[test]
     fn the_routes_alternate_and_are_judged_within_5_percent() {
         use WaypointRoute::{Plain, Resilient};
-        let orders: Vec<[WaypointRoute; 2]> = (0..4).map(route_order).collect();
+        let orders: Vec<[WaypointRoute; 2]> = (0..4)
+            .map(|rep| route_order(WaypointRoute::RESILIENCE, rep))
+            .collect();
         assert_eq!(
             orders,
             [

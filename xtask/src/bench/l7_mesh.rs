@@ -11,8 +11,10 @@
 //! | HAProxy | `wpmesh/client` | `wpmesh/haproxy` (node 1) | the same with HAProxy |
 //! | plain route | `wpmesh/client` | Service `wpway/plain` (VIP) | as the waypoint path, through a VirtualService route with retries off |
 //! | resilient route | `wpmesh/client` | Service `wpway/resilient` (VIP) | the same route with a timeout, retries and outlier detection (issue 12) |
+//! | bare route | `wpmesh/client` | Service `wpway/bare` (VIP) | as the waypoint path, a Telemetry turning every metric, log and span off (issue 13) |
+//! | observed route | `wpmesh/client` | Service `wpway/observed` (VIP) | the same with Istio's metrics, a JSON access-log line per request to a file, and tracing at 1% |
 //!
-//! The three Services of `wpway` select the same server. The namespace `wpway` uses the waypoint (`istio.io/use-waypoint`), so its server can be
+//! The Services of `wpway` select the same server. The namespace `wpway` uses the waypoint (`istio.io/use-waypoint`), so its server can be
 //! reached only through it; the waypoint's pod is not enrolled with the agent. The agents'
 //! kernel fast path is off for these rows, so the same-node hop into nginx or HAProxy goes
 //! through agent 1 as the hop into the waypoint does (with the fast path a same-node connection
@@ -41,6 +43,43 @@ const WEB_VIP: &str = "198.19.0.40";
 /// The cluster IPs of `wpway/plain` and `wpway/resilient`.
 const PLAIN_VIP: &str = "198.19.0.41";
 const RESILIENT_VIP: &str = "198.19.0.42";
+/// The cluster IPs of `wpway/bare` and `wpway/observed`.
+const BARE_VIP: &str = "198.19.0.43";
+const OBSERVED_VIP: &str = "198.19.0.44";
+
+/// The two Telemetry settings the observability rows compare (each attached to its Service),
+/// and the mesh configuration's access-log provider (a file in the bench's directory).
+fn telemetry_yaml(access_log: &std::path::Path) -> String {
+    format!(
+        "apiVersion: v1
+kind: ConfigMap
+metadata: {{name: istio, namespace: istio-system}}
+data:
+  mesh: |
+    extensionProviders:
+    - name: bench-log
+      envoyFileAccessLog: {{path: {}, logFormat: {{labels: {{}}}}}}
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {{name: bare, namespace: wpway}}
+spec:
+  targetRefs: [{{kind: Service, name: bare}}]
+  metrics: [{{overrides: [{{match: {{metric: ALL_METRICS}}, disabled: true}}]}}]
+  accessLogging: [{{disabled: true}}]
+  tracing: [{{disableSpanReporting: true}}]
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {{name: observed, namespace: wpway}}
+spec:
+  targetRefs: [{{kind: Service, name: observed}}]
+  accessLogging: [{{providers: [{{name: bench-log}}]}}]
+  tracing: [{{randomSamplingPercentage: 1}}]
+",
+        access_log.display()
+    )
+}
 /// The two routes the resilience rows compare: the same route to the same server, without and
 /// with a route timeout, retries (on 5xx, connect failures and resets) and outlier detection.
 /// Nothing fails, so neither retries nor ejects: the rows measure what the policies cost a
@@ -80,17 +119,32 @@ pub enum WaypointRoute {
     Plain,
     /// The same with them.
     Resilient,
+    /// A route with every metric, log and span turned off.
+    Bare,
+    /// The same with metrics, access logs and 1% tracing.
+    Observed,
 }
 
 impl WaypointRoute {
-    /// Both, in table order.
-    pub const ALL: [WaypointRoute; 2] = [WaypointRoute::Plain, WaypointRoute::Resilient];
+    /// Every route, in table order.
+    pub const ALL: [WaypointRoute; 4] = [
+        WaypointRoute::Plain,
+        WaypointRoute::Resilient,
+        WaypointRoute::Bare,
+        WaypointRoute::Observed,
+    ];
+    /// The resilience rows' pair: (baseline, measured).
+    pub const RESILIENCE: [WaypointRoute; 2] = [WaypointRoute::Plain, WaypointRoute::Resilient];
+    /// The observability rows' pair: (baseline, measured).
+    pub const OBSERVABILITY: [WaypointRoute; 2] = [WaypointRoute::Bare, WaypointRoute::Observed];
 
     /// Its name in the bench's lines.
     pub fn name(self) -> &'static str {
         match self {
             WaypointRoute::Plain => "plain route",
             WaypointRoute::Resilient => "resilient route",
+            WaypointRoute::Bare => "bare route",
+            WaypointRoute::Observed => "observed route",
         }
     }
 
@@ -99,6 +153,8 @@ impl WaypointRoute {
         let vip = match self {
             WaypointRoute::Plain => PLAIN_VIP,
             WaypointRoute::Resilient => RESILIENT_VIP,
+            WaypointRoute::Bare => BARE_VIP,
+            WaypointRoute::Observed => OBSERVED_VIP,
         };
         format!("http://{vip}:{SERVER_PORT}{path}")
     }
@@ -186,7 +242,10 @@ impl L7Mesh {
             format!("apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: wpway}}\nspec:\n  clusterIP: {WEB_VIP}\n  selector: {{app: web}}\n  ports: [{{name: http, port: {SERVER_PORT}, targetPort: {SERVER_PORT}}}]\n"),
             format!("apiVersion: v1\nkind: Service\nmetadata: {{name: plain, namespace: wpway}}\nspec:\n  clusterIP: {PLAIN_VIP}\n  selector: {{app: web}}\n  ports: [{{name: http, port: {SERVER_PORT}, targetPort: {SERVER_PORT}}}]\n"),
             format!("apiVersion: v1\nkind: Service\nmetadata: {{name: resilient, namespace: wpway}}\nspec:\n  clusterIP: {RESILIENT_VIP}\n  selector: {{app: web}}\n  ports: [{{name: http, port: {SERVER_PORT}, targetPort: {SERVER_PORT}}}]\n"),
+            format!("apiVersion: v1\nkind: Service\nmetadata: {{name: bare, namespace: wpway}}\nspec:\n  clusterIP: {BARE_VIP}\n  selector: {{app: web}}\n  ports: [{{name: http, port: {SERVER_PORT}, targetPort: {SERVER_PORT}}}]\n"),
+            format!("apiVersion: v1\nkind: Service\nmetadata: {{name: observed, namespace: wpway}}\nspec:\n  clusterIP: {OBSERVED_VIP}\n  selector: {{app: web}}\n  ports: [{{name: http, port: {SERVER_PORT}, targetPort: {SERVER_PORT}}}]\n"),
             ROUTES.to_owned(),
+            telemetry_yaml(&dir.path().join("access.log")),
             waypoint_yaml(&waypoint_pod, "node1", "waypoint", "service"),
             pod_yaml(&direct_client, "node1", "client"),
             pod_yaml(&direct_server, "node2", "server"),
