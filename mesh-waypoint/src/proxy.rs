@@ -32,7 +32,8 @@ use crate::resilience::retry::{self, TryResult};
 use crate::resilience::timeout;
 use crate::route::{Backend, Decision, RequestView};
 use crate::state::State;
-use crate::table::RouteTable;
+use crate::table::{RouteTable, Target};
+use crate::trace::{ActiveSpan, RequestFacts, ResponseFacts, Tracer};
 use crate::upstream::{Budget, Protocol, UpstreamBody, UpstreamError, Upstreams};
 use mesh_common::istio_metrics::RequestProtocol;
 use std::sync::atomic::AtomicU64;
@@ -55,11 +56,18 @@ pub struct Shared {
     pub destinations: Destinations,
     /// Shadow copies in flight.
     pub mirrors: Arc<Mirrors>,
+    /// Request spans and their export queue.
+    pub tracer: Tracer,
 }
 
 impl Shared {
     /// What the request path shares, with empty counters.
-    pub fn new(state: Arc<State>, upstreams: Arc<Upstreams>, metrics: Arc<Metrics>) -> Shared {
+    pub fn new(
+        state: Arc<State>,
+        upstreams: Arc<Upstreams>,
+        metrics: Arc<Metrics>,
+        tracer: Tracer,
+    ) -> Shared {
         Shared {
             state,
             upstreams,
@@ -67,6 +75,7 @@ impl Shared {
             metrics,
             destinations: Destinations::default(),
             mirrors: Arc::default(),
+            tracer,
         }
     }
 }
@@ -91,6 +100,8 @@ struct Trail {
     attempts: u32,
     delayed: bool,
     exhausted: bool,
+    /// The request's span, when its destination is traced.
+    span: Option<ActiveSpan>,
 }
 
 /// Answers one downstream request.
@@ -110,6 +121,7 @@ pub async fn handle(
             .path_and_query()
             .map_or(1, |p| p.as_str().len())
         + 11;
+    let request_head = istio_request::head_bytes(request.headers(), first_line);
     let cx = RequestContext {
         started,
         protocol: if grpc {
@@ -117,10 +129,7 @@ pub async fn handle(
         } else {
             RequestProtocol::Http
         },
-        request_bytes: Arc::new(AtomicU64::new(istio_request::head_bytes(
-            request.headers(),
-            first_line,
-        ))),
+        request_bytes: Arc::new(AtomicU64::new(request_head)),
     };
     let request = request.map(|body| Counted::new(body, cx.request_bytes.clone()));
     let mut trail = Trail::default();
@@ -151,11 +160,22 @@ pub async fn handle(
     }
     let head = istio_request::head_bytes(response.headers(), 17);
     let metrics = shared.metrics.clone();
+    let span = trail.span.take().map(|span| (span, shared.clone()));
     let on_done: istio_request::OnDone = Box::new(move |finished| {
         if grpc {
             labels.grpc_status = finished.grpc_status.or(labels.grpc_status);
         }
         metrics.istio.request(&labels, &settings, &finished.done);
+        if let Some((span, shared)) = span {
+            let response = ResponseFacts {
+                status: status.as_u16(),
+                flags: flag,
+                grpc_status: labels.grpc_status,
+                request_size: finished.done.request_bytes.saturating_sub(request_head),
+                response_size: finished.done.response_bytes.saturating_sub(head),
+            };
+            shared.tracer.finish(span, &response);
+        }
     });
     let response = response.map(|body| Recorded::new(body, &cx, head, on_done).boxed());
     tracing::info!(
@@ -186,6 +206,7 @@ async fn forward(
         ProxyError::no_cluster(format!("{} is no longer in the mesh", downstream.authority))
     })?;
     trail.target = Some(target.clone());
+    trail.span = start_span(shared, table, downstream, &target, &mut request);
     let source = table.source_info(Some(downstream.peer.clone()), downstream.remote.ip());
     let authn = table.authenticate(&target, request.headers(), request.uri().query())?;
     authn.apply(request.headers_mut());
@@ -214,6 +235,9 @@ async fn forward(
         Decision::Forward(forward) => forward,
     };
     trail.route = forward.route.clone();
+    if let Some(span) = &mut trail.span {
+        span.set_backend(&forward.backend);
+    }
     let rule = forward.rule.as_deref();
     if let Some(f) = rule.and_then(|r| r.fault.as_ref()) {
         let injection = fault::decide(f, &mut || fastrand::f64());
@@ -241,6 +265,9 @@ async fn forward(
     crate::headers::forward_request(&mut parts.headers, downstream.remote.ip(), &mut || {
         fastrand::u64(..)
     });
+    if let Some(span) = &trail.span {
+        span.inject(&mut parts.headers);
+    }
     forward.apply_request(&mut parts);
     let protocol = upstream_protocol(table.backend_protocol(&forward.backend), parts.version);
     let mirror_parts = rule.filter(|r| !r.mirrors.is_empty()).map(|_| {
@@ -501,6 +528,30 @@ async fn forward(
         }
         .boxed()
     }))
+}
+
+/// The span of a request to `target` when its `Telemetry` names a collector; the request gets
+/// its `x-request-id` here then (as Envoy sets it before routing), so the span records it.
+fn start_span<B>(
+    shared: &Shared,
+    table: &RouteTable,
+    downstream: &Downstream,
+    target: &Target,
+    request: &mut Request<B>,
+) -> Option<ActiveSpan> {
+    let settings = table.trace_settings().settings(table, target);
+    settings.provider.as_ref()?;
+    crate::headers::ensure_request_id(request.headers_mut(), &mut || fastrand::u64(..));
+    let authority = request_authority(request);
+    let facts = RequestFacts {
+        method: request.method(),
+        authority: &authority,
+        path: request.uri().path_and_query().map_or("/", |p| p.as_str()),
+        version: request.version(),
+        headers: request.headers(),
+        peer: downstream.remote.ip(),
+    };
+    shared.tracer.start(&settings, target, &facts)
 }
 
 /// A response body holding what its try uses (the endpoint pick, the destination's request
