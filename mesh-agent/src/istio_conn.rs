@@ -1,17 +1,21 @@
 //! The Istio labels of a connection the agent carries, from the model: the source and
 //! destination workloads and principals, the destination service, and whether the peers were
 //! authenticated (`connection_security_policy`), with the `Telemetry` overrides of the pod the
-//! agent serves.
+//! agent serves, and the access-log entry the connection's end completes where a Telemetry
+//! turns logging on for that pod.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
+use mesh_common::access_log::Entry;
 use mesh_common::identity::Identity;
 use mesh_common::istio_metrics::{
     IstioLabels, Peer, Reporter, RequestProtocol, Security, ServiceLabels, UNKNOWN,
 };
+use mesh_common::scope_telemetry::fill_identities;
 
-use crate::metrics::{Conn, ConnectionLabels};
+use crate::metrics::{Conn, ConnLog, ConnectionLabels};
 use crate::pod_context::PodContext;
 
 /// The other end of a connection, as the agent knows it.
@@ -23,6 +27,17 @@ pub struct Remote {
     pub identity: Option<Identity>,
 }
 
+/// The addresses of a connection, as the access log records them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ends {
+    /// The client's address (`%DOWNSTREAM_REMOTE_ADDRESS%`).
+    pub source: Option<SocketAddr>,
+    /// The address the client dialed (`%DOWNSTREAM_LOCAL_ADDRESS%`).
+    pub original: Option<SocketAddr>,
+    /// The address the agent connected to (`%UPSTREAM_HOST%`).
+    pub upstream: Option<SocketAddr>,
+}
+
 /// The series of an outbound connection (`reporter="source"`) from `pod` to `remote`, for the
 /// service `service` (`namespace/name`, as [`crate::state::Resolved::service`]) when one was
 /// dialed.
@@ -32,6 +47,7 @@ pub fn outbound(
     remote: &Remote,
     service: Option<&str>,
     security: Security,
+    ends: Ends,
 ) -> Conn {
     let source = own_peer(pod);
     let service = match service {
@@ -49,7 +65,7 @@ pub fn outbound(
         RequestProtocol::Tcp,
         security,
     );
-    conn(pod, labels, &istio)
+    conn(pod, labels, &istio, ends)
 }
 
 /// The series of an inbound connection (`reporter="destination"`) into `pod` on `port`.
@@ -59,6 +75,7 @@ pub fn inbound(
     remote: &Remote,
     port: u16,
     security: Security,
+    ends: Ends,
 ) -> Conn {
     let service = pod
         .state
@@ -72,16 +89,34 @@ pub fn inbound(
         RequestProtocol::Tcp,
         security,
     );
-    conn(pod, labels, &istio)
+    conn(pod, labels, &istio, ends)
 }
 
-fn conn(pod: &PodContext, labels: ConnectionLabels, istio: &IstioLabels) -> Conn {
-    let settings = pod
-        .state
-        .metric_settings(&pod.info.uid, &pod.info.namespace);
+fn conn(pod: &PodContext, labels: ConnectionLabels, istio: &IstioLabels, ends: Ends) -> Conn {
+    let settings = pod.state.telemetry(&pod.info.uid, &pod.info.namespace);
+    let log = settings.access_log.is_some().then(|| {
+        let mut entry = Entry {
+            start_time: Some(SystemTime::now()),
+            response_code: Some(0),
+            response_flags: "-".to_owned(),
+            downstream_remote_address: ends.source,
+            downstream_local_address: ends.original,
+            upstream_host: ends.upstream,
+            attempts: u32::from(ends.upstream.is_some()),
+            ..Entry::default()
+        };
+        fill_identities(&mut entry, istio, ends.original.map(|a| a.port()));
+        Box::new(ConnLog {
+            entry,
+            started: Instant::now(),
+            mtls: istio.security == Security::MutualTls,
+            settings: settings.clone(),
+        })
+    });
     Conn {
         labels,
-        istio: pod.metrics.istio.tcp(istio, &settings),
+        istio: pod.metrics.istio.tcp(istio, &settings.metrics),
+        log,
     }
 }
 

@@ -8,8 +8,10 @@
 
 use std::sync::atomic::AtomicU64;
 
+use mesh_common::access_log::{Entry, Sinks};
 use mesh_common::http_server::ListenerMetrics;
 use mesh_common::istio_metrics::{IstioMetrics, TcpHandles};
+use mesh_common::scope_telemetry::ScopeTelemetry;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -74,6 +76,21 @@ pub struct Conn {
     pub labels: ConnectionLabels,
     /// The `istio_tcp_*` counters.
     pub istio: TcpHandles,
+    /// The access-log entry to complete at the end, where logging is on.
+    pub log: Option<Box<ConnLog>>,
+}
+
+/// A connection's access-log entry, as known when it opened.
+#[derive(Debug, Clone)]
+pub struct ConnLog {
+    /// Addresses, identities, start time.
+    pub entry: Entry,
+    /// When it opened.
+    pub started: std::time::Instant,
+    /// Whether the peers were authenticated (for `connection.mtls` filters).
+    pub mtls: bool,
+    /// The pod's Telemetry settings (the access log among them).
+    pub settings: std::sync::Arc<ScopeTelemetry>,
 }
 
 /// Labels of denied connections.
@@ -235,6 +252,8 @@ pub struct DryRunLabels {
 pub struct Metrics {
     /// Istio's standard TCP metrics.
     pub istio: IstioMetrics,
+    /// Access-log files and their writers.
+    pub access_logs: Sinks,
     /// Connections opened.
     pub connections_opened: Family<ConnectionLabels, Counter>,
     /// Connections closed.
@@ -396,6 +415,15 @@ impl Metrics {
         self.sent_bytes.get_or_create(labels).inc_by(sent);
         self.received_bytes.get_or_create(labels).inc_by(received);
         conn.istio.close(sent, received);
+        if let Some(log) = &conn.log {
+            if let Some(access_log) = &log.settings.access_log {
+                let mut entry = log.entry.clone();
+                entry.bytes_received = sent;
+                entry.bytes_sent = received;
+                entry.duration_ms = log.started.elapsed().as_millis() as u64;
+                access_log.write(&self.access_logs, &entry, log.mtls);
+            }
+        }
     }
 }
 
@@ -424,6 +452,7 @@ mod tests {
         let conn = Conn {
             labels,
             istio: TcpHandles::default(),
+            log: None,
         };
         metrics.record_open(&conn);
         metrics.record_relay(&conn, 10, 20);
@@ -434,6 +463,70 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("} 20"), "{text}");
+    }
+
+    #[test]
+    fn a_logged_connection_writes_one_json_line_at_its_end() {
+        use mesh_common::model::{
+            AccessLogFormat, AccessLogProvider, AccessLogSettings, EffectiveTelemetry,
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("access.log");
+        let effective = EffectiveTelemetry {
+            access_logging: AccessLogSettings {
+                disabled: None,
+                filter: Some("connection.mtls".into()),
+                provider: Some(AccessLogProvider {
+                    name: "envoy".into(),
+                    path: path.display().to_string(),
+                    format: AccessLogFormat::Json {
+                        labels: Default::default(),
+                    },
+                }),
+            },
+            ..EffectiveTelemetry::default()
+        };
+        let settings = std::sync::Arc::new(ScopeTelemetry::new(effective));
+        let metrics = Metrics::default();
+        let labels = ConnectionLabels {
+            direction: Direction::Outbound,
+            transport: Transport::Hbone,
+            workload: "apps/client".into(),
+            destination_service: "default/echo".into(),
+        };
+        let conn = |mtls: bool| Conn {
+            labels: labels.clone(),
+            istio: TcpHandles::default(),
+            log: Some(Box::new(ConnLog {
+                entry: Entry {
+                    source_principal: Some("spiffe://cluster.local/ns/apps/sa/client".into()),
+                    ..Entry::default()
+                },
+                started: std::time::Instant::now(),
+                mtls,
+                settings: settings.clone(),
+            })),
+        };
+        // The filter passes mTLS connections only.
+        metrics.record_relay(&conn(false), 1, 2);
+        metrics.record_relay(&conn(true), 10, 20);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let text = loop {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            if text.ends_with('\n') || std::time::Instant::now() > deadline {
+                break text;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 1, "{text}");
+        let line: serde_json::Value = serde_json::from_str(lines[0]).expect("JSON");
+        assert_eq!(line["bytes_received"], 10);
+        assert_eq!(line["bytes_sent"], 20);
+        assert_eq!(
+            line["source_principal"],
+            "spiffe://cluster.local/ns/apps/sa/client"
+        );
     }
 
     #[test]

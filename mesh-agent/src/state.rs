@@ -7,12 +7,13 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
-use mesh_common::istio_metrics::{MetricSettings, Peer, ServiceLabels};
+use mesh_common::istio_metrics::{Peer, ServiceLabels};
 use mesh_common::model::compat::{self, UnknownValues};
 use mesh_common::model::{
     effective_telemetry, Endpoint, FailSafe, Service, Snapshot, TelemetryScope, WaypointRef,
     Workload,
 };
+use mesh_common::scope_telemetry::ScopeTelemetry;
 
 use crate::nearby;
 
@@ -117,7 +118,7 @@ struct Indexed {
     /// each with a target port.
     service_of_workload: HashMap<String, Vec<(Arc<ServiceLabels>, u16)>>,
     /// The `Telemetry` metric settings of each local workload, computed on first use.
-    metric_settings: std::sync::Mutex<HashMap<String, Arc<MetricSettings>>>,
+    telemetry: std::sync::Mutex<HashMap<String, Arc<ScopeTelemetry>>>,
 }
 
 impl Indexed {
@@ -189,7 +190,7 @@ impl Indexed {
             peers,
             service_labels,
             service_of_workload,
-            metric_settings: Default::default(),
+            telemetry: Default::default(),
         }
     }
 
@@ -368,19 +369,16 @@ impl State {
         Some(labels.clone())
     }
 
-    /// The `Telemetry` metric settings that apply to the workload `uid` of `namespace` (its
-    /// labels from the model; computed once per model version and workload, when logging the
-    /// tag expressions that are not applied).
-    pub fn metric_settings(&self, uid: &str, namespace: &str) -> Arc<MetricSettings> {
+    /// The `Telemetry` settings (metric overrides, access log) that apply to the workload `uid`
+    /// of `namespace` (its labels from the model; computed once per model version and
+    /// workload, when logging what is not applied).
+    pub fn telemetry(&self, uid: &str, namespace: &str) -> Arc<ScopeTelemetry> {
         let current = self.current();
         if current.snapshot.telemetries.is_empty() {
-            static NONE: std::sync::OnceLock<Arc<MetricSettings>> = std::sync::OnceLock::new();
+            static NONE: std::sync::OnceLock<Arc<ScopeTelemetry>> = std::sync::OnceLock::new();
             return NONE.get_or_init(Arc::default).clone();
         }
-        let mut cache = current
-            .metric_settings
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut cache = current.telemetry.lock().unwrap_or_else(|p| p.into_inner());
         cache
             .entry(uid.to_owned())
             .or_insert_with(|| {
@@ -395,9 +393,9 @@ impl State {
                     targets: &[],
                 };
                 let effective = effective_telemetry(&current.snapshot.telemetries, &scope);
-                let settings = MetricSettings::new(&effective);
-                if !settings.unsupported.is_empty() {
-                    tracing::warn!(workload = %uid, unsupported = ?settings.unsupported, "Telemetry tagOverrides values other than quoted literals are not applied by the agent; those tags are `unknown`");
+                let settings = ScopeTelemetry::new(effective);
+                if !settings.problems.is_empty() {
+                    tracing::warn!(workload = %uid, problems = ?settings.problems, "Telemetry settings not fully applied by the agent");
                 }
                 Arc::new(settings)
             })

@@ -13,7 +13,7 @@ use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use crate::model::AccessLogFormat;
+use crate::model::{AccessLogFormat, EffectiveTelemetry};
 
 /// Istio's default text format (Envoy's operators; `%REQ(X)%` a request header).
 pub const ISTIO_TEXT_FORMAT: &str = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %CONNECTION_TERMINATION_DETAILS% \"%UPSTREAM_TRANSPORT_FAILURE_REASON%\" %BYTES_RECEIVED% %BYTES_SENT% %DURATION% %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% \"%REQ(X-FORWARDED-FOR)%\" \"%REQ(USER-AGENT)%\" \"%REQ(X-REQUEST-ID)%\" \"%REQ(:AUTHORITY)%\" \"%UPSTREAM_HOST%\" %UPSTREAM_CLUSTER_RAW% %UPSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS% %REQUESTED_SERVER_NAME% %ROUTE_NAME%";
@@ -437,6 +437,17 @@ fn parse_comparison(term: &str) -> Result<Comparison, String> {
         ("<", CmpOp::Lt),
         (">", CmpOp::Gt),
     ];
+    // A bare boolean attribute: `connection.mtls`, `!connection.mtls`.
+    match term {
+        "connection.mtls" | "!connection.mtls" => {
+            return Ok(Comparison {
+                attribute: Attribute::ConnectionMtls,
+                op: CmpOp::Eq,
+                value: Literal::Bool(!term.starts_with('!')),
+            })
+        }
+        _ => {}
+    }
     let (at, (sym, op)) = OPS
         .iter()
         .find_map(|(sym, op)| term.find(sym).map(|at| (at, (*sym, *op))))
@@ -504,6 +515,62 @@ impl Comparison {
             CmpOp::Le => ordering != O::Greater,
             CmpOp::Gt => ordering == O::Greater,
             CmpOp::Ge => ordering != O::Less,
+        }
+    }
+}
+
+/// The access-log settings of one scope, compiled: the file, the line format and the filter.
+#[derive(Debug, Clone)]
+pub struct AccessLog {
+    /// The file lines go to.
+    pub path: String,
+    formatter: Formatter,
+    filter: Option<Filter>,
+}
+
+impl AccessLog {
+    /// Compiles a scope's effective settings: `None` when logging is off there. The second
+    /// value lists what is not applied (unknown operators, written `-`; a filter that does not
+    /// parse, so every entry is written rather than some lost) for the caller to report.
+    pub fn from_settings(telemetry: &EffectiveTelemetry) -> (Option<AccessLog>, Vec<String>) {
+        let mut problems = Vec::new();
+        if !telemetry.access_log_enabled() {
+            return (None, problems);
+        }
+        let Some(provider) = telemetry.access_logging.provider.as_ref() else {
+            return (None, problems);
+        };
+        let (formatter, unknown) = Formatter::new(&provider.format);
+        problems.extend(
+            unknown
+                .into_iter()
+                .map(|op| format!("unknown format operator {op}")),
+        );
+        let filter = match telemetry
+            .access_logging
+            .filter
+            .as_deref()
+            .map(Filter::parse)
+        {
+            None => None,
+            Some(Ok(filter)) => Some(filter),
+            Some(Err(e)) => {
+                problems.push(format!("{e}; every entry is written"));
+                None
+            }
+        };
+        let log = AccessLog {
+            path: provider.path.clone(),
+            formatter,
+            filter,
+        };
+        (Some(log), problems)
+    }
+
+    /// Writes `entry` (with `mtls`: the peers were authenticated) when the filter passes it.
+    pub fn write(&self, sinks: &Sinks, entry: &Entry, mtls: bool) {
+        if self.filter.as_ref().is_none_or(|f| f.matches(entry, mtls)) {
+            sinks.write(&self.path, self.formatter.format(entry));
         }
     }
 }
@@ -578,8 +645,10 @@ fn write_lines(
     while let Ok(line) = rx.recv() {
         let mut batch = vec![line];
         batch.extend(rx.try_iter().take(QUEUE));
-        for line in &batch {
-            if writeln!(out, "{line}").is_err() {
+        for mut line in batch {
+            // One write per line: lines of several processes appending to one file stay whole.
+            line.push('\n');
+            if out.write_all(line.as_bytes()).is_err() {
                 dropped.fetch_add(1, Ordering::Relaxed);
             } else {
                 written.fetch_add(1, Ordering::Relaxed);
@@ -681,6 +750,9 @@ mod tests {
                 false,
             ),
             ("request.method == 'GET'", 200, false, true),
+            ("connection.mtls", 200, true, true),
+            ("connection.mtls", 200, false, false),
+            ("!connection.mtls && response.code == 200", 200, false, true),
         ];
         for (expression, code, mtls, want) in cases {
             let f = Filter::parse(expression).expect(expression);

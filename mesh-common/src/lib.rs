@@ -31,3 +31,5 @@ pub mod istio_metrics;
 
 #[cfg(feature = "access-log")]
 pub mod access_log;
+#[cfg(all(feature = "access-log", feature = "istio-metrics"))]
+pub mod scope_telemetry;

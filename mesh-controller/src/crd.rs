@@ -7,7 +7,7 @@ use kube::CustomResourceExt;
 use serde_json::Value;
 
 use crate::object::Kind;
-use crate::resources::{istio_networking as net, istio_security as sec};
+use crate::resources::{istio_networking as net, istio_security as sec, istio_telemetry as tel};
 
 /// Why a CRD could not be rendered.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +33,7 @@ pub fn istio_crds() -> Result<Vec<(String, String)>, CrdError> {
             Kind::RequestAuthentication,
             sec::RequestAuthentication::crd(),
         ),
+        (Kind::Telemetry, tel::Telemetry::crd()),
     ];
     crds.into_iter()
         .map(|(kind, crd)| render(kind, crd))

@@ -11,9 +11,10 @@ use crate::object::{Kind, Object, ObjectKey};
 
 /// API groups the controller owns: an unknown kind in one of them is an error (likely a typo);
 /// kinds of other groups (Deployments, ConfigMaps, ...) are ignored.
-const OWNED_GROUPS: [&str; 4] = [
+const OWNED_GROUPS: [&str; 5] = [
     "networking.istio.io",
     "security.istio.io",
+    "telemetry.istio.io",
     "gateway.networking.k8s.io",
     "discovery.k8s.io",
 ];
@@ -103,6 +104,12 @@ fn parse_into(origin: &str, mut value: Value, parsed: &mut Parsed) {
         }
         return;
     };
+    // Of the ConfigMaps, only the mesh configuration matters (its namespace is checked in
+    // translation, which knows the root namespace).
+    if kind == Kind::ConfigMap && name != crate::resources::mesh_config::MESH_CONFIG_MAP {
+        parsed.ignored.push(format!("{kind_name} {name}"));
+        return;
+    }
     let namespace = if kind.namespaced() {
         let ns = str_at(&value, "/metadata/namespace")
             .unwrap_or("default")
@@ -176,7 +183,9 @@ where
 }
 
 fn typed(kind: Kind, value: Value) -> Result<Object, FieldError> {
-    use crate::resources::{gateway_api as gw, istio_networking as net, istio_security as sec};
+    use crate::resources::{
+        gateway_api as gw, istio_networking as net, istio_security as sec, istio_telemetry as tel,
+    };
     Ok(match kind {
         Kind::Namespace => Object::Namespace(strict(value)?),
         Kind::Pod => Object::Pod(strict(value)?),
@@ -184,6 +193,7 @@ fn typed(kind: Kind, value: Value) -> Result<Object, FieldError> {
         Kind::Service => Object::Service(strict(value)?),
         Kind::EndpointSlice => Object::EndpointSlice(strict(value)?),
         Kind::ServiceAccount => Object::ServiceAccount(strict(value)?),
+        Kind::ConfigMap => Object::ConfigMap(strict(value)?),
         Kind::VirtualService => {
             Object::VirtualService(custom(value, |n, s| net::VirtualService::new(&n, s))?)
         }
@@ -207,5 +217,6 @@ fn typed(kind: Kind, value: Value) -> Result<Object, FieldError> {
         Kind::HttpRoute => Object::HttpRoute(custom(value, |n, s| gw::HTTPRoute::new(&n, s))?),
         Kind::TcpRoute => Object::TcpRoute(custom(value, |n, s| gw::TCPRoute::new(&n, s))?),
         Kind::TlsRoute => Object::TlsRoute(custom(value, |n, s| gw::TLSRoute::new(&n, s))?),
+        Kind::Telemetry => Object::Telemetry(custom(value, |n, s| tel::Telemetry::new(&n, s))?),
     })
 }

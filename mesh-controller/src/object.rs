@@ -7,7 +7,9 @@ use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1 as discovery;
 use kube::api::ObjectMeta;
 
-use crate::resources::{gateway_api, istio_networking as net, istio_security as sec};
+use crate::resources::{
+    gateway_api, istio_networking as net, istio_security as sec, istio_telemetry as tel,
+};
 
 /// A kind, with its `apiVersion` group.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -24,6 +26,8 @@ pub enum Kind {
     EndpointSlice,
     /// v1 ServiceAccount.
     ServiceAccount,
+    /// v1 ConfigMap (only `istio`, the mesh configuration, is kept).
+    ConfigMap,
     /// networking.istio.io VirtualService.
     VirtualService,
     /// networking.istio.io DestinationRule.
@@ -46,16 +50,19 @@ pub enum Kind {
     TcpRoute,
     /// gateway.networking.k8s.io TLSRoute (experimental).
     TlsRoute,
+    /// telemetry.istio.io Telemetry.
+    Telemetry,
 }
 
 /// Every kind, in a fixed order.
-pub const ALL_KINDS: [Kind; 17] = [
+pub const ALL_KINDS: [Kind; 19] = [
     Kind::Namespace,
     Kind::Pod,
     Kind::Node,
     Kind::Service,
     Kind::EndpointSlice,
     Kind::ServiceAccount,
+    Kind::ConfigMap,
     Kind::VirtualService,
     Kind::DestinationRule,
     Kind::ServiceEntry,
@@ -67,6 +74,7 @@ pub const ALL_KINDS: [Kind; 17] = [
     Kind::HttpRoute,
     Kind::TcpRoute,
     Kind::TlsRoute,
+    Kind::Telemetry,
 ];
 
 impl Kind {
@@ -74,9 +82,12 @@ impl Kind {
     pub fn group_versions(self) -> (&'static str, &'static [&'static str]) {
         const ISTIO: &[&str] = &["v1", "v1beta1", "v1alpha3"];
         match self {
-            Kind::Namespace | Kind::Pod | Kind::Node | Kind::Service | Kind::ServiceAccount => {
-                ("", &["v1"])
-            }
+            Kind::Namespace
+            | Kind::Pod
+            | Kind::Node
+            | Kind::Service
+            | Kind::ServiceAccount
+            | Kind::ConfigMap => ("", &["v1"]),
             Kind::EndpointSlice => ("discovery.k8s.io", &["v1"]),
             Kind::VirtualService
             | Kind::DestinationRule
@@ -88,6 +99,7 @@ impl Kind {
             Kind::Gateway | Kind::HttpRoute => ("gateway.networking.k8s.io", &["v1", "v1beta1"]),
             Kind::TcpRoute => ("gateway.networking.k8s.io", &["v1alpha2"]),
             Kind::TlsRoute => ("gateway.networking.k8s.io", &["v1alpha2", "v1alpha3"]),
+            Kind::Telemetry => ("telemetry.istio.io", &["v1", "v1alpha1"]),
         }
     }
 
@@ -100,6 +112,7 @@ impl Kind {
             Kind::Service => "Service",
             Kind::EndpointSlice => "EndpointSlice",
             Kind::ServiceAccount => "ServiceAccount",
+            Kind::ConfigMap => "ConfigMap",
             Kind::VirtualService => "VirtualService",
             Kind::DestinationRule => "DestinationRule",
             Kind::ServiceEntry => "ServiceEntry",
@@ -110,6 +123,7 @@ impl Kind {
             Kind::HttpRoute => "HTTPRoute",
             Kind::TcpRoute => "TCPRoute",
             Kind::TlsRoute => "TLSRoute",
+            Kind::Telemetry => "Telemetry",
         }
     }
 
@@ -178,6 +192,8 @@ pub enum Object {
     EndpointSlice(discovery::EndpointSlice),
     /// ServiceAccount.
     ServiceAccount(core::ServiceAccount),
+    /// ConfigMap (the mesh configuration).
+    ConfigMap(core::ConfigMap),
     /// VirtualService.
     VirtualService(net::VirtualService),
     /// DestinationRule.
@@ -200,6 +216,8 @@ pub enum Object {
     TcpRoute(gateway_api::TCPRoute),
     /// TLSRoute.
     TlsRoute(gateway_api::TLSRoute),
+    /// Telemetry.
+    Telemetry(tel::Telemetry),
 }
 
 impl Object {
@@ -212,6 +230,7 @@ impl Object {
             Object::Service(o) => &o.metadata,
             Object::EndpointSlice(o) => &o.metadata,
             Object::ServiceAccount(o) => &o.metadata,
+            Object::ConfigMap(o) => &o.metadata,
             Object::VirtualService(o) => &o.metadata,
             Object::DestinationRule(o) => &o.metadata,
             Object::ServiceEntry(o) => &o.metadata,
@@ -223,6 +242,7 @@ impl Object {
             Object::HttpRoute(o) => &o.metadata,
             Object::TcpRoute(o) => &o.metadata,
             Object::TlsRoute(o) => &o.metadata,
+            Object::Telemetry(o) => &o.metadata,
         }
     }
 
@@ -235,6 +255,7 @@ impl Object {
             Object::Service(_) => Kind::Service,
             Object::EndpointSlice(_) => Kind::EndpointSlice,
             Object::ServiceAccount(_) => Kind::ServiceAccount,
+            Object::ConfigMap(_) => Kind::ConfigMap,
             Object::VirtualService(_) => Kind::VirtualService,
             Object::DestinationRule(_) => Kind::DestinationRule,
             Object::ServiceEntry(_) => Kind::ServiceEntry,
@@ -246,6 +267,7 @@ impl Object {
             Object::HttpRoute(_) => Kind::HttpRoute,
             Object::TcpRoute(_) => Kind::TcpRoute,
             Object::TlsRoute(_) => Kind::TlsRoute,
+            Object::Telemetry(_) => Kind::Telemetry,
         }
     }
 

@@ -5,6 +5,8 @@
 pub mod gateway_api;
 pub mod istio_networking;
 pub mod istio_security;
+pub mod istio_telemetry;
+pub mod mesh_config;
 mod opaque;
 
 pub use opaque::Opaque;

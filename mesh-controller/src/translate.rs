@@ -11,9 +11,11 @@ mod hosts;
 mod httproute;
 mod l4route;
 mod locality;
+mod mesh_providers;
 mod protocol;
 mod security;
 mod services;
+mod telemetry;
 mod traffic_policy;
 mod values;
 mod virtualservice;
@@ -224,8 +226,7 @@ pub fn translate(store: &Store, options: &TranslateOptions) -> Translation {
         routes,
         destination_policies,
         request_authentications: authn::request_authentications(&mut cx),
-        // Translated from Istio `Telemetry` and the mesh configuration (issue 13).
-        telemetries: Vec::new(),
+        telemetries: telemetry::telemetries(&mut cx),
     };
     fail_safe::report(&mut cx, &snapshot);
     Translation {

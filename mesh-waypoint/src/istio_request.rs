@@ -17,10 +17,10 @@ use http::HeaderMap;
 use hyper::body::{Body, Frame, SizeHint};
 use mesh_common::identity::Identity;
 use mesh_common::istio_metrics::{
-    IstioLabels, MetricSettings, Peer, Reporter, RequestDone, RequestProtocol, Security,
-    ServiceLabels, UNKNOWN,
+    IstioLabels, Peer, Reporter, RequestDone, RequestProtocol, Security, ServiceLabels, UNKNOWN,
 };
 use mesh_common::model::{effective_telemetry, TelemetryScope};
+use mesh_common::scope_telemetry::ScopeTelemetry;
 
 use crate::table::{RouteTable, Target};
 
@@ -32,7 +32,8 @@ type PeerLabels = (Arc<Peer>, Arc<str>);
 pub struct LabelIndex {
     peers: Mutex<HashMap<IpAddr, PeerLabels>>,
     services: Mutex<HashMap<String, Arc<ServiceLabels>>>,
-    settings: Mutex<HashMap<String, Arc<MetricSettings>>>,
+    settings: Mutex<HashMap<String, Arc<ScopeTelemetry>>>,
+    logs_anywhere: std::sync::OnceLock<bool>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -85,11 +86,23 @@ impl LabelIndex {
         built
     }
 
-    /// The `Telemetry` metric settings for requests to `service` (scope: the service's
-    /// namespace, targets this waypoint's Gateway and the Service).
-    pub fn settings(&self, table: &RouteTable, service: &ServiceLabels) -> Arc<MetricSettings> {
+    /// Whether any Telemetry of the model sets access logging (else requests skip taking
+    /// what a log line would need).
+    pub fn logs_anywhere(&self, table: &RouteTable) -> bool {
+        *self.logs_anywhere.get_or_init(|| {
+            table
+                .snapshot()
+                .telemetries
+                .iter()
+                .any(|t| t.access_logging.is_some())
+        })
+    }
+
+    /// The `Telemetry` settings (metrics, access log, tracing) for requests to `service`
+    /// (scope: the service's namespace, targets this waypoint's Gateway and the Service).
+    pub fn settings(&self, table: &RouteTable, service: &ServiceLabels) -> Arc<ScopeTelemetry> {
         if table.snapshot().telemetries.is_empty() {
-            static NONE: std::sync::OnceLock<Arc<MetricSettings>> = std::sync::OnceLock::new();
+            static NONE: std::sync::OnceLock<Arc<ScopeTelemetry>> = std::sync::OnceLock::new();
             return NONE.get_or_init(Arc::default).clone();
         }
         let key = format!("{}/{}", service.namespace, service.name);
@@ -112,9 +125,9 @@ impl LabelIndex {
             targets: &targets,
         };
         let effective = effective_telemetry(&table.snapshot().telemetries, &scope);
-        let settings = Arc::new(MetricSettings::new(&effective));
-        if !settings.unsupported.is_empty() {
-            tracing::warn!(service = %key, unsupported = ?settings.unsupported, "Telemetry tagOverrides values other than quoted literals are not applied; those tags are `unknown`");
+        let settings = Arc::new(ScopeTelemetry::new(effective));
+        if !settings.problems.is_empty() {
+            tracing::warn!(service = %key, problems = ?settings.problems, "Telemetry settings not fully applied");
         }
         let mut all = lock(&self.settings);
         if all.len() < 65_536 {
@@ -143,7 +156,7 @@ pub fn request_labels(
     target: Option<&Target>,
     upstream: Option<SocketAddr>,
     protocol: RequestProtocol,
-) -> (IstioLabels, Arc<MetricSettings>) {
+) -> (IstioLabels, Arc<ScopeTelemetry>) {
     let index = table.label_index();
     let (source, _) = index.peer(table, remote);
     let (destination, destination_principal) = match upstream {

@@ -24,6 +24,7 @@ pub mod l4;
 pub mod metrics;
 pub mod pool_limits;
 pub mod proxy;
+pub mod request_log;
 pub mod resilience;
 pub mod route;
 pub mod rules;

@@ -25,6 +25,7 @@ use crate::error::ProxyError;
 use crate::istio_request::{self, Counted, Recorded, RequestContext};
 use crate::metrics::{Metrics, MirrorLabels, OverflowLabels, RequestLabels, RetryLabels};
 use crate::pool_limits::{Destinations, Limits};
+use crate::request_log::{self, Arrival, Outcome};
 use crate::resilience::fault::{self, Abort};
 use crate::resilience::mirror::{self, Mirrors};
 use crate::resilience::replay::Replay;
@@ -35,6 +36,7 @@ use crate::state::State;
 use crate::table::{RouteTable, Target};
 use crate::trace::{ActiveSpan, RequestFacts, ResponseFacts, Tracer};
 use crate::upstream::{Budget, Protocol, UpstreamBody, UpstreamError, Upstreams};
+use mesh_common::access_log::Sinks;
 use mesh_common::istio_metrics::RequestProtocol;
 use std::sync::atomic::AtomicU64;
 
@@ -56,6 +58,8 @@ pub struct Shared {
     pub destinations: Destinations,
     /// Shadow copies in flight.
     pub mirrors: Arc<Mirrors>,
+    /// Access-log files and their writers.
+    pub access_logs: Sinks,
     /// Request spans and their export queue.
     pub tracer: Tracer,
 }
@@ -75,6 +79,7 @@ impl Shared {
             metrics,
             destinations: Destinations::default(),
             mirrors: Arc::default(),
+            access_logs: Sinks::default(),
             tracer,
         }
     }
@@ -108,7 +113,7 @@ struct Trail {
 pub async fn handle(
     shared: Arc<Shared>,
     downstream: Arc<Downstream>,
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let started = Instant::now();
     let method = request.method().clone();
@@ -131,6 +136,11 @@ pub async fn handle(
         },
         request_bytes: Arc::new(AtomicU64::new(request_head)),
     };
+    // The log reads the request as it arrived, with the `x-request-id` sent upstream.
+    let arrival = table.label_index().logs_anywhere(&table).then(|| {
+        crate::headers::ensure_request_id(request.headers_mut(), &mut || fastrand::u64(..));
+        Arrival::capture(&request, request_head)
+    });
     let request = request.map(|body| Counted::new(body, cx.request_bytes.clone()));
     let mut trail = Trail::default();
     let (response, base_flag) = match forward(&shared, &table, &downstream, request, &mut trail)
@@ -159,14 +169,37 @@ pub async fn handle(
         labels.grpc_status = istio_request::grpc_status(response.headers());
     }
     let head = istio_request::head_bytes(response.headers(), 17);
-    let metrics = shared.metrics.clone();
-    let span = trail.span.take().map(|span| (span, shared.clone()));
+    let log = match (arrival, &settings.access_log) {
+        (Some(arrival), Some(_)) => Some((
+            arrival,
+            Outcome {
+                status: status.as_u16(),
+                flags: flag,
+                route: trail.route.clone(),
+                upstream: trail.upstream,
+                attempts: trail.attempts,
+                downstream_remote: downstream.remote,
+                downstream_local: downstream.authority,
+                response_head_bytes: head,
+            },
+        )),
+        _ => None,
+    };
+    let span = trail.span.take();
+    let shared_done = shared.clone();
     let on_done: istio_request::OnDone = Box::new(move |finished| {
         if grpc {
             labels.grpc_status = finished.grpc_status.or(labels.grpc_status);
         }
-        metrics.istio.request(&labels, &settings, &finished.done);
-        if let Some((span, shared)) = span {
+        shared_done
+            .metrics
+            .istio
+            .request(&labels, &settings.metrics, &finished.done);
+        if let (Some((arrival, outcome)), Some(access_log)) = (log, &settings.access_log) {
+            let entry = request_log::entry(arrival, &outcome, &labels, &finished);
+            access_log.write(&shared_done.access_logs, &entry, true);
+        }
+        if let Some(span) = span {
             let response = ResponseFacts {
                 status: status.as_u16(),
                 flags: flag,
@@ -174,7 +207,7 @@ pub async fn handle(
                 request_size: finished.done.request_bytes.saturating_sub(request_head),
                 response_size: finished.done.response_bytes.saturating_sub(head),
             };
-            shared.tracer.finish(span, &response);
+            shared_done.tracer.finish(span, &response);
         }
     });
     let response = response.map(|body| Recorded::new(body, &cx, head, on_done).boxed());

@@ -86,7 +86,7 @@ where
         mesh_common::istio_metrics::RequestProtocol::Tcp,
     );
     labels.response_code = None;
-    let istio = shared.metrics.istio.tcp(&labels, &settings);
+    let istio = shared.metrics.istio.tcp(&labels, &settings.metrics);
     istio.open();
     let copied = tokio::io::copy_bidirectional(&mut io, &mut upstream).await;
     let (sent, received) = copied.as_ref().map_or((0, 0), |&(s, r)| (s, r));

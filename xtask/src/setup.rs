@@ -56,6 +56,10 @@ const PACKAGES: &[(&str, &str)] = &[
         "HTTP/1.1 keep-alive requests per second (cargo xtask bench)",
     ),
     (
+        "prometheus",
+        "a real Prometheus server scraping the mesh's metrics (observability end-to-end tests)",
+    ),
+    (
         "nghttp2-client",
         "h2load: HTTP/2 requests per second through the waypoint and the other proxies (cargo xtask bench)",
     ),

@@ -142,6 +142,11 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: &PodContext) {
         &remote,
         dst.port(),
         mesh_common::istio_metrics::Security::None,
+        crate::istio_conn::Ends {
+            source: Some(peer),
+            original: Some(dst),
+            upstream: Some(dst),
+        },
     );
     pod.metrics.record_open(&labels);
     // Delivered from inside the pod (source = the pod's own address), which `sk_lookup` skips.

@@ -81,7 +81,19 @@ pub async fn deliver(
             ip: Some(src_ip),
             identity: Some(src.identity.clone()),
         };
-        istio_conn::inbound(dst, inbound, &remote, target.port(), Security::MutualTls)
+        let ends = istio_conn::Ends {
+            source: None,
+            original: requested.or(Some(target)),
+            upstream: Some(target),
+        };
+        istio_conn::inbound(
+            dst,
+            inbound,
+            &remote,
+            target.port(),
+            Security::MutualTls,
+            ends,
+        )
     });
     // Dry-run policies are evaluated per connection, so their connections stay in the agent;
     // a refusal (fail-safe ones included) is installed as a refusal; a full registry is not a

@@ -98,7 +98,15 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: &PodContext) {
         _ => Security::MutualTls,
     };
     let service = (destination_service != "unknown").then_some(destination_service.as_str());
-    let labels = istio_conn::outbound(pod, own, &remote, service, security);
+    let ends = istio_conn::Ends {
+        source: Some(peer),
+        original: Some(orig_dst),
+        upstream: Some(match &route {
+            Route::Waypoint { instance, .. } => *instance,
+            _ => target,
+        }),
+    };
+    let labels = istio_conn::outbound(pod, own, &remote, service, security, ends);
     pod.metrics.record_open(&labels);
     match (route, local, pod.tunnel.as_ref()) {
         (Route::Local { reuse_in_kernel }, Some(dst), _) => {

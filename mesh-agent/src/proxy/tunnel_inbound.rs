@@ -107,6 +107,11 @@ impl ConnectHandler for InboundTunnel {
             &remote,
             request.target.port(),
             Security::MutualTls,
+            istio_conn::Ends {
+                source: Some(request.remote),
+                original: Some(request.target),
+                upstream: Some(request.target),
+            },
         );
         pod.metrics.record_open(&labels);
         // The tunnel is the client side here: forward (client -> server) is HBONE -> TCP.

@@ -9,7 +9,7 @@ use super::config::{ConfigUpdate, Resource, ResourceKey, ResourceKind};
 use crate::model::compat::{self, UnknownValues};
 use crate::model::{
     AuthorizationPolicy, DestinationPolicy, PeerAuthentication, RequestAuthentication, Route,
-    Service, Snapshot, Workload,
+    Service, Snapshot, Telemetry, Workload,
 };
 
 /// Why an update could not be applied.
@@ -103,6 +103,7 @@ pub(crate) fn kind_name(kind: ResourceKind) -> &'static str {
         ResourceKind::Route => "Route",
         ResourceKind::DestinationPolicy => "DestinationPolicy",
         ResourceKind::RequestAuthentication => "RequestAuthentication",
+        ResourceKind::Telemetry => "Telemetry",
     }
 }
 
@@ -136,6 +137,10 @@ impl ResourceSet {
         for r in &snapshot.request_authentications {
             let key = format!("{}/{}", r.namespace, r.name);
             encode(&mut items, ResourceKind::RequestAuthentication, key, r)?;
+        }
+        for t in &snapshot.telemetries {
+            let key = format!("{}/{}", t.namespace, t.name);
+            encode(&mut items, ResourceKind::Telemetry, key, t)?;
         }
         Ok(ResourceSet { items })
     }
@@ -248,6 +253,7 @@ pub(crate) enum Decoded {
     Route(Route),
     DestinationPolicy(Box<DestinationPolicy>),
     RequestAuthentication(RequestAuthentication),
+    Telemetry(Box<Telemetry>),
 }
 
 impl Decoded {
@@ -282,6 +288,9 @@ impl Decoded {
             ResourceKind::RequestAuthentication => {
                 wrap(decode(kind, key, json)?, Decoded::RequestAuthentication)
             }
+            ResourceKind::Telemetry => wrap(decode(kind, key, json)?, |t| {
+                Decoded::Telemetry(Box::new(t))
+            }),
             ResourceKind::Unspecified => return Err(unknown()),
         })
     }
@@ -306,6 +315,7 @@ impl Decoded {
                 Decoded::RequestAuthentication(r) => {
                     snapshot.request_authentications.push(r.clone())
                 }
+                Decoded::Telemetry(t) => snapshot.telemetries.push((**t).clone()),
             }
         }
         snapshot

@@ -26,7 +26,7 @@ use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use super::{
     AuthorizationAction, AuthorizationPolicy, DestinationPolicy, LoadBalancer, PeerAuthMode,
-    PeerAuthentication, RequestAuthentication, Route, Service, Snapshot, StringMatch,
+    PeerAuthentication, RequestAuthentication, Route, Service, Snapshot, StringMatch, Telemetry,
     TrafficPolicy, Workload,
 };
 
@@ -267,6 +267,30 @@ impl UnknownValues for Snapshot {
             &self.request_authentications,
             out,
         );
+        each(prefix, "telemetries", &self.telemetries, out);
+    }
+}
+
+const UNKNOWN_METRIC: &str = "the override applies to no metric";
+const UNKNOWN_REPORT_MODE: &str = "the override applies to neither side";
+const UNKNOWN_TRACE_PROTOCOL: &str = "spans are not sent";
+
+impl UnknownValues for Telemetry {
+    fn unknown_values_into(&self, prefix: &str, out: &mut Vec<UnknownValue>) {
+        for (i, o) in self.metrics.iter().enumerate() {
+            let path = join(&join(prefix, "metrics"), i);
+            if o.metric == super::MetricName::Unknown {
+                push(out, join(&path, "metric"), None, UNKNOWN_METRIC);
+            }
+            if o.mode == super::ReportMode::Unknown {
+                push(out, join(&path, "mode"), None, UNKNOWN_REPORT_MODE);
+            }
+        }
+        let provider = self.tracing.as_ref().and_then(|t| t.provider.as_ref());
+        if provider.is_some_and(|p| p.protocol == super::TraceProtocol::Unknown) {
+            let path = join(prefix, "tracing.provider.protocol");
+            push(out, path, None, UNKNOWN_TRACE_PROTOCOL);
+        }
     }
 }
 

@@ -2,7 +2,8 @@
 //! destination and checks peer identities) but only the policies that apply to workloads on
 //! its own node, dry-run ones included, and those attached with targetRefs to what its
 //! workloads serve (the agent refuses that traffic until a waypoint can enforce them); L7 routes
-//! and destination policies go to waypoints only.
+//! and destination policies go to waypoints only. Every client gets every Telemetry setting
+//! (few and small; each resolves the ones that apply to its workloads or services itself).
 //!
 //! A waypoint (`waypoint/<namespace>/<name>`) gets every workload and service (it resolves any
 //! destination and endpoint), the routes and destination policies exported to its namespace
@@ -68,6 +69,7 @@ fn waypoint_view(
         ResourceKind::Route => routes.contains(key),
         ResourceKind::DestinationPolicy => destination_policies.contains(key),
         ResourceKind::RequestAuthentication => authn.contains(key),
+        ResourceKind::Telemetry => true,
         ResourceKind::PeerAuthentication | ResourceKind::Unspecified => false,
     })
 }
@@ -122,6 +124,7 @@ pub fn view(
         ResourceKind::Workload | ResourceKind::Service => true,
         ResourceKind::AuthorizationPolicy => authz.contains(key),
         ResourceKind::PeerAuthentication => peer.contains(key),
+        ResourceKind::Telemetry => true,
         ResourceKind::Route
         | ResourceKind::DestinationPolicy
         | ResourceKind::RequestAuthentication

@@ -18,7 +18,9 @@ use tokio::sync::mpsc;
 use crate::controller::{Change, Controller};
 use crate::load::{parse_value, Parsed};
 use crate::object::{Kind, ObjectKey, ALL_KINDS};
-use crate::resources::{gateway_api as gw, istio_networking as net, istio_security as sec};
+use crate::resources::{
+    gateway_api as gw, istio_networking as net, istio_security as sec, istio_telemetry as tel,
+};
 
 /// Source name used as unit prefix and error origin.
 const SOURCE: &str = "kubernetes";
@@ -52,6 +54,7 @@ pub fn api_resource(kind: Kind) -> ApiResource {
         Kind::Service => ApiResource::erase::<core::Service>(&()),
         Kind::EndpointSlice => ApiResource::erase::<discovery::EndpointSlice>(&()),
         Kind::ServiceAccount => ApiResource::erase::<core::ServiceAccount>(&()),
+        Kind::ConfigMap => ApiResource::erase::<core::ConfigMap>(&()),
         Kind::VirtualService => ApiResource::erase::<net::VirtualService>(&()),
         Kind::DestinationRule => ApiResource::erase::<net::DestinationRule>(&()),
         Kind::ServiceEntry => ApiResource::erase::<net::ServiceEntry>(&()),
@@ -63,6 +66,19 @@ pub fn api_resource(kind: Kind) -> ApiResource {
         Kind::HttpRoute => ApiResource::erase::<gw::HTTPRoute>(&()),
         Kind::TcpRoute => ApiResource::erase::<gw::TCPRoute>(&()),
         Kind::TlsRoute => ApiResource::erase::<gw::TLSRoute>(&()),
+        Kind::Telemetry => ApiResource::erase::<tel::Telemetry>(&()),
+    }
+}
+
+/// What to watch of a kind: everything, except ConfigMaps, of which only the mesh
+/// configuration's name matters.
+fn watch_config(kind: Kind) -> watcher::Config {
+    match kind {
+        Kind::ConfigMap => watcher::Config::default().fields(&format!(
+            "metadata.name={}",
+            crate::resources::mesh_config::MESH_CONFIG_MAP
+        )),
+        _ => watcher::Config::default(),
     }
 }
 
@@ -123,7 +139,7 @@ async fn watch_kind(
 ) {
     let ar = api_resource(kind);
     let api: Api<DynamicObject> = Api::all_with(client, &ar);
-    let mut stream = watcher::watcher(api, watcher::Config::default()).boxed();
+    let mut stream = watcher::watcher(api, watch_config(kind)).boxed();
     // Objects seen since the last Init, for the relist that follows a restart.
     let mut relist: Option<Vec<DynamicObject>> = None;
     while let Some(event) = stream.next().await {
