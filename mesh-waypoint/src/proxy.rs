@@ -575,10 +575,19 @@ fn start_span<B>(
     let settings = table.trace_settings().settings(table, target);
     settings.provider.as_ref()?;
     crate::headers::ensure_request_id(request.headers_mut(), &mut || fastrand::u64(..));
-    let authority = request_authority(request);
+    let authority = request.uri().authority().map_or_else(
+        || {
+            request
+                .headers()
+                .get(HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("")
+        },
+        |a| a.as_str(),
+    );
     let facts = RequestFacts {
         method: request.method(),
-        authority: &authority,
+        authority,
         path: request.uri().path_and_query().map_or("/", |p| p.as_str()),
         version: request.version(),
         headers: request.headers(),

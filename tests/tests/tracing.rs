@@ -514,6 +514,10 @@ fn sampling_rate_over_2000_requests() -> anyhow::Result<()> {
         exported > sampled.len() as u64,
         "exported counted: {exported}"
     );
+    for reason in ["queue_full", "export_failed", "no_collector"] {
+        let series = format!("mesh_waypoint_spans_dropped_total{{reason=\"{reason}\"}}");
+        assert_eq!(mesh.waypoint.metric(&series)?, 0, "no span lost: {series}");
+    }
     println!(
         "10% sampling: {} of {n} requests sampled ({share:.1}%)",
         sampled.len()
