@@ -1,6 +1,6 @@
 //! The waypoint's command-line flags (with environment-variable fallbacks) and their defaults.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use clap::Parser;
@@ -51,6 +51,12 @@ pub struct Config {
     /// Tokio worker threads; 0: a current-thread runtime.
     #[arg(long, env = "MESH_WORKER_THREADS", default_value_t = 0)]
     pub worker_threads: usize,
+    /// This instance's pod name (the downward API's, as Istio sets it), for spans' `node_id`.
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+    /// This instance's pod address, for spans' `node_id` and Zipkin's local endpoint.
+    #[arg(long, env = "INSTANCE_IP")]
+    pub instance_ip: Option<IpAddr>,
 }
 
 /// Why the flags cannot be used.

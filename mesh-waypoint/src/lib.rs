@@ -3,7 +3,8 @@
 //! endpoints ([`endpoints`]), JWT authentication ([`jwt`]), L7 authorization ([`authz`]), protocol detection ([`detect`]),
 //! forwarding headers ([`headers`]) and the proxy's error type ([`error`]) — and its data path:
 //! flags ([`config`]), the model ([`state`]), HBONE in ([`inbound`]), HTTP ([`proxy`]) and opaque
-//! TCP ([`tcp`]) handling, upstream connections ([`upstream`]), metrics and the status port.
+//! TCP ([`tcp`]) handling, upstream connections ([`upstream`]), distributed tracing ([`trace`]),
+//! metrics and the status port.
 #![forbid(unsafe_code)]
 
 pub mod authz;
@@ -33,6 +34,7 @@ pub mod state;
 pub mod status;
 pub mod table;
 pub mod tcp;
+pub mod trace;
 pub mod upstream;
 
 #[cfg(test)]

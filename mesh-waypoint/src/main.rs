@@ -22,6 +22,7 @@ use mesh_waypoint::metrics::Metrics;
 use mesh_waypoint::proxy::Shared;
 use mesh_waypoint::state::State;
 use mesh_waypoint::status::{self, Status};
+use mesh_waypoint::trace::{Node, Tracer};
 use mesh_waypoint::upstream::Upstreams;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, warn};
@@ -111,11 +112,26 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let mut registry = prometheus_client::registry::Registry::default();
     metrics.register(&mut registry);
+    let node = Node::waypoint(
+        &instance.namespace,
+        &instance.name,
+        &config.trust_domain,
+        config.pod_name.as_deref(),
+        config.instance_ip,
+    );
+    let (tracer, spans) = Tracer::new(node, metrics.tracing.clone());
+    tokio::spawn(mesh_waypoint::trace::export::run(
+        spans,
+        state.clone(),
+        tracer.node().clone(),
+        metrics.tracing.clone(),
+    ));
     let pool = HbonePool::new(certs.clone(), bundle.clone(), HboneClientConfig::default());
     let shared = Arc::new(Shared::new(
         state.clone(),
         Upstreams::new(pool, instance.identity.clone()),
         metrics,
+        tracer,
     ));
     tokio::spawn(mesh_waypoint::jwks_fetch::run(
         state.clone(),

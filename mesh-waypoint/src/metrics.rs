@@ -91,6 +91,8 @@ pub struct Metrics {
     pub outlier_ejected: Family<HostLabels, Gauge>,
     /// Opaque TCP connections routed, by the rule that matched.
     pub tcp: Family<TcpLabels, Counter>,
+    /// Spans exported and dropped.
+    pub tracing: crate::trace::TraceMetrics,
 }
 
 impl Metrics {
@@ -142,5 +144,6 @@ impl Metrics {
             "Opaque TCP connections routed, by the TCP or TLS route rule that matched",
             self.tcp.clone(),
         );
+        self.tracing.register(registry);
     }
 }

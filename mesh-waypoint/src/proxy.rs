@@ -33,7 +33,8 @@ use crate::resilience::retry::{self, TryResult};
 use crate::resilience::timeout;
 use crate::route::{Backend, Decision, RequestView};
 use crate::state::State;
-use crate::table::RouteTable;
+use crate::table::{RouteTable, Target};
+use crate::trace::{ActiveSpan, RequestFacts, ResponseFacts, Tracer};
 use crate::upstream::{Budget, Protocol, UpstreamBody, UpstreamError, Upstreams};
 use mesh_common::access_log::Sinks;
 use mesh_common::istio_metrics::RequestProtocol;
@@ -59,11 +60,18 @@ pub struct Shared {
     pub mirrors: Arc<Mirrors>,
     /// Access-log files and their writers.
     pub access_logs: Sinks,
+    /// Request spans and their export queue.
+    pub tracer: Tracer,
 }
 
 impl Shared {
     /// What the request path shares, with empty counters.
-    pub fn new(state: Arc<State>, upstreams: Arc<Upstreams>, metrics: Arc<Metrics>) -> Shared {
+    pub fn new(
+        state: Arc<State>,
+        upstreams: Arc<Upstreams>,
+        metrics: Arc<Metrics>,
+        tracer: Tracer,
+    ) -> Shared {
         Shared {
             state,
             upstreams,
@@ -72,6 +80,7 @@ impl Shared {
             destinations: Destinations::default(),
             mirrors: Arc::default(),
             access_logs: Sinks::default(),
+            tracer,
         }
     }
 }
@@ -96,6 +105,8 @@ struct Trail {
     attempts: u32,
     delayed: bool,
     exhausted: bool,
+    /// The request's span, when its destination is traced.
+    span: Option<ActiveSpan>,
 }
 
 /// Answers one downstream request.
@@ -174,6 +185,7 @@ pub async fn handle(
         )),
         _ => None,
     };
+    let span = trail.span.take();
     let shared_done = shared.clone();
     let on_done: istio_request::OnDone = Box::new(move |finished| {
         if grpc {
@@ -186,6 +198,16 @@ pub async fn handle(
         if let (Some((arrival, outcome)), Some(access_log)) = (log, &settings.access_log) {
             let entry = request_log::entry(arrival, &outcome, &labels, &finished);
             access_log.write(&shared_done.access_logs, &entry, true);
+        }
+        if let Some(span) = span {
+            let response = ResponseFacts {
+                status: status.as_u16(),
+                flags: flag,
+                grpc_status: labels.grpc_status,
+                request_size: finished.done.request_bytes.saturating_sub(request_head),
+                response_size: finished.done.response_bytes.saturating_sub(head),
+            };
+            shared_done.tracer.finish(span, &response);
         }
     });
     let response = response.map(|body| Recorded::new(body, &cx, head, on_done).boxed());
@@ -217,6 +239,7 @@ async fn forward(
         ProxyError::no_cluster(format!("{} is no longer in the mesh", downstream.authority))
     })?;
     trail.target = Some(target.clone());
+    trail.span = start_span(shared, table, downstream, &target, &mut request);
     let source = table.source_info(Some(downstream.peer.clone()), downstream.remote.ip());
     let authn = table.authenticate(&target, request.headers(), request.uri().query())?;
     authn.apply(request.headers_mut());
@@ -245,6 +268,9 @@ async fn forward(
         Decision::Forward(forward) => forward,
     };
     trail.route = forward.route.clone();
+    if let Some(span) = &mut trail.span {
+        span.set_backend(&forward.backend);
+    }
     let rule = forward.rule.as_deref();
     if let Some(f) = rule.and_then(|r| r.fault.as_ref()) {
         let injection = fault::decide(f, &mut || fastrand::f64());
@@ -272,6 +298,9 @@ async fn forward(
     crate::headers::forward_request(&mut parts.headers, downstream.remote.ip(), &mut || {
         fastrand::u64(..)
     });
+    if let Some(span) = &trail.span {
+        span.inject(&mut parts.headers);
+    }
     forward.apply_request(&mut parts);
     let protocol = upstream_protocol(table.backend_protocol(&forward.backend), parts.version);
     let mirror_parts = rule.filter(|r| !r.mirrors.is_empty()).map(|_| {
@@ -532,6 +561,39 @@ async fn forward(
         }
         .boxed()
     }))
+}
+
+/// The span of a request to `target` when its `Telemetry` names a collector; the request gets
+/// its `x-request-id` here then (as Envoy sets it before routing), so the span records it.
+fn start_span<B>(
+    shared: &Shared,
+    table: &RouteTable,
+    downstream: &Downstream,
+    target: &Target,
+    request: &mut Request<B>,
+) -> Option<ActiveSpan> {
+    let settings = table.trace_settings().settings(table, target);
+    settings.provider.as_ref()?;
+    crate::headers::ensure_request_id(request.headers_mut(), &mut || fastrand::u64(..));
+    let authority = request.uri().authority().map_or_else(
+        || {
+            request
+                .headers()
+                .get(HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("")
+        },
+        |a| a.as_str(),
+    );
+    let facts = RequestFacts {
+        method: request.method(),
+        authority,
+        path: request.uri().path_and_query().map_or("/", |p| p.as_str()),
+        version: request.version(),
+        headers: request.headers(),
+        peer: downstream.remote.ip(),
+    };
+    shared.tracer.start(&settings, target, &facts)
 }
 
 /// A response body holding what its try uses (the endpoint pick, the destination's request

@@ -119,6 +119,8 @@ pub struct RouteTable {
     warnings: Vec<Warning>,
     /// Istio metric labels of this model's workloads and services, built on first use.
     labels: crate::istio_request::LabelIndex,
+    /// Tracing settings of this model's destinations, built on first use.
+    trace: crate::trace::SettingsIndex,
 }
 
 /// A service's host name: the model's, else its Kubernetes name.
@@ -225,12 +227,18 @@ impl RouteTable {
             warnings,
             snapshot,
             labels: Default::default(),
+            trace: Default::default(),
         }
     }
 
     /// The Istio metric labels of this model.
     pub fn label_index(&self) -> &crate::istio_request::LabelIndex {
         &self.labels
+    }
+
+    /// The tracing settings of this model.
+    pub fn trace_settings(&self) -> &crate::trace::SettingsIndex {
+        &self.trace
     }
 
     /// What in the model cannot be applied as written (each names its object).

@@ -203,6 +203,49 @@ fn http1_requests_are_described() -> anyhow::Result<()> {
 }
 
 #[test]
+fn forwarding_copies_the_trace_headers() -> anyhow::Result<()> {
+    let backend = Server::start("serve", "backend")?;
+    let frontend = Server::start_with("serve", "frontend", &["--forward", &backend.url("/b")])?;
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let run = app(&[
+        "get",
+        &frontend.url("/f"),
+        "-H",
+        &format!("traceparent: {traceparent}"),
+        "-H",
+        "x-b3-sampled: 1",
+        "-H",
+        "x-request-id: req-7",
+        "-H",
+        "end-user: jason",
+    ])?;
+    let v = run.one()?;
+    assert_eq!(v["status"], 200, "{v}");
+    assert_eq!(v["body"]["server"], "frontend");
+    let forwarded = &v["body"]["forwarded"];
+    assert_eq!(forwarded["status"], 200, "{v}");
+    let seen = &forwarded["body"];
+    assert_eq!(seen["server"], "backend");
+    assert_eq!(seen["path"], "/b");
+    assert_eq!(seen["headers"]["traceparent"], traceparent);
+    assert_eq!(seen["headers"]["x-b3-sampled"], "1");
+    assert_eq!(seen["headers"]["x-request-id"], "req-7");
+    assert_eq!(
+        seen["headers"]["end-user"],
+        Value::Null,
+        "only trace headers go on"
+    );
+
+    // The called service gone: 502 with the reason.
+    drop(backend);
+    let run = app(&["get", &frontend.url("/f")])?;
+    let v = run.one()?;
+    assert_eq!(v["status"], 502, "{v}");
+    assert!(v["body"]["forward_error"].is_string(), "{v}");
+    Ok(())
+}
+
+#[test]
 fn http2_prior_knowledge_on_the_same_port() -> anyhow::Result<()> {
     let server = Server::start("serve", "alpha")?;
     let run = app(&["get", &server.url("/h2?a=b"), "--h2", "-H", "x-test: 2"])?;

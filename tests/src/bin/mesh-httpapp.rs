@@ -6,7 +6,7 @@
 //! bind only there; port 0 picks a free one). Once listening a server prints
 //! `{"listening": "<ip:port>", "port": <port>, "name": "<name>"}`, then runs until killed.
 //! `<name>` is 1 to 64 characters of `A-Za-z0-9._-`.
-//! - `mesh-httpapp serve <port> <name> [--fail-percent N] [--delay-ms M]`: HTTP/1.1 (keep-alive,
+//! - `mesh-httpapp serve <port> <name> [--fail-percent N] [--delay-ms M] [--forward URL]`: HTTP/1.1 (keep-alive,
 //!   chunked) and HTTP/2 cleartext with prior knowledge on the same port. Every request is
 //!   answered 200 with the JSON body
 //!   `{"server": name, "version": "HTTP/1.1"|"HTTP/2.0", "method", "path" (with the query),
@@ -27,6 +27,13 @@
 //!     "connections_now": c, "connections_max": m (the most open at once since the start),
 //!     "connections_total": t}`; never delayed nor failed;
 //!   - a bad `/status` code, `/delay` or `/stream` query: 400 `{"server": name, "error": ...}`.
+//!
+//!   With `--forward <url>`, an echoed request (any path but the special ones) first makes a
+//!   GET to `<url>` carrying the trace headers of the request it serves (`x-request-id`,
+//!   `traceparent`, `tracestate`, `x-b3-traceid`, `x-b3-spanid`, `x-b3-parentspanid`,
+//!   `x-b3-sampled`, `x-b3-flags`, `b3`), as Istio asks applications to, and answers the echo
+//!   with that call's result (as `get` prints it) under `"forwarded"`; a failed call answers
+//!   502 with `"forward_error"`.
 //!
 //!   Faults on purpose (every request but `/stats`): `--delay-ms M` (at most 60,000) answers
 //!   each after M ms (added to a `/delay/<ms>`; a streamed body then streams as usual);

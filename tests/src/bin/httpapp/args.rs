@@ -11,6 +11,7 @@ use super::net::TIMEOUT;
 
 pub const USAGE: &str =
     "usage: mesh-httpapp serve <port> <name> [--fail-percent <0..=100>] [--delay-ms <ms>]
+      [--forward <url>]
   | grpc-serve <port> <name>
   | count <url> <n> [-H 'name: value']... [--h2] [--timeout-ms <ms>]
   | load <url> <n> [--concurrency <c>] [-H 'name: value']... [--h2] [--timeout-ms <ms>]
@@ -32,13 +33,16 @@ const MAX_CONCURRENCY: u64 = 1000;
 /// The longest `serve --delay-ms` (and `/delay/<ms>`): a minute.
 pub const MAX_DELAY_MS: u64 = 60_000;
 
-/// How `serve` misbehaves on purpose.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// How `serve` misbehaves on purpose, and whom it calls.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServeOptions {
     /// The share of requests (in percent, 0..=100) answered 503, spread evenly.
     pub fail_percent: u8,
     /// Every request is answered after this long.
     pub delay_ms: u64,
+    /// `--forward <url>`: every echoed request first calls this URL (a GET) with the trace
+    /// headers of the request it serves, and answers with that call's result too.
+    pub forward: Option<String>,
 }
 
 /// Where a server listens.
@@ -290,6 +294,13 @@ fn serve_options(args: &[String]) -> Result<(Vec<String>, ServeOptions), String>
                 let v = iter.next().ok_or("--delay-ms needs a value")?;
                 opts.delay_ms = parse_count("--delay-ms", v, MAX_DELAY_MS)?;
             }
+            "--forward" => {
+                let v = iter.next().ok_or("--forward needs a URL")?;
+                if !v.starts_with("http://") {
+                    return Err(format!("--forward {v:?} is not an http:// URL"));
+                }
+                opts.forward = Some(v.clone());
+            }
             flag if flag.starts_with('-') && flag.len() > 1 => {
                 return Err(format!("unknown option {flag:?} for this mode"));
             }
@@ -419,6 +430,7 @@ mod tests {
                     opts: ServeOptions {
                         fail_percent: 50,
                         delay_ms: 1000,
+                        forward: None,
                     },
                 }),
             ),
@@ -430,9 +442,26 @@ mod tests {
                     opts: ServeOptions {
                         fail_percent: 100,
                         delay_ms: 0,
+                        forward: None,
                     },
                 }),
             ),
+            (
+                "serve 8080 alpha --forward http://ratings:9080/r",
+                Ok(Command::Serve {
+                    listen: Listen::DualStack(8080),
+                    name: "alpha".into(),
+                    opts: ServeOptions {
+                        forward: Some("http://ratings:9080/r".into()),
+                        ..ServeOptions::default()
+                    },
+                }),
+            ),
+            (
+                "serve 8080 alpha --forward ratings:9080",
+                Err("--forward \"ratings:9080\" is not an http:// URL"),
+            ),
+            ("serve 8080 alpha --forward", Err("--forward needs a URL")),
             (
                 "serve 8080 alpha --fail-percent 101",
                 Err("--fail-percent 101 is more than 100"),

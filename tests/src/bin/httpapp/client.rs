@@ -334,6 +334,12 @@ pub async fn worker(target: &Target, opts: &ClientOptions, next: &AtomicU64, n: 
 
 /// One request; prints the status, headers, trailers and body.
 pub async fn get(url: &str, opts: &ClientOptions) -> anyhow::Result<()> {
+    emit(&fetch(url, opts).await?)
+}
+
+/// One request on a connection of its own: `{"status", "version", "headers", "trailers",
+/// "body"}` as `get` prints it.
+pub async fn fetch(url: &str, opts: &ClientOptions) -> anyhow::Result<Value> {
     let target = parse_target(url)?;
     let t = opts.timeout;
     let mut conn: Conn<Empty<Bytes>> = Conn::open(&target, opts.h2, t).await?;
@@ -346,7 +352,7 @@ pub async fn get(url: &str, opts: &ClientOptions) -> anyhow::Result<()> {
     let headers = headers_json(response.headers());
     let (body, trailers) = read_body(response.into_body(), t).await?;
     let trailers = trailers.map_or_else(|| json!({}), |t| headers_json(&t));
-    emit(&json!({
+    Ok(json!({
         "status": status,
         "version": version,
         "headers": headers,

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper::header::{HeaderMap, HeaderValue, CONTENT_TYPE, HOST, TRAILER};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, HOST, TRAILER};
 use hyper::http::request::Parts;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
@@ -24,7 +24,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::args::{ServeOptions, MAX_DELAY_MS};
+use super::args::{ClientOptions, ServeOptions, MAX_DELAY_MS};
+use super::client;
 use super::json::{headers_json, version_name};
 use super::net::{canonical, MAX_CONNECTIONS, SERVER_IDLE, TIMEOUT};
 use super::ws;
@@ -250,7 +251,10 @@ async fn answer(
 ) -> Response<Body> {
     let name = server.name.clone();
     match route {
-        Route::Echo(status) => echo(req, status, &name, peer).await,
+        Route::Echo(status) => match (&server.opts.forward, status) {
+            (Some(url), 200) => forwarded(req, url, &name, peer).await,
+            _ => echo(req, status, &name, peer).await,
+        },
         Route::Delay(_) => echo(req, 200, &name, peer).await,
         Route::Stats => json_response(200, server.stats.to_json(&name)),
         Route::Stream {
@@ -279,6 +283,62 @@ async fn echo(req: Request<Incoming>, status: u16, name: &str, peer: SocketAddr)
     match count_body(body).await {
         Ok(n) => json_response(status, request_json(&parts, name, peer, n)),
         Err(e) => bad_request(name, e),
+    }
+}
+
+/// The headers an application copies from the request it serves to the requests it makes,
+/// so a trace goes on through it (as Istio asks applications to).
+pub const TRACE_HEADERS: [&str; 9] = [
+    "x-request-id",
+    "traceparent",
+    "tracestate",
+    "x-b3-traceid",
+    "x-b3-spanid",
+    "x-b3-parentspanid",
+    "x-b3-sampled",
+    "x-b3-flags",
+    "b3",
+];
+
+/// The trace headers of a request, to send on.
+pub fn trace_headers(headers: &HeaderMap) -> Vec<(HeaderName, HeaderValue)> {
+    TRACE_HEADERS
+        .iter()
+        .filter_map(|name| {
+            headers
+                .get(*name)
+                .map(|v| (HeaderName::from_static(name), v.clone()))
+        })
+        .collect()
+}
+
+/// The echo of a request after a call to `url` with its trace headers: the call's result
+/// under `"forwarded"` (200), or `"forward_error"` (502).
+async fn forwarded(
+    req: Request<Incoming>,
+    url: &str,
+    name: &str,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let n = match count_body(body).await {
+        Ok(n) => n,
+        Err(e) => return bad_request(name, e),
+    };
+    let opts = ClientOptions {
+        headers: trace_headers(&parts.headers),
+        ..ClientOptions::default()
+    };
+    let mut value = request_json(&parts, name, peer, n);
+    match client::fetch(url, &opts).await {
+        Ok(result) => {
+            value["forwarded"] = result;
+            json_response(200, value)
+        }
+        Err(e) => {
+            value["forward_error"] = json!(format!("{e:#}"));
+            json_response(502, value)
+        }
     }
 }
 
@@ -530,6 +590,44 @@ mod tests {
         );
         drop(c);
         assert_eq!(stats.to_json("v1")["connections_now"], 0);
+    }
+
+    #[test]
+    fn trace_headers_are_copied_and_nothing_else() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+            ("tracestate", "v=1"),
+            ("x-b3-traceid", "4bf92f3577b34da6a3ce929d0e0e4736"),
+            ("x-b3-spanid", "00f067aa0ba902b7"),
+            ("x-b3-sampled", "1"),
+            ("x-request-id", "r-1"),
+            ("b3", "0"),
+            ("end-user", "jason"),
+            ("host", "reviews"),
+        ] {
+            h.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        let got: Vec<String> = trace_headers(&h)
+            .iter()
+            .map(|(n, v)| format!("{n}={}", v.to_str().unwrap()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "x-request-id=r-1",
+                "traceparent=00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                "tracestate=v=1",
+                "x-b3-traceid=4bf92f3577b34da6a3ce929d0e0e4736",
+                "x-b3-spanid=00f067aa0ba902b7",
+                "x-b3-sampled=1",
+                "b3=0",
+            ]
+        );
+        assert!(trace_headers(&HeaderMap::new()).is_empty());
     }
 
     #[test]
