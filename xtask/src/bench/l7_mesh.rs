@@ -48,8 +48,9 @@ const BARE_VIP: &str = "198.19.0.43";
 const OBSERVED_VIP: &str = "198.19.0.44";
 
 /// The two Telemetry settings the observability rows compare (each attached to its Service),
-/// and the mesh configuration's access-log provider (a file in the bench's directory).
-fn telemetry_yaml(access_log: &std::path::Path) -> String {
+/// and the mesh configuration's providers: an access-log file in the bench's directory and the
+/// trace collector (`mesh-trace-receiver`, OTLP/gRPC, in an unmeshed pod at `collector`).
+fn telemetry_yaml(access_log: &std::path::Path, collector: std::net::Ipv4Addr) -> String {
     format!(
         "apiVersion: v1
 kind: ConfigMap
@@ -59,6 +60,8 @@ data:
     extensionProviders:
     - name: bench-log
       envoyFileAccessLog: {{path: {}, logFormat: {{labels: {{}}}}}}
+    - name: otel
+      opentelemetry: {{service: {collector}, port: 4317}}
 ---
 apiVersion: telemetry.istio.io/v1
 kind: Telemetry
@@ -75,7 +78,7 @@ metadata: {{name: observed, namespace: wpway}}
 spec:
   targetRefs: [{{kind: Service, name: observed}}]
   accessLogging: [{{providers: [{{name: bench-log}}]}}]
-  tracing: [{{randomSamplingPercentage: 1}}]
+  tracing: [{{providers: [{{name: otel}}], randomSamplingPercentage: 1}}]
 ",
         access_log.display()
     )
@@ -215,6 +218,13 @@ impl L7Mesh {
         let haproxy = cluster.add_pod(1, "wpmesh", "haproxy")?;
         let waypoint_server = cluster.add_pod(2, "wpway", "server")?;
         let waypoint_pod = cluster.add_pod(1, "wpway", "waypoint")?;
+        let collector = cluster.add_pod(2, "wpdirect", "collector")?;
+        let mut receiver = collector.command(&binary("mesh-trace-receiver")?.display().to_string());
+        receiver
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        cluster.spawn(receiver)?;
+        wait_listening(&collector, 4317)?;
 
         for pod in [&direct_server, &server, &waypoint_server] {
             serve(&mut cluster, pod)?;
@@ -245,7 +255,8 @@ impl L7Mesh {
             format!("apiVersion: v1\nkind: Service\nmetadata: {{name: bare, namespace: wpway}}\nspec:\n  clusterIP: {BARE_VIP}\n  selector: {{app: web}}\n  ports: [{{name: http, port: {SERVER_PORT}, targetPort: {SERVER_PORT}}}]\n"),
             format!("apiVersion: v1\nkind: Service\nmetadata: {{name: observed, namespace: wpway}}\nspec:\n  clusterIP: {OBSERVED_VIP}\n  selector: {{app: web}}\n  ports: [{{name: http, port: {SERVER_PORT}, targetPort: {SERVER_PORT}}}]\n"),
             ROUTES.to_owned(),
-            telemetry_yaml(&dir.path().join("access.log")),
+            telemetry_yaml(&dir.path().join("access.log"), collector.ip4),
+            pod_yaml(&collector, "node2", "collector"),
             waypoint_yaml(&waypoint_pod, "node1", "waypoint", "service"),
             pod_yaml(&direct_client, "node1", "client"),
             pod_yaml(&direct_server, "node2", "server"),
@@ -256,7 +267,7 @@ impl L7Mesh {
             pod_yaml(&waypoint_server, "node2", "web"),
         ];
         // Every pod is a workload, the waypoint's and the unmeshed ones included.
-        let workloads = 8;
+        let workloads = 9;
         std::fs::write(config_dir.join("bench.yaml"), docs.join("---\n"))?;
         let controller = Controller::start_with_waypoints(
             &cluster,
