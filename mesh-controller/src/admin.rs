@@ -4,7 +4,8 @@
 //! - `GET /config_dump`: the full translated model;
 //! - `GET /errors`: every current configuration error;
 //! - `GET /healthz`;
-//! - `GET /metrics`: the bounds of this endpoint's own server (Prometheus text).
+//! - `GET /metrics`: the controller's health (`mesh_controller_*`, see [`crate::metrics`]) and
+//!   the bounds of this endpoint's own server (Prometheus text).
 //!
 //! It runs on the bounded HTTP/1 server shared with the agent (connection caps, header-read,
 //! idle and response timeouts, head and body limits; `mesh_common::http_server`), with its
@@ -21,6 +22,7 @@ use prometheus_client::registry::Registry as MetricsRegistry;
 use tokio::net::TcpListener;
 
 use crate::controller::Controller;
+use crate::metrics::{self, CaMetrics, Sources, STALE_AFTER};
 use crate::server::{ClientInfo, Registry};
 
 /// Body of `GET /clients`.
@@ -48,20 +50,44 @@ pub struct Admin {
     registry: Arc<Registry>,
     limits: Limits,
     server_metrics: ListenerMetrics,
+    sources: Sources,
     metrics: Arc<MetricsRegistry>,
 }
 
 impl Admin {
-    /// An admin endpoint over a controller and its client registry.
+    /// An admin endpoint over a controller and its client registry (the CA's metrics, until
+    /// [`with_ca_metrics`](Self::with_ca_metrics), are those of a CA that signed nothing).
     pub fn new(controller: Arc<Controller>, registry: Arc<Registry>) -> Self {
         let server_metrics = ListenerMetrics::default();
+        let sources = Sources {
+            controller: controller.clone(),
+            registry: registry.clone(),
+            ca: Arc::default(),
+            stale_after: STALE_AFTER,
+        };
         Admin {
             controller,
             registry,
             limits: Limits::default(),
-            metrics: Arc::new(metrics_registry(&server_metrics)),
+            metrics: Arc::new(metrics_registry(&server_metrics, &sources)),
             server_metrics,
+            sources,
         }
+    }
+
+    /// The same endpoint reporting the certificate authority's metrics `ca` (the observer of
+    /// the certificate service).
+    pub fn with_ca_metrics(mut self, ca: Arc<CaMetrics>) -> Self {
+        self.sources.ca = ca;
+        self.metrics = Arc::new(metrics_registry(&self.server_metrics, &self.sources));
+        self
+    }
+
+    /// The same endpoint counting clients as stale after `after` (default [`STALE_AFTER`]).
+    pub fn with_stale_after(mut self, after: std::time::Duration) -> Self {
+        self.sources.stale_after = after;
+        self.metrics = Arc::new(metrics_registry(&self.server_metrics, &self.sources));
+        self
     }
 
     /// The same endpoint with other limits.
@@ -126,13 +152,14 @@ impl Admin {
     }
 }
 
-/// The server's counters as `mesh_controller_http_*{listener="admin"}`, named as the agent's.
-fn metrics_registry(m: &ListenerMetrics) -> MetricsRegistry {
+/// The health metrics and the server's counters as `mesh_controller_http_*{listener="admin"}`,
+/// named as the agent's.
+fn metrics_registry(m: &ListenerMetrics, sources: &Sources) -> MetricsRegistry {
     let mut registry = MetricsRegistry::default();
     let label = |k: &'static str, v: &'static str| (Cow::Borrowed(k), Cow::Borrowed(v));
-    let sub = registry
-        .sub_registry_with_prefix("mesh_controller")
-        .sub_registry_with_label(label("listener", "admin"));
+    let prefixed = registry.sub_registry_with_prefix("mesh_controller");
+    metrics::register(prefixed, sources);
+    let sub = prefixed.sub_registry_with_label(label("listener", "admin"));
     sub.register(
         "http_connections_open",
         "Connections open on the controller's admin endpoint",
