@@ -274,4 +274,77 @@ mod tests {
         );
         assert!(get(addr, "/clients").await.starts_with("HTTP/1.0 200"));
     }
+
+    #[tokio::test]
+    async fn the_health_metrics_are_exposed() {
+        use mesh_hbone::ca_service::{SigningFailure, SigningObserver};
+
+        let controller = Controller::new(TranslateOptions::default());
+        controller
+            .apply(vec![crate::controller::Change::ReplaceUnit {
+                unit: "c.yaml".to_owned(),
+                parsed: crate::load::parse_yaml(
+                    "c.yaml",
+                    "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: p, namespace: a}\nspec: {action: PERMIT}\n",
+                ),
+            }])
+            .expect("apply");
+        let version = controller.current().version.clone();
+        let registry = Arc::new(Registry::default());
+        let ca = Arc::new(CaMetrics::default());
+        let admin = Admin::new(controller, registry.clone())
+            .with_ca_metrics(ca.clone())
+            .with_stale_after(Duration::ZERO);
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let _server = tokio::spawn(admin.serve(listener));
+
+        let id = registry.add(ClientInfo::default(), metrics::Kind::Agent);
+        registry.sent(id, &version, 3, true, Duration::from_millis(2));
+        let identity: mesh_common::identity::Identity = "spiffe://cluster.local/ns/a/sa/b"
+            .parse()
+            .expect("identity");
+        let not_after = std::time::UNIX_EPOCH + Duration::from_secs(4_000_000_000);
+        ca.signed(&identity, not_after);
+        ca.failed(SigningFailure::NotAuthorized);
+        // The push is not acknowledged: stale at once with a zero threshold.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let response = get(addr, "/metrics").await;
+        for line in [
+            "mesh_controller_clients_connected{kind=\"agent\"} 1",
+            "mesh_controller_clients_connected{kind=\"waypoint\"} 0",
+            "mesh_controller_clients_stale{kind=\"agent\"} 1",
+            "mesh_controller_config_pushes_total{kind=\"agent\",type=\"full\"} 1",
+            "mesh_controller_config_pushes_total{kind=\"waypoint\",type=\"incremental\"} 0",
+            "mesh_controller_config_push_latency_seconds_count{kind=\"agent\"} 1",
+            "mesh_controller_config_errors{kind=\"AuthorizationPolicy\"} 1",
+            "mesh_controller_ca_certificates_signed_total 1",
+            "mesh_controller_ca_signing_failures_total{reason=\"not_authorized\"} 1",
+            "mesh_controller_ca_signing_failures_total{reason=\"bad_csr\"} 0",
+            "mesh_controller_ca_certificate_expiry_timestamp_seconds{identity=\"spiffe://cluster.local/ns/a/sa/b\"} 4000000000",
+            "mesh_controller_http_connections_open{listener=\"admin\"} 1",
+        ] {
+            assert!(response.contains(line), "{line} in {response}");
+        }
+        assert!(
+            response.contains("# TYPE mesh_controller_config_warnings gauge"),
+            "{response}"
+        );
+        // Acknowledged: no longer stale; the ack is counted.
+        registry.acked(id, version, Vec::new());
+        let response = get(addr, "/metrics").await;
+        for line in [
+            "mesh_controller_clients_stale{kind=\"agent\"} 0",
+            "mesh_controller_config_acks_total{kind=\"agent\"} 1",
+        ] {
+            assert!(response.contains(line), "{line} in {response}");
+        }
+        // Gone: not connected.
+        registry.remove(id);
+        let response = get(addr, "/metrics").await;
+        assert!(
+            response.contains("mesh_controller_clients_connected{kind=\"agent\"} 0"),
+            "{response}"
+        );
+    }
 }

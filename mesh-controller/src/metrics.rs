@@ -168,10 +168,14 @@ impl Default for PushMetrics {
         // Every kind's series exists from the start: a dashboard's rate is 0, not absent.
         for kind in Kind::ALL {
             for push_type in [PushType::Full, PushType::Incremental] {
-                metrics.pushes.get_or_create(&PushLabels { kind, push_type });
+                drop(
+                    metrics
+                        .pushes
+                        .get_or_create(&PushLabels { kind, push_type }),
+                );
             }
-            metrics.latency.get_or_create(&KindLabels { kind });
-            metrics.acks.get_or_create(&KindLabels { kind });
+            drop(metrics.latency.get_or_create(&KindLabels { kind }));
+            drop(metrics.acks.get_or_create(&KindLabels { kind }));
         }
         metrics
     }
@@ -185,7 +189,9 @@ impl PushMetrics {
         } else {
             PushType::Incremental
         };
-        self.pushes.get_or_create(&PushLabels { kind, push_type }).inc();
+        self.pushes
+            .get_or_create(&PushLabels { kind, push_type })
+            .inc();
         self.latency
             .get_or_create(&KindLabels { kind })
             .observe(waited.as_secs_f64());
@@ -490,9 +496,9 @@ impl Default for CaMetrics {
             expiry: Arc::default(),
         };
         for failure in SigningFailure::ALL {
-            metrics.failures.get_or_create(&FailureLabels {
+            drop(metrics.failures.get_or_create(&FailureLabels {
                 reason: failure.as_str(),
-            });
+            }));
         }
         metrics
     }

@@ -205,7 +205,10 @@ async fn first_update_is_full_and_nacks_are_recorded() {
     };
     assert_eq!(metrics.pushes.get_or_create(&push(PushType::Full)).get(), 1);
     assert_eq!(
-        metrics.pushes.get_or_create(&push(PushType::Incremental)).get(),
+        metrics
+            .pushes
+            .get_or_create(&push(PushType::Incremental))
+            .get(),
         0
     );
     let nack = |resource_kind| NackLabels {
