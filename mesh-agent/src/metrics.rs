@@ -325,7 +325,10 @@ impl Metrics {
             self.denied.clone(),
         );
         for program in ATTACHED_PROGRAMS {
-            self.attach_failures.get_or_create(&ProgramLabels { program });
+            drop(
+                self.attach_failures
+                    .get_or_create(&ProgramLabels { program }),
+            );
         }
         sub.register(
             "kernel_attach_failures",
@@ -509,7 +512,12 @@ impl Collector for ConfigStream {
             ),
         ] {
             let counter = ConstCounter::new(value);
-            counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)?;
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
         }
         Ok(())
     }
