@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use mesh_common::api::config::ClientKind;
+use mesh_common::api::config::{ClientKind, ResourceKind};
 use mesh_common::identity::Identity;
 use mesh_hbone::ca_service::{SigningFailure, SigningObserver};
 use prometheus_client::collector::Collector;
@@ -132,7 +132,6 @@ pub struct NackLabels {
 /// (an older client, a number from a newer one) `unknown`, so the label set stays bounded
 /// whatever a client sends.
 pub fn nack_resource_kind(raw: i32) -> &'static str {
-    use mesh_common::api::config::ResourceKind;
     match ResourceKind::try_from(raw) {
         Ok(ResourceKind::Unspecified) | Err(_) => "unknown",
         Ok(kind) => mesh_common::api::kind_name(kind),
@@ -176,6 +175,14 @@ impl Default for PushMetrics {
             }
             drop(metrics.latency.get_or_create(&KindLabels { kind }));
             drop(metrics.acks.get_or_create(&KindLabels { kind }));
+            // Every resource kind this build knows (numbered from 1), and `unknown`.
+            for raw in (0..).take_while(|&raw| ResourceKind::try_from(raw).is_ok()) {
+                let resource_kind = nack_resource_kind(raw);
+                drop(metrics.nacks.get_or_create(&NackLabels {
+                    kind,
+                    resource_kind,
+                }));
+            }
         }
         metrics
     }
@@ -658,7 +665,6 @@ mod tests {
 
     #[test]
     fn nack_resource_kinds_are_named_and_bounded() {
-        use mesh_common::api::config::ResourceKind;
         // (raw kind, label)
         let cases = [
             (ResourceKind::Workload as i32, "Workload"),
@@ -670,6 +676,22 @@ mod tests {
         for (raw, want) in cases {
             assert_eq!(nack_resource_kind(raw), want, "{raw}");
         }
+        // Every kind's series exists from the start, at 0: 7 kinds and `unknown`, per client kind.
+        let metrics = PushMetrics::default();
+        let mut registry = MetricsRegistry::default();
+        metrics.register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
+        let nacks = text
+            .lines()
+            .filter(|l| l.starts_with("config_nacks_total{"));
+        assert_eq!(nacks.count(), 16, "{text}");
+        assert!(
+            text.contains(
+                "config_nacks_total{kind=\"waypoint\",resource_kind=\"RequestAuthentication\"} 0"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

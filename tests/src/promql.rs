@@ -97,7 +97,9 @@ pub fn metric_names(expr: &str) -> Vec<String> {
                     }
                 }
             }
-            c if c.is_ascii_digit() || (c == '.' && chars.get(i + 1).is_some_and(char::is_ascii_digit)) => {
+            c if c.is_ascii_digit()
+                || (c == '.' && chars.get(i + 1).is_some_and(char::is_ascii_digit)) =>
+            {
                 // Numbers, durations (5m) and exponents (1e3): one token.
                 while i < chars.len() && (is_name_char(chars[i]) || chars[i] == '.') {
                     i += 1;
@@ -113,7 +115,13 @@ pub fn metric_names(expr: &str) -> Vec<String> {
                 while next < chars.len() && chars[next].is_whitespace() {
                     next += 1;
                 }
-                let call = chars.get(next) == Some(&'(');
+                // A function or aggregation: `f(`, or `sum by (...) (` / `sum without (...) (`.
+                let rest: String = chars[next..].iter().take(8).collect();
+                let clause = ["by", "without"].iter().any(|kw| {
+                    rest.strip_prefix(kw)
+                        .is_some_and(|after| !after.starts_with(is_name_char))
+                });
+                let call = chars.get(next) == Some(&'(') || clause;
                 if LABEL_LISTS.contains(&word.as_str()) {
                     // `group_left` may stand without a list.
                     pending_list = call;

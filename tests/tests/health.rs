@@ -2,7 +2,7 @@
 //! `/metrics` and the real agent's, after a known sequence on the local cluster: one agent
 //! connects (one full push, acked), one pod is enrolled (one certificate signed, expiring in the
 //! future), one of its connections is refused, the configuration changes (one incremental push,
-//! acked), with one configuration error and one warning throughout. Every metric name a PromQL
+//! acked, one warning fewer), with one configuration error throughout. Every metric name a PromQL
 //! expression of `deploy/grafana/mesh-health.json` reads must be in the scraped expositions.
 //!
 //! Needs root: each test fails loudly without it. Traffic stays inside the cluster's namespaces.
@@ -26,7 +26,8 @@ use serde_json::{json, Value};
 const DAY: Duration = Duration::from_secs(24 * 3600);
 const WAIT: Duration = Duration::from_secs(10);
 
-/// A VirtualService with a field accepted but not applied yet: one warning.
+/// A VirtualService with a field accepted but not applied yet and a host not in the mesh (until
+/// `svc.yaml` adds it): two warnings, then one.
 const WARNED: &str = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: cors, namespace: apps}\nspec:\n  hosts: [web.apps.svc.cluster.local]\n  http: [{corsPolicy: {allowOrigins: [{exact: \"https://a\"}]}, route: [{destination: {host: web.apps.svc.cluster.local}}]}]\n";
 
 /// An AuthorizationPolicy with an action that does not exist: one error.
@@ -44,9 +45,7 @@ fn wait_series(
         let missing: Vec<String> = want
             .iter()
             .filter(|(series, value)| sample(&text, series) != Some(*value))
-            .map(|(series, value)| {
-                format!("{series} = {value} (got {:?})", sample(&text, series))
-            })
+            .map(|(series, value)| format!("{series} = {value} (got {:?})", sample(&text, series)))
             .collect();
         if missing.is_empty() {
             return Ok(text);
@@ -137,7 +136,7 @@ fn health_metrics_follow_a_known_sequence_and_cover_the_dashboard() -> anyhow::R
             ),
             (
                 "mesh_controller_config_warnings{kind=\"VirtualService\"}",
-                1.0,
+                2.0,
             ),
             (
                 "mesh_controller_config_errors{kind=\"AuthorizationPolicy\"}",
@@ -146,18 +145,21 @@ fn health_metrics_follow_a_known_sequence_and_cover_the_dashboard() -> anyhow::R
             ("mesh_controller_ca_certificates_signed_total", 0.0),
         ],
     )?;
+    let nacks: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("mesh_controller_config_nacks_total{"))
+        .collect();
     ensure!(
-        !text
-            .lines()
-            .any(|l| l.starts_with("mesh_controller_config_nacks_total{")),
-        "no Nack was sent:\n{text}"
+        !nacks.is_empty() && nacks.iter().all(|l| l.ends_with(" 0")),
+        "no Nack was sent, every series at 0: {nacks:#?}"
     );
 
     // 2. One pod enrolled: one certificate signed for its identity, expiring within a lifetime.
     agent.add_pod(&pod, ambient(), json!({}))?;
     let identity = "spiffe://cluster.local/ns/apps/sa/client";
-    let expiry_series =
-        format!("mesh_controller_ca_certificate_expiry_timestamp_seconds{{identity=\"{identity}\"}}");
+    let expiry_series = format!(
+        "mesh_controller_ca_certificate_expiry_timestamp_seconds{{identity=\"{identity}\"}}"
+    );
     let text = wait_series(
         "after the pod's certificate",
         from_controller,
@@ -173,7 +175,8 @@ fn health_metrics_follow_a_known_sequence_and_cover_the_dashboard() -> anyhow::R
             ),
         ],
     )?;
-    let expiry = sample(&text, &expiry_series).with_context(|| format!("{expiry_series}:\n{text}"))?;
+    let expiry =
+        sample(&text, &expiry_series).with_context(|| format!("{expiry_series}:\n{text}"))?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs_f64();
     ensure!(
         expiry > now + DAY.as_secs_f64() - 120.0 && expiry <= now + DAY.as_secs_f64() + 1.0,
@@ -216,8 +219,11 @@ fn health_metrics_follow_a_known_sequence_and_cover_the_dashboard() -> anyhow::R
             ),
         ],
     )?;
-    let applied = sample(&agent_text, "mesh_agent_config_last_applied_timestamp_seconds")
-        .context("last applied")?;
+    let applied = sample(
+        &agent_text,
+        "mesh_agent_config_last_applied_timestamp_seconds",
+    )
+    .context("last applied")?;
     ensure!(
         applied > now - 60.0 && applied <= now + 60.0,
         "applied at {applied}, now {now}"
@@ -247,6 +253,14 @@ fn health_metrics_follow_a_known_sequence_and_cover_the_dashboard() -> anyhow::R
                 2.0,
             ),
             ("mesh_controller_clients_stale{kind=\"agent\"}", 0.0),
+            (
+                "mesh_controller_config_warnings{kind=\"VirtualService\"}",
+                1.0,
+            ),
+            (
+                "mesh_controller_config_errors{kind=\"AuthorizationPolicy\"}",
+                1.0,
+            ),
         ],
     )?;
     // A push is written within the latency histogram's range (well under 10 s here).
@@ -325,15 +339,17 @@ fn status_version(controller: &Controller, cluster: &Cluster) -> anyhow::Result<
 /// Schema 39 or later, and every panel and target on the `${datasource}` variable, a
 /// Prometheus data source.
 fn check_dashboard_shape(dashboard: &Value) -> anyhow::Result<()> {
-    let schema = dashboard["schemaVersion"].as_u64().context("schemaVersion")?;
+    let schema = dashboard["schemaVersion"]
+        .as_u64()
+        .context("schemaVersion")?;
     ensure!(schema >= 39, "schemaVersion {schema}");
     let variables = dashboard["templating"]["list"]
         .as_array()
         .context("templating")?;
     ensure!(
-        variables
-            .iter()
-            .any(|v| v["name"] == "datasource" && v["type"] == "datasource" && v["query"] == "prometheus"),
+        variables.iter().any(|v| v["name"] == "datasource"
+            && v["type"] == "datasource"
+            && v["query"] == "prometheus"),
         "no Prometheus datasource variable: {variables:?}"
     );
     let expected = json!({"type": "prometheus", "uid": "${datasource}"});
@@ -343,7 +359,11 @@ fn check_dashboard_shape(dashboard: &Value) -> anyhow::Result<()> {
         }
         ensure!(panel["datasource"] == expected, "panel {}", panel["title"]);
         for target in panel["targets"].as_array().context("targets")? {
-            ensure!(target["datasource"] == expected, "a target of {}", panel["title"]);
+            ensure!(
+                target["datasource"] == expected,
+                "a target of {}",
+                panel["title"]
+            );
         }
     }
     Ok(())
