@@ -506,8 +506,8 @@ impl Collector for ConfigStream {
                 status.nacks,
             ),
             (
-                "config_streams_opened",
-                "Config streams opened to the controller (reconnects included)",
+                "config_connect_attempts",
+                "Config stream connection attempts (the first and every reconnect)",
                 status.connections,
             ),
         ] {
@@ -586,7 +586,7 @@ mod tests {
             "mesh_agent_config_connected 1",
             "mesh_agent_config_version{version=\"00ab\"} 1",
             "mesh_agent_config_nacks_total 2",
-            "mesh_agent_config_streams_opened_total 3",
+            "mesh_agent_config_connect_attempts_total 3",
             "mesh_agent_config_last_applied_timestamp_seconds 1700000000",
         ] {
             assert!(after.contains(line), "{line} in {after}");

@@ -321,18 +321,17 @@ impl Collector for StateCollector {
             self.stale_after,
         );
         type Pick = fn(&ClientCounts) -> u64;
+        let stale_help = format!(
+            "Connected clients that have not acknowledged the latest version for longer than {} s",
+            self.stale_after.as_secs_f64()
+        );
         let gauges: [(&str, &str, Pick); 2] = [
             (
                 "clients_connected",
                 "Config stream clients connected",
                 |c| c.connected,
             ),
-            (
-                "clients_stale",
-                "Connected clients that have not acknowledged the latest version for longer than \
-                 the stale threshold (30 s)",
-                |c| c.stale,
-            ),
+            ("clients_stale", &stale_help, |c| c.stale),
         ];
         for (name, help, pick) in gauges {
             let gauge = ConstGauge::new(0i64);

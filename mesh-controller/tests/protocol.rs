@@ -1,10 +1,10 @@
 //! The config stream at the protocol level, with the generated client over the control
-//! plane's TLS: the first update is full, a Nack is recorded for the status page (and counted
-//! with the pushes and acks in the push metrics), a stream
-//! without Hello is refused; a stream without valid credentials, one whose Hello claims another
-//! node, and one asking for the waypoint's view with a node's credential are refused; a
-//! waypoint's credential opens a waypoint stream (routes, no agent-only policy) and no agent
-//! stream; plaintext is refused before gRPC.
+//! plane's TLS: the first update is full, a Nack is recorded for the status page and counted
+//! (with the push and the ack) in the push metrics, a stream without Hello is refused; a stream
+//! without valid credentials, one whose Hello claims another node, and one asking for the
+//! waypoint's view with a node's credential are refused; a waypoint's credential opens a
+//! waypoint stream (routes, no agent-only policy) and no agent stream; plaintext is refused
+//! before gRPC.
 
 #[path = "support/pki.rs"]
 #[allow(dead_code, reason = "each test crate uses a part of the fixture")]

@@ -208,7 +208,7 @@ fn health_metrics_follow_a_known_sequence_and_cover_the_dashboard() -> anyhow::R
             ("mesh_agent_config_connected", 1.0),
             (&version_series, 1.0),
             ("mesh_agent_config_nacks_total", 0.0),
-            ("mesh_agent_config_streams_opened_total", 1.0),
+            ("mesh_agent_config_connect_attempts_total", 1.0),
             (
                 "mesh_agent_kernel_attach_failures_total{program=\"mesh_connect4\"}",
                 0.0,

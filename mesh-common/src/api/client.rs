@@ -84,7 +84,7 @@ pub struct ClientStatus {
     pub connected: bool,
     /// Version of the published snapshot (empty before the first update).
     pub version: String,
-    /// Streams opened so far.
+    /// Streams attempted so far (the first and every reconnect).
     pub connections: u64,
     /// Updates rejected (answered with a Nack) so far.
     pub nacks: u64,
