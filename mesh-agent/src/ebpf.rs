@@ -57,6 +57,21 @@ pub enum EbpfError {
     },
 }
 
+impl EbpfError {
+    /// The `program` label of a failed attachment: the program that did not attach,
+    /// `mesh_sk_lookup` when the pod's listeners could not be registered for it, `cgroup` when
+    /// the cgroup could not be opened (no cgroup program attached), else `other`.
+    pub fn attach_program(&self) -> &'static str {
+        match self {
+            EbpfError::Program { program, .. } => program,
+            EbpfError::Map { map, .. } if *map == names::INBOUND_LISTENERS => names::SK_LOOKUP,
+            EbpfError::Cgroup { .. } => "cgroup",
+            EbpfError::Missing(name) => name,
+            EbpfError::Load(_) | EbpfError::Map { .. } | EbpfError::Cpus(_) => "other",
+        }
+    }
+}
+
 /// What is attached for one pod, so it can be detached again.
 #[derive(Debug)]
 pub struct PodAttachment {
@@ -540,4 +555,41 @@ fn start_log_forwarding(ebpf: &mut Ebpf) {
             guard.clear_ready();
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attach_failures_name_the_program() {
+        let io = || std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let program = |program| EbpfError::Program {
+            program,
+            source: aya::programs::ProgramError::NotLoaded,
+        };
+        let map = |map| EbpfError::Map {
+            map,
+            source: aya::maps::MapError::KeyNotFound,
+        };
+        // (error, label)
+        let cases = [
+            (program(names::CONNECT6), "mesh_connect6"),
+            (program(names::SOCKOPS), "mesh_sockops"),
+            (map(names::INBOUND_LISTENERS), "mesh_sk_lookup"),
+            (map(names::ORIG_DST), "other"),
+            (
+                EbpfError::Cgroup {
+                    path: "/sys/fs/cgroup/pod".into(),
+                    source: io(),
+                },
+                "cgroup",
+            ),
+            (EbpfError::Missing(names::SK_LOOKUP), "mesh_sk_lookup"),
+            (EbpfError::Cpus(io()), "other"),
+        ];
+        for (error, want) in cases {
+            assert_eq!(error.attach_program(), want, "{error}");
+        }
+    }
 }

@@ -101,7 +101,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     ));
     let programs = Arc::new(Programs::load()?);
     readiness.set_programs_loaded();
-    let loopback_attached = config.kernel_fast_path && attach_to_own_cgroup(&programs);
+    let loopback_attached = config.kernel_fast_path && attach_to_own_cgroup(&programs, &metrics);
     let fastpath = Arc::new(FastPath::new(
         programs.clone(),
         config.kernel_fast_path,
@@ -114,6 +114,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     let mut registry_metrics = prometheus_client::registry::Registry::default();
     metrics.register(&mut registry_metrics);
+    if let Some(client) = &config_client {
+        Metrics::register_config_stream(&mut registry_metrics, client.status_watch());
+    }
     let tunnel = match (&control_plane, &bundle) {
         (
             Some(ControlPlane {
@@ -219,8 +222,9 @@ fn pinned_roots(path: &std::path::Path, trust_domain: &str) -> anyhow::Result<Tr
 }
 
 /// Attaches `sockops` to the agent's own cgroup for the loopback splice; false (with the reason
-/// logged) when the agent is in the root cgroup or the attach fails: loopback legs then stay TCP.
-fn attach_to_own_cgroup(programs: &Programs) -> bool {
+/// logged, a failed attach counted) when the agent is in the root cgroup or the attach fails:
+/// loopback legs then stay TCP.
+fn attach_to_own_cgroup(programs: &Programs, metrics: &Metrics) -> bool {
     match mesh_agent::cgroup::own_cgroup() {
         Ok(Some(cgroup)) => match programs.attach_agent_cgroup(&cgroup) {
             Ok(()) => {
@@ -228,6 +232,7 @@ fn attach_to_own_cgroup(programs: &Programs) -> bool {
                 true
             }
             Err(e) => {
+                metrics.attach_failed(e.attach_program());
                 tracing::warn!(error = %e, "loopback legs stay on TCP");
                 false
             }

@@ -3,20 +3,27 @@
 //! Istio's standard TCP metrics (`istio_tcp_*`, `reporter="source"` on the client side and
 //! `"destination"` on the server side, Istio's full label set: `mesh_common::istio_metrics`) for
 //! the dashboards and alerts users have, and the agent's own series under `mesh_agent_` (how a
-//! connection was carried, refusals, the HBONE pool, the HTTP listeners), whose label sets are
-//! kept small (workloads and services, never raw addresses or ports of clients).
+//! connection was carried, refusals by reason, the HBONE pool, the HTTP listeners, kernel
+//! program attach failures, the config stream's state), whose label sets are kept small
+//! (workloads and services, never raw addresses or ports of clients).
 
 use std::sync::atomic::AtomicU64;
+use std::time::UNIX_EPOCH;
 
 use mesh_common::access_log::{Entry, Sinks};
+use mesh_common::api::ClientStatus;
 use mesh_common::http_server::ListenerMetrics;
 use mesh_common::istio_metrics::{IstioMetrics, TcpHandles};
+use mesh_common::kernel::names;
 use mesh_common::scope_telemetry::ScopeTelemetry;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
+use tokio::sync::watch;
 
 /// Which way a connection goes, seen from the pod the agent serves.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -101,6 +108,23 @@ pub struct DenyLabels {
     /// Why: `policy`, `peer_authentication`, `not_from_waypoint`, `waypoint_unreachable`, ...
     pub reason: String,
 }
+
+/// Labels of kernel program attach failures.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProgramLabels {
+    /// The program (`mesh_connect4`, `mesh_sockops`, ...; `cgroup` when the pod's cgroup could
+    /// not be opened; see `EbpfError::attach_program`).
+    pub program: &'static str,
+}
+
+/// The programs attached per pod (and `mesh_sockops` to the agent's own cgroup): their attach
+/// failure series exist from the start.
+const ATTACHED_PROGRAMS: [&str; 4] = [
+    names::CONNECT4,
+    names::CONNECT6,
+    names::SOCKOPS,
+    names::SK_LOOKUP,
+];
 
 /// One of the agent's HTTP listeners (label value `metrics`, `readiness` or `admin`).
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
@@ -262,8 +286,10 @@ pub struct Metrics {
     pub sent_bytes: Family<ConnectionLabels, Counter>,
     /// Bytes from the server side to the client side.
     pub received_bytes: Family<ConnectionLabels, Counter>,
-    /// Connections refused by policy.
+    /// Connections refused, by reason.
     pub denied: Family<DenyLabels, Counter>,
+    /// Kernel program attachments that failed, by program.
+    pub attach_failures: Family<ProgramLabels, Counter>,
     /// Pods currently captured.
     pub enrolled_pods: Gauge<i64, std::sync::atomic::AtomicI64>,
     /// Outbound TLS connections opened to HBONE peers (one carries many streams).
@@ -313,8 +339,20 @@ impl Metrics {
         );
         sub.register(
             "connections_denied",
-            "Connections refused by policy",
+            "Connections refused, by reason (policy, peer_authentication, waypoint_unavailable, \
+             agent_port, ...)",
             self.denied.clone(),
+        );
+        for program in ATTACHED_PROGRAMS {
+            drop(
+                self.attach_failures
+                    .get_or_create(&ProgramLabels { program }),
+            );
+        }
+        sub.register(
+            "kernel_attach_failures",
+            "Kernel program attachments that failed (to a pod, or to the agent's own cgroup)",
+            self.attach_failures.clone(),
         );
         sub.register(
             "enrolled_pods",
@@ -364,6 +402,21 @@ impl Metrics {
         catch_up(&self.hbone_streams_opened, stats.streams_opened());
         catch_up(&self.hbone_connections_closed, stats.connections_closed());
         catch_up(&self.hbone_connections_lost, stats.connections_lost());
+    }
+
+    /// Counts a failed attachment of `program` (`EbpfError::attach_program`).
+    pub fn attach_failed(&self, program: &'static str) {
+        self.attach_failures
+            .get_or_create(&ProgramLabels { program })
+            .inc();
+    }
+
+    /// Reports the config stream's state (`mesh_agent_config_*`) from `status`, read at each
+    /// scrape.
+    pub fn register_config_stream(registry: &mut Registry, status: watch::Receiver<ClientStatus>) {
+        registry
+            .sub_registry_with_prefix("mesh_agent")
+            .register_collector(Box::new(ConfigStream { status }));
     }
 
     /// Counts a connection to `workload` refused for `reason` (`policy`, `peer_authentication`).
@@ -424,6 +477,77 @@ impl Metrics {
                 access_log.write(&self.access_logs, &entry, log.mtls);
             }
         }
+    }
+}
+
+/// The config stream's state, read from its client at each scrape.
+#[derive(Debug)]
+struct ConfigStream {
+    status: watch::Receiver<ClientStatus>,
+}
+
+/// Labels of the applied version.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabels {
+    version: String,
+}
+
+impl Collector for ConfigStream {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let status = self.status.borrow().clone();
+        let gauge = |v: u64| ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX));
+        let connected = gauge(u64::from(status.connected));
+        connected.encode(encoder.encode_descriptor(
+            "config_connected",
+            "Whether the config stream to the controller is up (1) and has delivered its first update",
+            None,
+            connected.metric_type(),
+        )?)?;
+        let one = gauge(1);
+        let mut family = encoder.encode_descriptor(
+            "config_version",
+            "The configuration version applied (1, labelled with the version)",
+            None,
+            one.metric_type(),
+        )?;
+        if !status.version.is_empty() {
+            let labels = VersionLabels {
+                version: status.version.clone(),
+            };
+            one.encode(family.encode_family(&labels)?)?;
+        }
+        let applied = status
+            .applied_at
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        let applied = gauge(applied);
+        applied.encode(encoder.encode_descriptor(
+            "config_last_applied_timestamp_seconds",
+            "When (unix time) the last update from the controller was applied (0: none yet)",
+            None,
+            applied.metric_type(),
+        )?)?;
+        for (name, help, value) in [
+            (
+                "config_nacks",
+                "Config updates rejected (answered with a Nack)",
+                status.nacks,
+            ),
+            (
+                "config_connect_attempts",
+                "Config stream connection attempts (the first and every reconnect)",
+                status.connections,
+            ),
+        ] {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
+        Ok(())
     }
 }
 
@@ -527,6 +651,54 @@ mod tests {
             line["source_principal"],
             "spiffe://cluster.local/ns/apps/sa/client"
         );
+    }
+
+    #[test]
+    fn the_config_stream_state_is_read_at_each_scrape() {
+        let (tx, rx) = watch::channel(ClientStatus::default());
+        let mut registry = Registry::default();
+        Metrics::register_config_stream(&mut registry, rx);
+        let before = render(&registry).expect("encodes");
+        for line in [
+            "mesh_agent_config_connected 0",
+            "mesh_agent_config_nacks_total 0",
+            "mesh_agent_config_last_applied_timestamp_seconds 0",
+        ] {
+            assert!(before.contains(line), "{line} in {before}");
+        }
+        assert!(!before.contains("mesh_agent_config_version{"), "{before}");
+        tx.send_modify(|s| {
+            s.connected = true;
+            s.version = "00ab".into();
+            s.nacks = 2;
+            s.connections = 3;
+            s.applied_at = Some(UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000));
+        });
+        let after = render(&registry).expect("encodes");
+        for line in [
+            "mesh_agent_config_connected 1",
+            "mesh_agent_config_version{version=\"00ab\"} 1",
+            "mesh_agent_config_nacks_total 2",
+            "mesh_agent_config_connect_attempts_total 3",
+            "mesh_agent_config_last_applied_timestamp_seconds 1700000000",
+        ] {
+            assert!(after.contains(line), "{line} in {after}");
+        }
+    }
+
+    #[test]
+    fn attach_failures_are_counted_by_program() {
+        let metrics = Metrics::default();
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        metrics.attach_failed(names::SK_LOOKUP);
+        let text = render(&registry).expect("encodes");
+        for line in [
+            "mesh_agent_kernel_attach_failures_total{program=\"mesh_sk_lookup\"} 1",
+            "mesh_agent_kernel_attach_failures_total{program=\"mesh_connect4\"} 0",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
     }
 
     #[test]

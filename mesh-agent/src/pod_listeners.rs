@@ -118,13 +118,16 @@ impl PodListeners {
         {
             tracing::warn!(pod = %info.uid, "pod has IPv6 addresses but IPv6 listeners failed; IPv6 is not captured");
         }
-        let attachment = node.programs.attach_pod(
-            &info.cgroup,
-            netns.file(),
-            &info.addresses,
-            &inbound_v4,
-            inbound_v6.as_ref(),
-        )?;
+        let attachment = node
+            .programs
+            .attach_pod(
+                &info.cgroup,
+                netns.file(),
+                &info.addresses,
+                &inbound_v4,
+                inbound_v6.as_ref(),
+            )
+            .inspect_err(|e| node.metrics.attach_failed(e.attach_program()))?;
         let context = Arc::new(PodContext {
             identity: node.identity(&info),
             info,

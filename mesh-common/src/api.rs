@@ -12,7 +12,7 @@ pub const CONTROLLER_PORT: u16 = 15010;
 
 pub use client::{ClientOptions, ClientStatus, ConfigClient, Transport};
 pub use model_set::{bounded, Applied, ModelSet, MAX_WARNINGS, MAX_WARNING_LEN};
-pub use resources::{ResourceError, ResourceSet};
+pub use resources::{kind_name, ResourceError, ResourceSet};
 
 /// Generated protobuf messages and tonic services, one module per proto package
 /// (`mesh.config.v1` is [`config`]).

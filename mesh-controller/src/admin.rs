@@ -4,7 +4,8 @@
 //! - `GET /config_dump`: the full translated model;
 //! - `GET /errors`: every current configuration error;
 //! - `GET /healthz`;
-//! - `GET /metrics`: the bounds of this endpoint's own server (Prometheus text).
+//! - `GET /metrics`: the controller's health (`mesh_controller_*`, see [`crate::metrics`]) and
+//!   the bounds of this endpoint's own server (Prometheus text).
 //!
 //! It runs on the bounded HTTP/1 server shared with the agent (connection caps, header-read,
 //! idle and response timeouts, head and body limits; `mesh_common::http_server`), with its
@@ -21,6 +22,7 @@ use prometheus_client::registry::Registry as MetricsRegistry;
 use tokio::net::TcpListener;
 
 use crate::controller::Controller;
+use crate::metrics::{self, CaMetrics, Sources, STALE_AFTER};
 use crate::server::{ClientInfo, Registry};
 
 /// Body of `GET /clients`.
@@ -48,20 +50,44 @@ pub struct Admin {
     registry: Arc<Registry>,
     limits: Limits,
     server_metrics: ListenerMetrics,
+    sources: Sources,
     metrics: Arc<MetricsRegistry>,
 }
 
 impl Admin {
-    /// An admin endpoint over a controller and its client registry.
+    /// An admin endpoint over a controller and its client registry (the CA's metrics, until
+    /// [`with_ca_metrics`](Self::with_ca_metrics), are those of a CA that signed nothing).
     pub fn new(controller: Arc<Controller>, registry: Arc<Registry>) -> Self {
         let server_metrics = ListenerMetrics::default();
+        let sources = Sources {
+            controller: controller.clone(),
+            registry: registry.clone(),
+            ca: Arc::default(),
+            stale_after: STALE_AFTER,
+        };
         Admin {
             controller,
             registry,
             limits: Limits::default(),
-            metrics: Arc::new(metrics_registry(&server_metrics)),
+            metrics: Arc::new(metrics_registry(&server_metrics, &sources)),
             server_metrics,
+            sources,
         }
+    }
+
+    /// The same endpoint reporting the certificate authority's metrics `ca` (the observer of
+    /// the certificate service).
+    pub fn with_ca_metrics(mut self, ca: Arc<CaMetrics>) -> Self {
+        self.sources.ca = ca;
+        self.metrics = Arc::new(metrics_registry(&self.server_metrics, &self.sources));
+        self
+    }
+
+    /// The same endpoint counting clients as stale after `after` (default [`STALE_AFTER`]).
+    pub fn with_stale_after(mut self, after: std::time::Duration) -> Self {
+        self.sources.stale_after = after;
+        self.metrics = Arc::new(metrics_registry(&self.server_metrics, &self.sources));
+        self
     }
 
     /// The same endpoint with other limits.
@@ -126,13 +152,14 @@ impl Admin {
     }
 }
 
-/// The server's counters as `mesh_controller_http_*{listener="admin"}`, named as the agent's.
-fn metrics_registry(m: &ListenerMetrics) -> MetricsRegistry {
+/// The health metrics and the server's counters as `mesh_controller_http_*{listener="admin"}`,
+/// named as the agent's.
+fn metrics_registry(m: &ListenerMetrics, sources: &Sources) -> MetricsRegistry {
     let mut registry = MetricsRegistry::default();
     let label = |k: &'static str, v: &'static str| (Cow::Borrowed(k), Cow::Borrowed(v));
-    let sub = registry
-        .sub_registry_with_prefix("mesh_controller")
-        .sub_registry_with_label(label("listener", "admin"));
+    let prefixed = registry.sub_registry_with_prefix("mesh_controller");
+    metrics::register(prefixed, sources);
+    let sub = prefixed.sub_registry_with_label(label("listener", "admin"));
     sub.register(
         "http_connections_open",
         "Connections open on the controller's admin endpoint",
@@ -246,5 +273,78 @@ mod tests {
             "{response}"
         );
         assert!(get(addr, "/clients").await.starts_with("HTTP/1.0 200"));
+    }
+
+    #[tokio::test]
+    async fn the_health_metrics_are_exposed() {
+        use mesh_hbone::ca_service::{SigningFailure, SigningObserver};
+
+        let controller = Controller::new(TranslateOptions::default());
+        controller
+            .apply(vec![crate::controller::Change::ReplaceUnit {
+                unit: "c.yaml".to_owned(),
+                parsed: crate::load::parse_yaml(
+                    "c.yaml",
+                    "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: p, namespace: a}\nspec: {action: PERMIT}\n",
+                ),
+            }])
+            .expect("apply");
+        let version = controller.current().version.clone();
+        let registry = Arc::new(Registry::default());
+        let ca = Arc::new(CaMetrics::default());
+        let admin = Admin::new(controller, registry.clone())
+            .with_ca_metrics(ca.clone())
+            .with_stale_after(Duration::ZERO);
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let _server = tokio::spawn(admin.serve(listener));
+
+        let id = registry.add(ClientInfo::default(), metrics::Kind::Agent);
+        registry.sent(id, &version, 3, true, Duration::from_millis(2));
+        let identity: mesh_common::identity::Identity = "spiffe://cluster.local/ns/a/sa/b"
+            .parse()
+            .expect("identity");
+        let not_after = std::time::UNIX_EPOCH + Duration::from_secs(4_000_000_000);
+        ca.signed(&identity, not_after);
+        ca.failed(SigningFailure::NotAuthorized);
+        // The push is not acknowledged: stale at once with a zero threshold.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let response = get(addr, "/metrics").await;
+        for line in [
+            "mesh_controller_clients_connected{kind=\"agent\"} 1",
+            "mesh_controller_clients_connected{kind=\"waypoint\"} 0",
+            "mesh_controller_clients_stale{kind=\"agent\"} 1",
+            "mesh_controller_config_pushes_total{kind=\"agent\",type=\"full\"} 1",
+            "mesh_controller_config_pushes_total{kind=\"waypoint\",type=\"incremental\"} 0",
+            "mesh_controller_config_push_latency_seconds_count{kind=\"agent\"} 1",
+            "mesh_controller_config_errors{kind=\"AuthorizationPolicy\"} 1",
+            "mesh_controller_ca_certificates_signed_total 1",
+            "mesh_controller_ca_signing_failures_total{reason=\"not_authorized\"} 1",
+            "mesh_controller_ca_signing_failures_total{reason=\"bad_csr\"} 0",
+            "mesh_controller_ca_certificate_expiry_timestamp_seconds{identity=\"spiffe://cluster.local/ns/a/sa/b\"} 4000000000",
+            "mesh_controller_http_connections_open{listener=\"admin\"} 1",
+        ] {
+            assert!(response.contains(line), "{line} in {response}");
+        }
+        assert!(
+            response.contains("# TYPE mesh_controller_config_warnings gauge"),
+            "{response}"
+        );
+        // Acknowledged: no longer stale; the ack is counted.
+        registry.acked(id, version, Vec::new());
+        let response = get(addr, "/metrics").await;
+        for line in [
+            "mesh_controller_clients_stale{kind=\"agent\"} 0",
+            "mesh_controller_config_acks_total{kind=\"agent\"} 1",
+        ] {
+            assert!(response.contains(line), "{line} in {response}");
+        }
+        // Gone: not connected.
+        registry.remove(id);
+        let response = get(addr, "/metrics").await;
+        assert!(
+            response.contains("mesh_controller_clients_connected{kind=\"agent\"} 0"),
+            "{response}"
+        );
     }
 }

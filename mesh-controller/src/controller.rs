@@ -7,6 +7,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
 use mesh_common::api::{ResourceError, ResourceSet};
 use mesh_common::model::Snapshot;
@@ -19,7 +20,7 @@ use crate::store::Store;
 use crate::translate::{translate, TranslateOptions, Waypoints};
 
 /// One published configuration.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Published {
     /// Version (hash of the model).
     pub version: String,
@@ -33,6 +34,22 @@ pub struct Published {
     pub ignored: Arc<Vec<String>>,
     /// The declared waypoints and their instances.
     pub waypoints: Arc<Waypoints>,
+    /// When it was published (push latency is measured from here).
+    pub published_at: Instant,
+}
+
+impl Default for Published {
+    fn default() -> Self {
+        Published {
+            version: String::new(),
+            snapshot: Arc::default(),
+            resources: Arc::default(),
+            errors: Arc::default(),
+            ignored: Arc::default(),
+            waypoints: Arc::default(),
+            published_at: Instant::now(),
+        }
+    }
 }
 
 /// A change from a source.
@@ -190,6 +207,7 @@ impl Controller {
             errors: Arc::new(errors),
             ignored: Arc::new(ignored),
             waypoints: Arc::new(waypoints),
+            published_at: Instant::now(),
         }));
         Ok(())
     }

@@ -9,6 +9,7 @@ pub mod controller;
 pub mod crd;
 pub mod error;
 pub mod load;
+pub mod metrics;
 pub mod object;
 pub mod principal;
 pub mod resources;

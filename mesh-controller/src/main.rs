@@ -215,7 +215,8 @@ async fn main() -> anyhow::Result<()> {
         translate: translate_options(&args),
     })
     .await?;
-    let service = mesh_controller::ca::service(ca, authenticator, running.controller.clone());
+    let service = mesh_controller::ca::service(ca, authenticator, running.controller.clone())
+        .with_observer(running.ca_metrics.clone());
     let (ca_stop, ca_stopped) = tokio::sync::oneshot::channel::<()>();
     let listener = tokio::net::TcpListener::bind(args.ca_addr)
         .await

@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::admin::Admin;
 use crate::controller::Controller;
+use crate::metrics::CaMetrics;
 use crate::server::{ConfigServer, Registry};
 use crate::source::dir::{DirError, DirSource};
 use crate::source::kube::KubeOptions;
@@ -92,6 +93,9 @@ pub struct Running {
     pub controller: Arc<Controller>,
     /// Connected clients.
     pub registry: Arc<Registry>,
+    /// The certificate authority's metrics, reported on the admin endpoint: the observer to
+    /// give the certificate service (`CaService::with_observer`).
+    pub ca_metrics: Arc<CaMetrics>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -145,8 +149,11 @@ pub async fn start(options: RunOptions) -> Result<Running, StartError> {
             tracing::error!(error = %e, "config stream server");
         }
     }));
+    let ca_metrics = Arc::new(CaMetrics::default());
     tasks.push(tokio::spawn(
-        Admin::new(controller.clone(), registry.clone()).serve(admin),
+        Admin::new(controller.clone(), registry.clone())
+            .with_ca_metrics(ca_metrics.clone())
+            .serve(admin),
     ));
     tracing::info!(%grpc_addr, %admin_addr, "controller started");
     Ok(Running {
@@ -154,6 +161,7 @@ pub async fn start(options: RunOptions) -> Result<Running, StartError> {
         admin_addr,
         controller,
         registry,
+        ca_metrics,
         shutdown,
         tasks,
     })

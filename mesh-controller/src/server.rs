@@ -12,7 +12,7 @@ pub mod view;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mesh_common::api::config::config_request::Request;
 use mesh_common::api::config::config_service_server::{ConfigService, ConfigServiceServer};
@@ -26,6 +26,7 @@ use tokio_stream::Stream;
 use tonic::{Request as GrpcRequest, Response, Status, Streaming};
 
 use crate::controller::Controller;
+use crate::metrics::Kind;
 use crate::principal::{Principal, PrincipalError};
 pub use registry::{ClientInfo, Registry};
 
@@ -234,17 +235,17 @@ impl Session {
         peer: Option<SocketAddr>,
         mut inbound: Streaming<ConfigRequest>,
     ) {
-        let id = self.registry.add(ClientInfo {
-            client_id: hello.client_id.clone(),
-            node: hello.node.clone(),
-            kind: match kind {
-                ClientKind::Waypoint => "waypoint".to_owned(),
-                _ => "agent".to_owned(),
+        let id = self.registry.add(
+            ClientInfo {
+                client_id: hello.client_id.clone(),
+                node: hello.node.clone(),
+                peer: peer.map(|p| p.to_string()).unwrap_or_default(),
+                previous_version: hello.last_version.clone(),
+                ..ClientInfo::default()
             },
-            peer: peer.map(|p| p.to_string()).unwrap_or_default(),
-            previous_version: hello.last_version.clone(),
-            ..ClientInfo::default()
-        });
+            Kind::of(kind),
+        );
+        let opened = Instant::now();
         tracing::info!(client = %hello.client_id, node = %hello.node, ?kind, "config client connected");
         let mut published = self.controller.subscribe();
         let mut sent: Option<(String, ResourceSet)> = None;
@@ -253,13 +254,14 @@ impl Session {
             if sent.as_ref().map(|(v, _)| v) != Some(&current.version) {
                 let set = view::view(&current.snapshot, &current.resources, kind, &hello.node);
                 let update = set.diff(sent.as_ref().map(|(_, s)| s), &current.version);
-                self.registry.update(id, |c| {
-                    c.sent_version = current.version.clone();
-                    c.resources = set.len();
-                });
+                let full = update.full;
                 if self.tx.send(Ok(update)).await.is_err() {
                     break;
                 }
+                // Waiting since the configuration was there for this client to have.
+                let waited = current.published_at.max(opened).elapsed();
+                self.registry
+                    .sent(id, &current.version, set.len(), full, waited);
                 sent = Some((current.version.clone(), set));
             }
             tokio::select! {
@@ -271,14 +273,11 @@ impl Session {
                         }
                         // Bounded again here: the client is not trusted to have bounded them.
                         let warnings = bounded(&ack.warnings);
-                        self.registry.update(id, |c| {
-                            c.acked_version = ack.version;
-                            c.warnings = warnings;
-                        });
+                        self.registry.acked(id, ack.version, warnings);
                     }
                     Ok(Some(ConfigRequest { request: Some(Request::Nack(nack)) })) => {
                         tracing::warn!(client = %hello.client_id, version = %nack.version, error = %nack.error, "client rejected config");
-                        self.registry.update(id, |c| c.last_nack = Some(format!("{}: {}", nack.version, nack.error)));
+                        self.registry.nacked(id, &nack.version, &nack.error, nack.resource_kind);
                     }
                     Ok(Some(_)) => {}
                     Ok(None) | Err(_) => break,

@@ -1,9 +1,10 @@
 //! The config stream at the protocol level, with the generated client over the control
-//! plane's TLS: the first update is full, a Nack is recorded for the status page, a stream
-//! without Hello is refused; a stream without valid credentials, one whose Hello claims another
-//! node, and one asking for the waypoint's view with a node's credential are refused; a
-//! waypoint's credential opens a waypoint stream (routes, no agent-only policy) and no agent
-//! stream; plaintext is refused before gRPC.
+//! plane's TLS: the first update is full, a Nack is recorded for the status page and counted
+//! (with the push and the ack) in the push metrics, a stream without Hello is refused; a stream
+//! without valid credentials, one whose Hello claims another node, and one asking for the
+//! waypoint's view with a node's credential are refused; a waypoint's credential opens a
+//! waypoint stream (routes, no agent-only policy) and no agent stream; plaintext is refused
+//! before gRPC.
 
 #[path = "support/pki.rs"]
 #[allow(dead_code, reason = "each test crate uses a part of the fixture")]
@@ -19,6 +20,7 @@ use mesh_common::api::config::{
 };
 use mesh_controller::controller::{Change, Controller};
 use mesh_controller::load::parse_yaml;
+use mesh_controller::metrics::{Kind, KindLabels, NackLabels, PushLabels, PushType};
 use mesh_controller::server::{ConfigServer, Registry};
 use mesh_controller::translate::TranslateOptions;
 use pki::{token_of, Pki};
@@ -159,6 +161,7 @@ async fn first_update_is_full_and_nacks_are_recorded() {
         request: Some(Request::Nack(Nack {
             version: first.version.clone(),
             error: "bad".to_owned(),
+            resource_kind: ResourceKind::Service as i32,
         })),
     })
     .await
@@ -193,6 +196,32 @@ async fn first_update_is_full_and_nacks_are_recorded() {
         assert!(tokio::time::Instant::now() < deadline, "ack not recorded");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    // The push, the Nack (with the kind it names) and the ack are counted for kind agent.
+    let metrics = registry.metrics();
+    let agent = KindLabels { kind: Kind::Agent };
+    let push = |push_type| PushLabels {
+        kind: Kind::Agent,
+        push_type,
+    };
+    assert_eq!(metrics.pushes.get_or_create(&push(PushType::Full)).get(), 1);
+    assert_eq!(
+        metrics
+            .pushes
+            .get_or_create(&push(PushType::Incremental))
+            .get(),
+        0
+    );
+    let nack = |resource_kind| NackLabels {
+        kind: Kind::Agent,
+        resource_kind,
+    };
+    assert_eq!(metrics.nacks.get_or_create(&nack("Service")).get(), 1);
+    assert_eq!(metrics.nacks.get_or_create(&nack("unknown")).get(), 0);
+    assert_eq!(metrics.acks.get_or_create(&agent).get(), 1);
+    let waypoint = KindLabels {
+        kind: Kind::Waypoint,
+    };
+    assert_eq!(metrics.acks.get_or_create(&waypoint).get(), 0);
 
     // Shutdown ends the stream with `unavailable`, and the client leaves the registry.
     stop.send_replace(true);

@@ -21,7 +21,7 @@ pub mod transport;
 pub use auth::{authenticate_metadata, AuthError, NodeAuthenticator, NodeTokens};
 pub use client::{CaClient, CaClientError};
 pub use credential::Credential;
-pub use server::{serve, Authorizer, CaService};
+pub use server::{serve, Authorizer, CaService, SigningFailure, SigningObserver};
 pub use transport::{ControlPlaneTransport, HandshakeStats, TransportError};
 
 /// Metadata key carrying the caller's node name.

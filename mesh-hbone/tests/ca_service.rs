@@ -17,7 +17,7 @@ use fixture::{id, init_logging, STEP};
 use mesh_hbone::ca::{CaConfig, CertificateAuthority, ServingName, TrustBundle};
 use mesh_hbone::ca_service::{
     serve, AuthError, Authorizer, CaClient, CaService, HandshakeStats, NodeAuthenticator,
-    NodeTokens,
+    NodeTokens, SigningFailure, SigningObserver,
 };
 use mesh_hbone::certs::{
     new_key_and_csr, CertError, CertManager, CertManagerConfig, CertificateSigner,
@@ -64,6 +64,16 @@ async fn controller_named(
     tokens: NodeTokens,
     name: Option<ServingName>,
 ) -> Controller {
+    controller_full(authenticator, tokens, name, None).await
+}
+
+/// [`controller_named`], the service reporting its outcomes to `observer`.
+async fn controller_full(
+    authenticator: impl NodeAuthenticator,
+    tokens: NodeTokens,
+    name: Option<ServingName>,
+    observer: Option<Arc<dyn SigningObserver>>,
+) -> Controller {
     init_logging();
     let ca = Arc::new(CertificateAuthority::generate(CaConfig::new("cluster.local")).expect("CA"));
     let enrolled = Enrolled(HashSet::from([
@@ -72,7 +82,10 @@ async fn controller_named(
     ]));
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let service = CaService::new(ca.clone(), authenticator, enrolled);
+    let mut service = CaService::new(ca.clone(), authenticator, enrolled);
+    if let Some(observer) = observer {
+        service = service.with_observer(observer);
+    }
     let serving = ServingCert::issue(
         ca.clone(),
         vec![name.unwrap_or(ServingName::Ip(addr.ip()))],
@@ -177,6 +190,56 @@ async fn a_garbage_csr_is_an_invalid_argument() {
         .await
         .expect_err("bad CSR");
     assert!(err.0.contains("InvalidArgument"), "{err}");
+}
+
+/// The outcomes a service reported, in order.
+#[derive(Default)]
+struct Outcomes(Mutex<Vec<String>>);
+
+impl SigningObserver for Outcomes {
+    fn signed(&self, identity: &Identity, not_after: std::time::SystemTime) {
+        let future = not_after > std::time::SystemTime::now();
+        let line = format!("signed {identity}, expiring in the future: {future}");
+        self.0.lock().expect("lock").push(line);
+    }
+
+    fn failed(&self, failure: SigningFailure) {
+        let line = format!("failed {}", failure.as_str());
+        self.0.lock().expect("lock").push(line);
+    }
+}
+
+#[tokio::test]
+async fn every_outcome_is_reported_to_the_observer() {
+    let outcomes = Arc::new(Outcomes::default());
+    let tokens = NodeTokens::new();
+    let c = controller_full(tokens.clone(), tokens, None, Some(outcomes.clone())).await;
+    let token = c.tokens.generate("node-1").expect("token");
+    let (_key, csr) = new_key_and_csr(&id("web")).expect("csr");
+    let agent = client(&c, "node-1", &token);
+    timeout(STEP, agent.sign(&id("web"), &csr))
+        .await
+        .expect("bounded")
+        .expect("signed");
+    for (identity, csr, token) in [
+        (id("db"), csr.as_slice(), token.as_str()),
+        (id("web"), b"not a csr".as_slice(), token.as_str()),
+        (id("web"), csr.as_slice(), "wrong"),
+    ] {
+        timeout(STEP, client(&c, "node-1", token).sign(&identity, csr))
+            .await
+            .expect("bounded")
+            .expect_err("refused");
+    }
+    assert_eq!(
+        *outcomes.0.lock().expect("lock"),
+        [
+            format!("signed {}, expiring in the future: true", id("web")),
+            "failed not_authorized".to_owned(),
+            "failed bad_csr".to_owned(),
+            "failed unauthenticated".to_owned(),
+        ]
+    );
 }
 
 /// Accepts `node-1` with one token, refuses everything else, and cannot answer for `node-3`;

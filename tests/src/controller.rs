@@ -17,6 +17,8 @@ use crate::command::run;
 pub const CONFIG_PORT: u16 = 15010;
 /// Certificate service port.
 pub const CA_PORT: u16 = 15012;
+/// The admin endpoint, on the control plane namespace's loopback.
+pub const ADMIN_ADDR: &str = "127.0.0.1:15014";
 
 /// A running controller.
 #[derive(Debug)]
@@ -82,7 +84,7 @@ impl Controller {
             .arg("--grpc-addr")
             .arg(format!("{ip}:{CONFIG_PORT}"))
             .arg("--admin-addr")
-            .arg("127.0.0.1:15014")
+            .arg(ADMIN_ADDR)
             .arg("--ca-addr")
             .arg(format!("{ip}:{CA_PORT}"))
             .arg("--ca-dir")
@@ -148,6 +150,23 @@ impl Controller {
             "--ca-root-file".to_owned(),
             self.root_file.display().to_string(),
         ]
+    }
+
+    /// GETs a path of the controller's admin endpoint (`127.0.0.1:15014` in the control plane's
+    /// namespace of `cluster`); fails unless 200.
+    pub fn admin_get(&self, cluster: &Cluster, path: &str) -> anyhow::Result<String> {
+        let out = cluster
+            .control_plane_command(&binary("mesh-testapp")?.display().to_string())
+            .args(["get", ADMIN_ADDR, path])
+            .output()
+            .context("running mesh-testapp")?;
+        if !out.status.success() {
+            bail!(
+                "controller admin GET {path}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// The controller's log so far.

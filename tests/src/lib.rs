@@ -13,6 +13,7 @@ pub mod config;
 pub mod controller;
 pub mod mesh;
 pub mod pcap;
+pub mod promql;
 pub mod trace;
 pub mod waypoint;
 

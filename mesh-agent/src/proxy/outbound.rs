@@ -14,6 +14,7 @@ use crate::metrics::{Conn, ConnectionLabels, Direction, Transport};
 use crate::pod_context::PodContext;
 use crate::proxy::route::{self, Destination, Route};
 use crate::proxy::{accept_loop, local, relay_and_record};
+use crate::state::StateError;
 use crate::tunnel::Tunnel;
 use mesh_common::identity::Identity;
 use mesh_common::istio_metrics::Security;
@@ -41,7 +42,9 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: &PodContext) {
     let resolved = match pod.state.resolve_from(orig_dst, Some(&pod.info.uid)) {
         Ok(resolved) => resolved,
         Err(e) => {
-            warn!(pod = %pod.info.uid, %orig_dst, error = %e, "outbound destination unresolvable; closing");
+            if let Some(unlogged) = pod.metrics.refuse(&pod.info.uid, unresolvable(&e)) {
+                warn!(pod = %pod.info.uid, %orig_dst, error = %e, unlogged, "outbound destination unresolvable; closing (logged once per burst)");
+            }
             return;
         }
     };
@@ -149,6 +152,7 @@ async fn handle(stream: TcpStream, peer: SocketAddr, pod: &PodContext) {
         // is refused rather than carried some other way.
         (route, ..) => {
             warn!(pod = %pod.info.uid, %target, ?route, "route without the means to carry it; refused");
+            pod.metrics.record_denied(&pod.info.uid, "no_route");
             pod.metrics.record_relay(&labels, 0, 0);
         }
     }
@@ -231,6 +235,15 @@ fn waypoint_failure(error: &HboneError) -> &'static str {
     }
 }
 
+/// The `reason` label of a destination that does not resolve: a service without endpoints
+/// (`no_endpoints`), or anything else (`unresolvable`).
+fn unresolvable(error: &StateError) -> &'static str {
+    match error {
+        StateError::NoEndpoints { .. } => "no_endpoints",
+        _ => "unresolvable",
+    }
+}
+
 /// The metrics' transport label of a route.
 fn transport(route: &Route) -> Transport {
     match route {
@@ -277,6 +290,20 @@ mod tests {
         for (case, error, want) in cases {
             assert_eq!(waypoint_failure(&error), want, "{case}");
         }
+    }
+
+    #[test]
+    fn unresolvable_destinations_are_told_apart() {
+        let no_endpoints = StateError::NoEndpoints {
+            namespace: "apps".into(),
+            name: "web".into(),
+        };
+        assert_eq!(unresolvable(&no_endpoints), "no_endpoints");
+        let other = StateError::Parse {
+            path: "x".into(),
+            message: "y".into(),
+        };
+        assert_eq!(unresolvable(&other), "unresolvable");
     }
 
     #[test]

@@ -84,8 +84,12 @@ pub struct ClientStatus {
     pub connected: bool,
     /// Version of the published snapshot (empty before the first update).
     pub version: String,
-    /// Streams opened so far.
+    /// Streams attempted so far (the first and every reconnect).
     pub connections: u64,
+    /// Updates rejected (answered with a Nack) so far.
+    pub nacks: u64,
+    /// When the published snapshot was applied from an update (`None`: not from the controller).
+    pub applied_at: Option<std::time::SystemTime>,
     /// Last stream or decode error.
     pub last_error: Option<String>,
     /// What the published snapshot holds that this build does not understand (unknown fields
@@ -244,6 +248,7 @@ async fn stream_once(
                     s.connected = true;
                     s.version = update.version.clone();
                     s.warnings = warnings.clone();
+                    s.applied_at = Some(std::time::SystemTime::now());
                 });
                 Request::Ack(Ack {
                     version: update.version,
@@ -252,10 +257,14 @@ async fn stream_once(
             }
             Err(e) => {
                 tracing::warn!(version = %update.version, error = %e, "rejected config update; keeping last config");
-                status_tx.send_modify(|s| s.last_error = Some(e.to_string()));
+                status_tx.send_modify(|s| {
+                    s.last_error = Some(e.to_string());
+                    s.nacks += 1;
+                });
                 Request::Nack(Nack {
                     version: update.version,
                     error: e.to_string(),
+                    resource_kind: e.resource_kind() as i32,
                 })
             }
         };

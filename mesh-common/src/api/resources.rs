@@ -43,6 +43,18 @@ pub enum ResourceError {
     },
 }
 
+impl ResourceError {
+    /// The kind of the resource that failed (`Unspecified` for a kind this build does not know).
+    pub fn resource_kind(&self) -> ResourceKind {
+        match self {
+            ResourceError::Decode { kind, .. } => *kind,
+            ResourceError::UnknownKind { .. } | ResourceError::Encode { .. } => {
+                ResourceKind::Unspecified
+            }
+        }
+    }
+}
+
 /// Resources keyed by (kind, key), each the JSON of one model value.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ResourceSet {
@@ -93,7 +105,7 @@ fn decode<T: serde::de::DeserializeOwned + UnknownValues>(
 }
 
 /// The kind's name without the proto prefix, e.g. `AuthorizationPolicy`.
-pub(crate) fn kind_name(kind: ResourceKind) -> &'static str {
+pub fn kind_name(kind: ResourceKind) -> &'static str {
     match kind {
         ResourceKind::Unspecified => "Unspecified",
         ResourceKind::Workload => "Workload",

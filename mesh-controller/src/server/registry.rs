@@ -1,10 +1,12 @@
 //! The connected clients and what each has been sent and has acknowledged, for the admin
-//! endpoint and `meshctl status`.
+//! endpoint, `meshctl status` and the push metrics ([`PushMetrics`]).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::metrics::{is_stale, ClientCounts, Kind, Pending, PushMetrics};
 
 /// What the admin endpoint shows for one client.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -36,30 +38,81 @@ pub struct ClientInfo {
     pub warnings: Vec<String>,
 }
 
+/// One connected client.
+#[derive(Debug)]
+struct Entry {
+    info: ClientInfo,
+    kind: Kind,
+    pending: Pending,
+}
+
 /// Connected clients by stream id.
 #[derive(Debug, Default)]
 pub struct Registry {
     next_id: AtomicU64,
-    clients: Mutex<BTreeMap<u64, ClientInfo>>,
+    clients: Mutex<BTreeMap<u64, Entry>>,
+    metrics: PushMetrics,
 }
 
 impl Registry {
-    /// Adds a client; returns its stream id.
-    pub fn add(&self, mut info: ClientInfo) -> u64 {
+    /// Adds a client of `kind` (its `info.kind` is set from it); returns its stream id.
+    pub fn add(&self, mut info: ClientInfo, kind: Kind) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         info.connected_at = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or_default();
-        self.lock().insert(id, info);
+        info.kind = kind.as_str().to_owned();
+        let pending = Pending {
+            connected: Instant::now(),
+            unacked_since: None,
+        };
+        self.lock().insert(
+            id,
+            Entry {
+                info,
+                kind,
+                pending,
+            },
+        );
         id
     }
 
-    /// Updates a client.
-    pub fn update(&self, id: u64, f: impl FnOnce(&mut ClientInfo)) {
-        if let Some(info) = self.lock().get_mut(&id) {
-            f(info);
+    /// Records an update of `version` (the client's view: `resources` resources) written to a
+    /// client's stream, `waited` after it was there to send.
+    pub fn sent(&self, id: u64, version: &str, resources: usize, full: bool, waited: Duration) {
+        let mut clients = self.lock();
+        let Some(entry) = clients.get_mut(&id) else {
+            return;
+        };
+        entry.info.sent_version = version.to_owned();
+        entry.info.resources = resources;
+        entry.pending.unacked_since.get_or_insert_with(Instant::now);
+        self.metrics.pushed(entry.kind, full, waited);
+    }
+
+    /// Records a client's acknowledgement of `version`.
+    pub fn acked(&self, id: u64, version: String, warnings: Vec<String>) {
+        let mut clients = self.lock();
+        let Some(entry) = clients.get_mut(&id) else {
+            return;
+        };
+        if version == entry.info.sent_version {
+            entry.pending.unacked_since = None;
         }
+        entry.info.acked_version = version;
+        entry.info.warnings = warnings;
+        self.metrics.acked(entry.kind);
+    }
+
+    /// Records a client's rejection of `version` (`resource_kind`: the raw kind it names).
+    pub fn nacked(&self, id: u64, version: &str, error: &str, resource_kind: i32) {
+        let mut clients = self.lock();
+        let Some(entry) = clients.get_mut(&id) else {
+            return;
+        };
+        entry.info.last_nack = Some(format!("{version}: {error}"));
+        self.metrics.nacked(entry.kind, resource_kind);
     }
 
     /// Removes a client.
@@ -69,12 +122,38 @@ impl Registry {
 
     /// All clients, ordered by client id.
     pub fn list(&self) -> Vec<ClientInfo> {
-        let mut clients: Vec<ClientInfo> = self.lock().values().cloned().collect();
+        let mut clients: Vec<ClientInfo> = self.lock().values().map(|e| e.info.clone()).collect();
         clients.sort_by(|a, b| a.client_id.cmp(&b.client_id));
         clients
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, ClientInfo>> {
+    /// Connected and stale clients per kind at `now`, against the `latest` version published
+    /// at `published` ([`is_stale`] after `stale_after`).
+    pub fn counts(
+        &self,
+        latest: &str,
+        published: Instant,
+        now: Instant,
+        stale_after: Duration,
+    ) -> BTreeMap<Kind, ClientCounts> {
+        let mut counts: BTreeMap<Kind, ClientCounts> = BTreeMap::new();
+        for entry in self.lock().values() {
+            let c = counts.entry(entry.kind).or_default();
+            c.connected += 1;
+            let acked = &entry.info.acked_version;
+            if is_stale(acked, latest, entry.pending, published, now, stale_after) {
+                c.stale += 1;
+            }
+        }
+        counts
+    }
+
+    /// The push metrics the streams record here.
+    pub fn metrics(&self) -> &PushMetrics {
+        &self.metrics
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Entry>> {
         self.clients.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
