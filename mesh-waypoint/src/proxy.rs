@@ -196,7 +196,11 @@ pub async fn handle(
             .istio
             .request(&labels, &settings.metrics, &finished.done);
         if let (Some((arrival, outcome)), Some(access_log)) = (log, &settings.access_log) {
-            let entry = request_log::entry(arrival, &outcome, &labels, &finished);
+            let mut entry = request_log::entry(arrival, &outcome, &labels, &finished);
+            // The trace the waypoint's span is in (a new one when the request had none).
+            if let Some(span) = &span {
+                entry.trace_id = Some(span.trace_id_hex());
+            }
             access_log.write(&shared_done.access_logs, &entry, true);
         }
         if let Some(span) = span {

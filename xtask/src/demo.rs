@@ -258,6 +258,58 @@ fn call(pod: &Pod, addr: &str, message: &str) -> anyhow::Result<String> {
     })
 }
 
+/// The value of label `name` in a Prometheus text line, `-` when absent.
+fn label<'l>(line: &'l str, name: &str) -> &'l str {
+    let key = format!("{name}=\"");
+    line.find(&key)
+        .map(|at| &line[at + key.len()..])
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or("-")
+}
+
+/// Prints the waypoint's `istio_requests_total` series (a few of Istio's labels each) and the
+/// last waypoint lines of the access log; fails when either is missing.
+fn observability(waypoint: &Waypoint, access_log: &std::path::Path) -> anyhow::Result<()> {
+    let metrics = waypoint.status_get("/metrics")?.unwrap_or_default();
+    let series: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("istio_requests_total{"))
+        .collect();
+    if series.is_empty() {
+        anyhow::bail!("the waypoint exports no istio_requests_total series");
+    }
+    for line in &series {
+        println!(
+            "  istio_requests_total{{source_workload=\"{}\", destination_workload=\"{}\", destination_service_name=\"{}\", response_code=\"{}\", response_flags=\"{}\", connection_security_policy=\"{}\"}} {}",
+            label(line, "source_workload"),
+            label(line, "destination_workload"),
+            label(line, "destination_service_name"),
+            label(line, "response_code"),
+            label(line, "response_flags"),
+            label(line, "connection_security_policy"),
+            line.rsplit(' ').next().unwrap_or("?"),
+        );
+    }
+    let text = std::fs::read_to_string(access_log).unwrap_or_default();
+    let requests: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("\"method\":\""))
+        .collect();
+    println!(
+        "  access log {}: {} lines, {} of them requests at the waypoint; the last two:",
+        access_log.display(),
+        text.lines().count(),
+        requests.len()
+    );
+    if requests.is_empty() {
+        anyhow::bail!("the access log has no request line");
+    }
+    for line in requests.iter().rev().take(2).rev() {
+        println!("  {line}");
+    }
+    Ok(())
+}
+
 fn show_logs(agent: &Agent, needles: &[&str]) {
     for line in agent
         .logs()
@@ -307,6 +359,7 @@ pub fn run() -> anyhow::Result<()> {
 
     let config_dir = dir.path().join("config");
     std::fs::create_dir_all(&config_dir)?;
+    let access_log = dir.path().join("access.log");
     let config = [
         namespace_yaml("shop", true),
         namespace_yaml("legacy", false),
@@ -320,6 +373,9 @@ pub fn run() -> anyhow::Result<()> {
         format!("apiVersion: v1\nkind: Service\nmetadata: {{name: ratings, namespace: shop, labels: {{istio.io/use-waypoint: waypoint}}}}\nspec:\n  clusterIP: {RATINGS_VIP}\n  selector: {{app: ratings}}\n  ports: [{{name: http, port: {RATINGS_PORT}, targetPort: {RATINGS_PORT}}}]\n"),
         waypoint_yaml(&waypoint_pod, "node1", "waypoint", "service"),
         "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: ratings, namespace: shop}\nspec:\n  host: ratings\n  subsets:\n  - {name: v1, labels: {version: v1}}\n  - {name: v2, labels: {version: v2}}\n  - {name: v3, labels: {version: v3}}\n".to_owned(),
+        // Istio's mesh configuration: every agent and waypoint writes a JSON access-log line
+        // per connection and request to one file.
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: istio, namespace: istio-system}}\ndata:\n  mesh: |\n    accessLogFile: {}\n    accessLogEncoding: JSON\n", access_log.display()),
         "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: reviews-viewers, namespace: shop}\nspec:\n  selector: {matchLabels: {app: reviews}}\n  action: ALLOW\n  rules:\n  - from: [{source: {principals: [cluster.local/ns/shop/sa/productpage]}}]\n".to_owned(),
     ]
     .join("---\n");
@@ -464,6 +520,8 @@ pub fn run() -> anyhow::Result<()> {
         "the waypoint's resilience: retries absorb a flaky upstream, a timeout cuts a slow one",
     );
     resilience(&config_dir, &waypoint, &productpage)?;
+    crate::sh::step("what the waypoint reported: Istio's metrics (excerpt) and the access log");
+    observability(&waypoint, &access_log)?;
 
     drop(waypoint);
     drop(mesh);

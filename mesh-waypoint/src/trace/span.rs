@@ -274,6 +274,11 @@ pub fn response_attributes(
 }
 
 impl ActiveSpan {
+    /// The trace id, as W3C writes it (32 lowercase hex digits).
+    pub fn trace_id_hex(&self) -> String {
+        format!("{:032x}", self.trace_id)
+    }
+
     /// Starts the span of a request to `target`, unless `settings` has no collector. `ids`
     /// gives non-zero random ids, `draw` a uniform number in `[0, 1)`.
     #[allow(clippy::too_many_arguments)]
