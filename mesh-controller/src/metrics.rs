@@ -668,6 +668,7 @@ mod tests {
         let cases = [
             (ResourceKind::Workload as i32, "Workload"),
             (ResourceKind::Route as i32, "Route"),
+            (ResourceKind::Telemetry as i32, "Telemetry"),
             (ResourceKind::Unspecified as i32, "unknown"),
             (4242, "unknown"),
             (-1, "unknown"),
@@ -675,7 +676,7 @@ mod tests {
         for (raw, want) in cases {
             assert_eq!(nack_resource_kind(raw), want, "{raw}");
         }
-        // Every kind's series exists from the start, at 0: 7 kinds and `unknown`, per client kind.
+        // Every kind's series exists from the start, at 0: 8 kinds and `unknown`, per client kind.
         let metrics = PushMetrics::default();
         let mut registry = MetricsRegistry::default();
         metrics.register(&mut registry);
@@ -684,7 +685,7 @@ mod tests {
         let nacks = text
             .lines()
             .filter(|l| l.starts_with("config_nacks_total{"));
-        assert_eq!(nacks.count(), 16, "{text}");
+        assert_eq!(nacks.count(), 18, "{text}");
         assert!(
             text.contains(
                 "config_nacks_total{kind=\"waypoint\",resource_kind=\"RequestAuthentication\"} 0"
