@@ -610,7 +610,7 @@ mod tests {
             },
             ..EffectiveTelemetry::default()
         };
-        let settings = std::sync::Arc::new(ScopeTelemetry::new(effective));
+        let settings = std::sync::Arc::new(ScopeTelemetry::new(&effective));
         let metrics = Metrics::default();
         let labels = ConnectionLabels {
             direction: Direction::Outbound,

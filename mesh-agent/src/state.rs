@@ -393,7 +393,7 @@ impl State {
                     targets: &[],
                 };
                 let effective = effective_telemetry(&current.snapshot.telemetries, &scope);
-                let settings = ScopeTelemetry::new(effective);
+                let settings = ScopeTelemetry::new(&effective);
                 if !settings.problems.is_empty() {
                     tracing::warn!(workload = %uid, problems = ?settings.problems, "Telemetry settings not fully applied by the agent");
                 }

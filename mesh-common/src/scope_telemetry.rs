@@ -1,6 +1,5 @@
-//! Everything a proxy applies for one Telemetry scope (a workload, or a service behind a
-//! waypoint), compiled once per model and scope: the metric overrides, the access log and the
-//! effective settings themselves (tracing reads its provider and sampling from them).
+//! What a proxy applies for one Telemetry scope (a workload, or a service behind a waypoint),
+//! compiled once per model and scope: the metric overrides and the access log.
 
 use crate::access_log::{AccessLog, Entry};
 use crate::istio_metrics::{IstioLabels, MetricSettings, UNKNOWN};
@@ -13,8 +12,6 @@ pub struct ScopeTelemetry {
     pub metrics: MetricSettings,
     /// The access log, when logging is on in this scope.
     pub access_log: Option<AccessLog>,
-    /// The merged settings.
-    pub effective: EffectiveTelemetry,
     /// What is not applied (unsupported tag expressions, unknown log operators, a filter that
     /// does not parse), for the caller to report once.
     pub problems: Vec<String>,
@@ -22,8 +19,8 @@ pub struct ScopeTelemetry {
 
 impl ScopeTelemetry {
     /// Compiles the effective settings of a scope.
-    pub fn new(effective: EffectiveTelemetry) -> ScopeTelemetry {
-        let metrics = MetricSettings::new(&effective);
+    pub fn new(effective: &EffectiveTelemetry) -> ScopeTelemetry {
+        let metrics = MetricSettings::new(effective);
         let mut problems: Vec<String> = metrics
             .unsupported
             .iter()
@@ -33,12 +30,11 @@ impl ScopeTelemetry {
                 )
             })
             .collect();
-        let (access_log, log_problems) = AccessLog::from_settings(&effective);
+        let (access_log, log_problems) = AccessLog::from_settings(effective);
         problems.extend(log_problems);
         ScopeTelemetry {
             metrics,
             access_log,
-            effective,
             problems,
         }
     }
@@ -99,7 +95,7 @@ mod tests {
                 },
                 ..EffectiveTelemetry::default()
             };
-            let scope = ScopeTelemetry::new(effective);
+            let scope = ScopeTelemetry::new(&effective);
             assert_eq!(scope.access_log.is_some(), on, "{disabled:?}");
             assert_eq!(scope.problems.len(), problems, "{:?}", scope.problems);
         }
@@ -115,7 +111,7 @@ mod tests {
             },
             ..EffectiveTelemetry::default()
         };
-        let scope = ScopeTelemetry::new(effective);
+        let scope = ScopeTelemetry::new(&effective);
         assert!(
             scope.access_log.is_some(),
             "an unparsable filter logs everything"

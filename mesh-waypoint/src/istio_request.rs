@@ -125,7 +125,7 @@ impl LabelIndex {
             targets: &targets,
         };
         let effective = effective_telemetry(&table.snapshot().telemetries, &scope);
-        let settings = Arc::new(ScopeTelemetry::new(effective));
+        let settings = Arc::new(ScopeTelemetry::new(&effective));
         if !settings.problems.is_empty() {
             tracing::warn!(service = %key, problems = ?settings.problems, "Telemetry settings not fully applied");
         }

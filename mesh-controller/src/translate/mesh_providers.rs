@@ -92,12 +92,7 @@ pub fn resolve(config: &MeshConfig, notes: &mut Notes) -> MeshProviders {
         );
     }
     if let Some(proxy) = &config.default_config {
-        for field in proxy.other.keys() {
-            notes.warn(
-                &format!("{base}.defaultConfig.{field}"),
-                "not applied by this mesh",
-            );
-        }
+        unread(notes, &format!("{base}.defaultConfig"), &proxy.other);
     }
     let mut by_name = BTreeMap::new();
     by_name.insert(
@@ -160,6 +155,13 @@ fn builtin_envoy(config: &MeshConfig, base: &str, notes: &mut Notes) -> m::Acces
     }
 }
 
+/// Warns about every field of `other` (fields at `path` the mesh does not read).
+fn unread(notes: &mut Notes, path: &str, other: &mc::Other) {
+    for field in other.keys() {
+        notes.warn(&format!("{path}.{field}"), "not applied by this mesh");
+    }
+}
+
 /// A collector host as the mesh dials it: `namespace/host` loses its namespace prefix.
 fn collector_host(service: &str) -> String {
     service
@@ -171,21 +173,15 @@ fn collector_host(service: &str) -> String {
 fn extension_provider(p: &mc::ExtensionProvider, path: &str, notes: &mut Notes) -> Provider {
     let mut chosen = Vec::new();
     if let Some(file) = &p.envoy_file_access_log {
-        for field in file.other.keys() {
-            notes.warn(
-                &format!("{path}.envoyFileAccessLog.{field}"),
-                "not applied by this mesh",
-            );
-        }
+        unread(notes, &format!("{path}.envoyFileAccessLog"), &file.other);
         let format = match &file.log_format {
             None => m::AccessLogFormat::DefaultText,
             Some(f) => {
-                for field in f.other.keys() {
-                    notes.warn(
-                        &format!("{path}.envoyFileAccessLog.logFormat.{field}"),
-                        "not applied by this mesh",
-                    );
-                }
+                unread(
+                    notes,
+                    &format!("{path}.envoyFileAccessLog.logFormat"),
+                    &f.other,
+                );
                 match (&f.text, &f.labels) {
                     (_, Some(labels)) => m::AccessLogFormat::Json {
                         labels: labels.clone(),
@@ -208,20 +204,10 @@ fn extension_provider(p: &mc::ExtensionProvider, path: &str, notes: &mut Notes) 
         }));
     }
     if let Some(otel) = &p.opentelemetry {
-        for field in otel.other.keys() {
-            notes.warn(
-                &format!("{path}.opentelemetry.{field}"),
-                "not applied by this mesh",
-            );
-        }
+        unread(notes, &format!("{path}.opentelemetry"), &otel.other);
         let (protocol, trace_path) = match &otel.http {
             Some(http) => {
-                for field in http.other.keys() {
-                    notes.warn(
-                        &format!("{path}.opentelemetry.http.{field}"),
-                        "not applied by this mesh",
-                    );
-                }
+                unread(notes, &format!("{path}.opentelemetry.http"), &http.other);
                 (
                     m::TraceProtocol::OtlpHttp,
                     http.path
@@ -241,12 +227,7 @@ fn extension_provider(p: &mc::ExtensionProvider, path: &str, notes: &mut Notes) 
         }));
     }
     if let Some(zipkin) = &p.zipkin {
-        for field in zipkin.other.keys() {
-            notes.warn(
-                &format!("{path}.zipkin.{field}"),
-                "not applied by this mesh",
-            );
-        }
+        unread(notes, &format!("{path}.zipkin"), &zipkin.other);
         chosen.push(Provider::Trace(m::TraceProvider {
             name: p.name.clone(),
             protocol: m::TraceProtocol::Zipkin,
@@ -328,12 +309,11 @@ fn mesh_wide(
         .as_ref()
         .and_then(|d| d.tracing.as_ref());
     if let Some(legacy) = legacy {
-        for field in legacy.other.keys() {
-            notes.warn(
-                &format!("{base}.defaultConfig.tracing.{field}"),
-                "not applied by this mesh",
-            );
-        }
+        unread(
+            notes,
+            &format!("{base}.defaultConfig.tracing"),
+            &legacy.other,
+        );
     }
     let sampling = legacy.and_then(|t| t.sampling);
     if let Some(s) = sampling.filter(|s| !(0.0..=100.0).contains(s)) {

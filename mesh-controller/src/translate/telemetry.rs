@@ -60,24 +60,24 @@ fn telemetry(
     let tracing = match spec.tracing.split_first() {
         None => None,
         Some((first, rest)) => {
-            for i in 1..=rest.len() {
-                notes.warn(
-                    &format!("spec.tracing[{i}]"),
-                    "not applied: the mesh applies the first tracing entry",
-                );
-            }
+            ignored_after_first(
+                notes,
+                "spec.tracing",
+                rest.len(),
+                "not applied: the mesh applies the first tracing entry",
+            );
             tracing("spec.tracing[0]", first, providers, notes)?
         }
     };
     let access_logging = match spec.access_logging.split_first() {
         None => None,
         Some((first, rest)) => {
-            for i in 1..=rest.len() {
-                notes.warn(
-                    &format!("spec.accessLogging[{i}]"),
-                    "not applied: the mesh applies the first accessLogging entry",
-                );
-            }
+            ignored_after_first(
+                notes,
+                "spec.accessLogging",
+                rest.len(),
+                "not applied: the mesh applies the first accessLogging entry",
+            );
             Some(access_logging(
                 "spec.accessLogging[0]",
                 first,
@@ -98,6 +98,13 @@ fn telemetry(
         tracing,
         access_logging,
     })
+}
+
+/// Warns about the `extra` entries after the first of the list at `path` (not applied).
+fn ignored_after_first(notes: &mut Notes, path: &str, extra: usize, message: &str) {
+    for i in 1..=extra {
+        notes.warn(&format!("{path}[{i}]"), message);
+    }
 }
 
 /// An Istio enum name (`REQUEST_COUNT`, `CLIENT`) as a model enum; unknown names are errors.
@@ -217,12 +224,12 @@ fn named_provider<T>(
     let Some((first, rest)) = names.split_first() else {
         return Ok(None);
     };
-    for i in 1..=rest.len() {
-        notes.warn(
-            &format!("{path}.providers[{i}]"),
-            "not applied: the mesh sends to the first provider",
-        );
-    }
+    ignored_after_first(
+        notes,
+        &format!("{path}.providers"),
+        rest.len(),
+        "not applied: the mesh sends to the first provider",
+    );
     let at = format!("{path}.providers[0].name");
     match providers.by_name.get(&first.name) {
         None => Err((
